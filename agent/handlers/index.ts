@@ -1,0 +1,50 @@
+// Request dispatch: one switch over every request kind, with logging and
+// error mapping in one place. Handlers are grouped by concern in sibling files.
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import type { RequestHandler, Session } from "../../proto/session.js";
+import type { Request } from "../../proto/wire.js";
+import { log } from "../log.js";
+import { ProcessHandlers } from "./process.js";
+import { ping, version } from "./system.js";
+
+type RequestKind = NonNullable<Request["body"]>;
+
+function assertNever(x: never): never {
+  throw new FractalError(ErrorCode.UNKNOWN_MESSAGE, `unknown request type ${String(x)}`);
+}
+
+/** Builds the request handler for one connection. */
+export function connectionHandler(session: Session): RequestHandler {
+  const procs = new ProcessHandlers(session);
+  return async (req: Request) => {
+    // protobufjs sets `body` to the name of the oneof field present; an
+    // unknown field number (a newer client) leaves it undefined.
+    const kind = (req as { body?: RequestKind }).body;
+    if (kind === undefined) throw new FractalError(ErrorCode.UNKNOWN_MESSAGE, "unknown request type (a newer client?)");
+    try {
+      switch (kind) {
+        case "ping":
+          return ping(req.ping!.nonce ?? 0);
+        case "version":
+          return version(session.version);
+        case "exec":
+          return procs.exec(req.exec!);
+        case "signal":
+          return procs.signal(req.signal!.process ?? 0, req.signal!.signal ?? 0, req.signal!.group ?? false);
+        case "resize":
+          return procs.resize(req.resize!.process ?? 0, req.resize!.cols ?? 0, req.resize!.rows ?? 0);
+        case "closeStdin":
+          return procs.closeStdin(req.closeStdin!.process ?? 0);
+        case "wait":
+          return await procs.wait(req.wait!.process ?? 0);
+        default:
+          return assertNever(kind);
+      }
+    } catch (err) {
+      if (!(err instanceof FractalError) || err.code === ErrorCode.INTERNAL) {
+        log("error", `${kind} request failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      }
+      throw err;
+    }
+  };
+}

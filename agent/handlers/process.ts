@@ -1,0 +1,122 @@
+// Process handlers: exec, signal, resize, close-stdin, wait. Each connection
+// has its own ProcessTable; when the connection goes, its processes get
+// SIGHUP, as a login session's do when the terminal hangs up.
+import fs from "node:fs";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import type { ResponseBody, Session } from "../../proto/session.js";
+import type { ExecRequest } from "../../proto/wire.js";
+import { startChild, type ExitResult } from "../process/child.js";
+import { ProcessTable } from "../process/table.js";
+import { log } from "../log.js";
+
+const SIGHUP = 1;
+const MAX_SIGNAL = 64;
+
+export class ProcessHandlers {
+  private readonly table = new ProcessTable();
+
+  constructor(private readonly session: Session) {
+    session.onClose(() => this.hangUp());
+  }
+
+  exec(req: ExecRequest): ResponseBody {
+    const argv = req.argv ?? [];
+    if (argv.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, "exec: argv is empty");
+    const env: Record<string, string> = req.replaceEnv ? {} : { ...(process.env as Record<string, string>) };
+    for (const kv of req.env ?? []) {
+      if (!kv.key || kv.key.includes("=")) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `exec: bad environment variable name "${kv.key ?? ""}"`);
+      env[kv.key] = kv.value ?? "";
+    }
+    const tty = req.tty ? { cols: req.tty.cols ?? 80, rows: req.tty.rows ?? 24 } : undefined;
+    if (req.tty?.term) env.TERM = req.tty.term;
+    const cwd = req.cwd || process.cwd();
+    checkDirectory(cwd);
+
+    // Open the streams before anything can fail asynchronously: data for
+    // stdin may already be on its way right behind this request.
+    const s = this.session;
+    const stdin = req.stdinStream ? s.openIn(req.stdinStream) : undefined;
+    const stdout = req.stdoutStream ? s.openOut(req.stdoutStream) : undefined;
+    const stderr = req.stderrStream && !tty ? s.openOut(req.stderrStream) : undefined;
+    const discard = () => Promise.resolve();
+
+    let child;
+    try {
+      child = startChild(
+        { argv, env, cwd, tty, uid: req.setUid ? (req.uid ?? 0) : undefined, gid: req.setUid ? (req.gid ?? 0) : undefined },
+        {
+          stdout: stdout ? (c) => stdout.write(c) : discard,
+          stderr: stderr ? (c) => stderr.write(c) : discard,
+        },
+      );
+    } catch (err) {
+      stdin?.reset("exec failed");
+      stdout?.end();
+      stderr?.end();
+      throw err;
+    }
+    if (stdin) {
+      stdin.pipeTo({
+        data: (chunk, done) => void child.writeStdin(chunk).then(done, done),
+        end: () => child.closeStdin(),
+        abort: () => child.closeStdin(),
+      });
+    } else if (!tty) {
+      child.closeStdin();
+    }
+    const entry = this.table.add(child);
+    child.done.then(() => {
+      stdout?.end();
+      stderr?.end();
+    });
+    return { exec: { process: entry.handle, pid: child.pid } };
+  }
+
+  signal(handle: number, sig: number, group: boolean): ResponseBody {
+    if (!Number.isInteger(sig) || sig < 1 || sig > MAX_SIGNAL) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `signal ${sig} is not a valid signal number`);
+    this.table.requireRunning(handle, "signal").signal(sig, group);
+    return { ok: {} };
+  }
+
+  resize(handle: number, cols: number, rows: number): ResponseBody {
+    if (cols < 1 || rows < 1 || cols > 0xffff || rows > 0xffff) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `window size ${cols}x${rows} is out of range`);
+    this.table.requireRunning(handle, "resize").resize(cols, rows);
+    return { ok: {} };
+  }
+
+  closeStdin(handle: number): ResponseBody {
+    this.table.requireRunning(handle, "close stdin").closeStdin();
+    return { ok: {} };
+  }
+
+  async wait(handle: number): Promise<ResponseBody> {
+    const entry = this.table.get(handle);
+    const status = await entry.child.done;
+    // Stream ends were queued when `done` resolved, ahead of this response,
+    // so the client has every byte of output before it sees the status.
+    this.table.remove(handle);
+    return { exit: toWire(status) };
+  }
+
+  private hangUp(): void {
+    for (const e of this.table.running()) {
+      log("info", `connection closed: sending SIGHUP to process ${e.child.pid}`);
+      e.child.closeStdin();
+      e.child.signal(SIGHUP, true);
+    }
+  }
+}
+
+function toWire(s: ExitResult): NonNullable<ResponseBody["exit"]> {
+  return s.kind === "exited" ? { code: s.code } : { signal: s.signal };
+}
+
+function checkDirectory(dir: string): void {
+  let st;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `working directory ${dir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `working directory ${dir} is not a directory`);
+}

@@ -1,0 +1,225 @@
+// A child process on pipes or on a PTY, behind one small interface. This is
+// the only file that calls Bun.spawn; handlers see Child, not Bun types.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+
+export interface ChildSpec {
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
+  uid?: number;
+  gid?: number;
+  tty?: { cols: number; rows: number };
+}
+
+/** Where the child's output goes. Each returns once the chunk is sent, which paces the reader. */
+export interface ChildOutput {
+  stdout(chunk: Uint8Array): Promise<void>;
+  stderr(chunk: Uint8Array): Promise<void>;
+}
+
+export type ExitResult = { kind: "exited"; code: number } | { kind: "signaled"; signal: number };
+
+export interface Child {
+  readonly pid: number;
+  readonly hasTty: boolean;
+  /** Resolves once the bytes were handed to the child (pipe) or the PTY. */
+  writeStdin(chunk: Uint8Array): Promise<void>;
+  closeStdin(): void;
+  resize(cols: number, rows: number): void;
+  signal(sig: number, group: boolean): void;
+  /** Exit status, resolved only after every byte of output was passed to ChildOutput. */
+  readonly done: Promise<ExitResult>;
+}
+
+/** How long to wait for PTY EOF after the child exited. */
+const PTY_EOF_GRACE_MS = 2000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+const signalNumbers = os.constants.signals as Record<string, number>;
+
+/** Starts a child; throws FractalError NOT_FOUND / PERMISSION_DENIED / INVALID_ARGUMENT as a shell would report them. */
+export function startChild(spec: ChildSpec, out: ChildOutput): Child {
+  const file = resolveCommand(spec.argv[0]!, spec.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", spec.cwd);
+  const argv = [file, ...spec.argv.slice(1)];
+  try {
+    return spec.tty ? startPty(spec, argv, out) : startPipes(spec, argv, out);
+  } catch (err) {
+    throw spawnError(spec.argv[0]!, err);
+  }
+}
+
+function resolveCommand(cmd: string, pathVar: string, cwd: string): string {
+  if (cmd === "") throw new FractalError(ErrorCode.INVALID_ARGUMENT, "empty command");
+  if (cmd.includes("/")) {
+    const abs = path.resolve(cwd, cmd);
+    if (!fs.existsSync(abs)) throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: no such file or directory`);
+    return abs;
+  }
+  const found = Bun.which(cmd, { PATH: pathVar, cwd });
+  if (!found) throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: command not found`);
+  return found;
+}
+
+function spawnError(cmd: string, err: unknown): FractalError {
+  if (err instanceof FractalError) return err;
+  const e = err as NodeJS.ErrnoException;
+  switch (e.code) {
+    case "EACCES":
+    case "EPERM":
+      return new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
+    case "ENOENT":
+      return new FractalError(ErrorCode.NOT_FOUND, `${cmd}: no such file or directory`);
+    case "ENOEXEC":
+      return new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: exec format error`);
+    default:
+      return new FractalError(ErrorCode.INTERNAL, `${cmd}: cannot start: ${e.message}`);
+  }
+}
+
+function exitOf(proc: { exitCode: number | null; signalCode: string | number | null }): ExitResult {
+  if (proc.signalCode !== null && proc.signalCode !== undefined) {
+    const n = typeof proc.signalCode === "number" ? proc.signalCode : signalNumbers[proc.signalCode];
+    return { kind: "signaled", signal: n ?? 0 };
+  }
+  return { kind: "exited", code: proc.exitCode ?? 0 };
+}
+
+function killer(pid: number) {
+  return (sig: number, group: boolean) => {
+    try {
+      process.kill(group ? -pid : pid, sig);
+    } catch (err) {
+      // ESRCH: it exited between our check and the kill; nothing to signal.
+      if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+    }
+  };
+}
+
+async function drain(stream: ReadableStream<Uint8Array>, sink: (c: Uint8Array) => Promise<void>): Promise<void> {
+  const reader = stream.getReader();
+  let sinkOk = true;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    // Once the receiver is gone, keep reading so the child never blocks on a
+    // full pipe, but throw the bytes away.
+    if (sinkOk) await sink(value).catch(() => (sinkOk = false));
+  }
+}
+
+function startPipes(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
+  const proc = Bun.spawn(argv, {
+    cwd: spec.cwd,
+    env: spec.env,
+    uid: spec.uid,
+    gid: spec.gid,
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+    // Own process group, so a forwarded Ctrl-C (SIGINT to the group) reaches
+    // a pipeline the way it would from a terminal.
+    detached: true,
+  });
+  const stdin = proc.stdin;
+  let stdinOpen = true;
+  const outputs = Promise.all([drain(proc.stdout, out.stdout), drain(proc.stderr, out.stderr)]);
+  const done = (async () => {
+    await proc.exited;
+    await outputs;
+    return exitOf(proc);
+  })();
+  return {
+    pid: proc.pid,
+    hasTty: false,
+    async writeStdin(chunk) {
+      if (!stdinOpen) return;
+      try {
+        stdin.write(chunk);
+        await stdin.flush();
+      } catch {
+        // EPIPE: the child closed its stdin; later bytes have nowhere to go.
+        stdinOpen = false;
+      }
+    },
+    closeStdin() {
+      if (!stdinOpen) return;
+      stdinOpen = false;
+      try {
+        const r = stdin.end();
+        if (r instanceof Promise) r.catch(() => {});
+      } catch {
+        // already closed by the child
+      }
+    },
+    resize() {
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `process ${proc.pid} has no terminal to resize`);
+    },
+    signal: killer(proc.pid),
+    done,
+  };
+}
+
+function startPty(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
+  // Bun.Terminal has no way to pause PTY reads, so output that outruns the
+  // client queues in the session (bounded only by what the program prints).
+  // Interactive programs print little; bulk transfers should use pipes.
+  let outputChain: Promise<void> = Promise.resolve();
+  let eof!: () => void;
+  const ptyClosed = new Promise<void>((resolve) => (eof = resolve));
+  const proc = Bun.spawn(argv, {
+    cwd: spec.cwd,
+    env: spec.env,
+    uid: spec.uid,
+    gid: spec.gid,
+    terminal: {
+      cols: spec.tty!.cols || 80,
+      rows: spec.tty!.rows || 24,
+      name: spec.env.TERM ?? "xterm-256color",
+      data(_t, chunk) {
+        const c = chunk;
+        outputChain = outputChain.then(() => out.stdout(c)).catch(() => {});
+      },
+      exit() {
+        eof();
+      },
+    },
+  });
+  const term = proc.terminal!; // spawned with `terminal`, so it is set
+  const done = (async () => {
+    await proc.exited;
+    // The PTY reports EOF once every holder of the slave side closed it, so
+    // output written just before exit is read before we report the status.
+    // A background job that keeps the slave open would hold that forever;
+    // past a grace period we report the exit as ssh does.
+    await Promise.race([ptyClosed, sleep(PTY_EOF_GRACE_MS)]);
+    await outputChain;
+    return exitOf(proc);
+  })();
+  return {
+    pid: proc.pid,
+    hasTty: true,
+    async writeStdin(chunk) {
+      if (!term.closed) term.write(chunk);
+    },
+    closeStdin() {
+      // A terminal has no half-close: send the EOF character, as a user
+      // pressing Ctrl-D would (the line discipline turns it into read() == 0).
+      if (!term.closed) term.write("\x04");
+    },
+    resize(cols, rows) {
+      if (!term.closed) term.resize(cols, rows);
+    },
+    signal: killer(proc.pid),
+    done,
+  };
+}
+
+/** Signal number for a name like "TERM" or "SIGTERM", or undefined. */
+export function signalNumber(name: string): number | undefined {
+  const key = name.toUpperCase().startsWith("SIG") ? name.toUpperCase() : `SIG${name.toUpperCase()}`;
+  return signalNumbers[key];
+}

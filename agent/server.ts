@@ -1,0 +1,50 @@
+// The agent's serving loop: listeners in, sessions out. An error on one
+// connection is logged and ends that connection only.
+import { formatEndpoint } from "../proto/endpoint.js";
+import { listen, type Listener } from "../proto/listen.js";
+import type { Link } from "../proto/link.js";
+import { Session } from "../proto/session.js";
+import { connectionHandler } from "./handlers/index.js";
+import { log } from "./log.js";
+import { AGENT_VERSION } from "./version.js";
+
+export interface ServeOptions {
+  listen: string[];
+}
+
+export interface Agent {
+  listeners: Listener[];
+  close(): Promise<void>;
+}
+
+/** Accepts connections on a link; usable for transports that are not listeners (serial). */
+export function serveLink(link: Link): Session {
+  let session!: Session;
+  session = Session.accept(link, {
+    name: `fractal-agent ${AGENT_VERSION}`,
+    onRequest: (req, s) => handler(req, s),
+    onProtocolError: (err, fromPeer) => log("warn", `${link.description}: protocol error ${fromPeer ? "from peer" : "by peer"}: ${err.message}`),
+  });
+  // Built after accept so the handler can hook the session's close.
+  const handler = connectionHandler(session);
+  session.onClose((err) => log("info", `${link.description}: closed (${err.message})`));
+  return session;
+}
+
+export async function serve(opts: ServeOptions): Promise<Agent> {
+  const listeners: Listener[] = [];
+  for (const url of opts.listen) {
+    const l = await listen(url, (link) => {
+      log("info", `${link.description}: connected`);
+      serveLink(link);
+    });
+    log("info", `listening on ${formatEndpoint(l.endpoint)}`);
+    listeners.push(l);
+  }
+  return {
+    listeners,
+    close: async () => {
+      await Promise.all(listeners.map((l) => l.close()));
+    },
+  };
+}

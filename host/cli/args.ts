@@ -1,0 +1,85 @@
+// A small docker-style flag parser: short flags combine (-it), values follow
+// as the next word or after '=' (--env=K=V, -eK=V), and parsing stops at the
+// first positional word or at '--', so `exec -- ls -l` keeps `-l` for ls.
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+
+export interface FlagSpec {
+  long: string;
+  short?: string;
+  value?: boolean;
+  repeat?: boolean;
+}
+
+export interface Parsed {
+  flags: Map<string, string[]>;
+  rest: string[];
+}
+
+export function parseFlags(args: string[], specs: FlagSpec[], command: string): Parsed {
+  const flags = new Map<string, string[]>();
+  const byLong = new Map(specs.map((s) => [s.long, s]));
+  const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short!, s])); // filtered on short
+  const set = (spec: FlagSpec, v: string) => {
+    const prev = flags.get(spec.long);
+    if (prev && !spec.repeat && spec.value) throw usageError(command, `--${spec.long} given twice`);
+    flags.set(spec.long, [...(prev ?? []), v]);
+  };
+  let i = 0;
+  for (; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--") {
+      i++;
+      break;
+    }
+    if (a.startsWith("--")) {
+      const eq = a.indexOf("=");
+      const name = a.slice(2, eq < 0 ? undefined : eq);
+      const spec = byLong.get(name);
+      if (!spec) throw usageError(command, `unknown flag --${name}`);
+      if (!spec.value) {
+        if (eq >= 0) throw usageError(command, `--${name} takes no value`);
+        set(spec, "true");
+      } else if (eq >= 0) {
+        set(spec, a.slice(eq + 1));
+      } else {
+        if (i + 1 >= args.length) throw usageError(command, `--${name} needs a value`);
+        set(spec, args[++i]!);
+      }
+      continue;
+    }
+    if (a.startsWith("-") && a.length > 1) {
+      for (let j = 1; j < a.length; j++) {
+        const spec = byShort.get(a[j]!);
+        if (!spec) throw usageError(command, `unknown flag -${a[j]}`);
+        if (!spec.value) {
+          set(spec, "true");
+          continue;
+        }
+        const inline = a.slice(j + 1);
+        if (inline !== "") set(spec, inline.startsWith("=") ? inline.slice(1) : inline);
+        else if (i + 1 < args.length) set(spec, args[++i]!);
+        else throw usageError(command, `-${a[j]} needs a value`);
+        break;
+      }
+      continue;
+    }
+    break;
+  }
+  return { flags, rest: args.slice(i) };
+}
+
+export function usageError(command: string, why: string): FractalError {
+  return new FractalError(ErrorCode.INVALID_ARGUMENT, `${command}: ${why} (see --help)`);
+}
+
+export function flag(p: Parsed, name: string): boolean {
+  return p.flags.has(name);
+}
+
+export function value(p: Parsed, name: string): string | undefined {
+  return p.flags.get(name)?.at(-1);
+}
+
+export function values(p: Parsed, name: string): string[] {
+  return p.flags.get(name) ?? [];
+}

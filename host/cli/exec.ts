@@ -1,0 +1,127 @@
+// `fractal-host exec`: run a command in the agent, like `ssh -t host cmd` or
+// `docker exec -it`. Exits with the remote status (128+N for signal N).
+import { AgentClient, exitStatusOf, type ExecOptions, type RemoteProcess } from "../client.js";
+import { flag, parseFlags, usageError, value, values } from "./args.js";
+import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
+
+export const execHelp = `usage: fractal-host [--connect URL] exec [OPTIONS] [--] CMD [ARG...]
+
+Runs CMD in the guest, with its output and exit status.
+
+  -i, --interactive      forward stdin (without it the command reads nothing)
+  -t, --tty              run on a pseudo-terminal; the local terminal goes raw
+  -e, --env K=V          set a variable (K alone copies it from here); repeatable
+  -w, --workdir DIR      working directory in the guest
+  -u, --user UID[:GID]   numeric user (and group) to run as
+  -h, --help             this text
+
+Without -t, stdout and stderr stay separate and binary-safe, and Ctrl-C is
+sent to the remote process group as SIGINT. With -t, Ctrl-C is a byte the
+remote terminal turns into SIGINT, and window resizes are forwarded.
+`;
+
+const specs = [
+  { long: "interactive", short: "i" },
+  { long: "tty", short: "t" },
+  { long: "env", short: "e", value: true, repeat: true },
+  { long: "workdir", short: "w", value: true },
+  { long: "user", short: "u", value: true },
+  { long: "help", short: "h" },
+];
+
+// Signals a user can send to the CLI that the remote side should see instead.
+const FORWARDED: Record<string, number> = { SIGINT: 2, SIGQUIT: 3, SIGTERM: 15, SIGHUP: 1 };
+
+export interface ExecCommand {
+  options: ExecOptions;
+  interactive: boolean;
+}
+
+/** Parses exec's arguments into options; pure, so tests can pin it. */
+export function parseExec(args: string[], localEnv: NodeJS.ProcessEnv): ExecCommand | "help" {
+  const p = parseFlags(args, specs, "exec");
+  if (flag(p, "help")) return "help";
+  if (p.rest.length === 0) throw usageError("exec", "no command given");
+  const env: Record<string, string> = {};
+  for (const kv of values(p, "env")) {
+    const eq = kv.indexOf("=");
+    const key = eq < 0 ? kv : kv.slice(0, eq);
+    if (key === "") throw usageError("exec", `bad --env "${kv}": expected K=V`);
+    if (eq >= 0) env[key] = kv.slice(eq + 1);
+    else if (localEnv[key] !== undefined) env[key] = localEnv[key]!; // checked just before
+  }
+  const options: ExecOptions = { argv: p.rest, env, cwd: value(p, "workdir"), stdin: flag(p, "interactive") };
+  const user = value(p, "user");
+  if (user !== undefined) options.user = parseUser(user);
+  if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };
+  return { options, interactive: flag(p, "interactive") };
+}
+
+function parseUser(u: string): { uid: number; gid: number } {
+  const m = /^(\d+)(?::(\d+))?$/.exec(u);
+  if (!m) throw usageError("exec", `bad --user "${u}": expected a numeric UID[:GID]`);
+  const uid = Number(m[1]);
+  const gid = m[2] === undefined ? uid : Number(m[2]);
+  if (uid > 0xffffffff || gid > 0xffffffff) throw usageError("exec", `bad --user "${u}": id out of range`);
+  return { uid, gid };
+}
+
+/** Runs the command; resolves to the exit status the CLI should exit with. */
+export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<number> {
+  const tty = cmd.options.tty !== undefined;
+  const restore = tty ? enterRawMode() : () => {};
+  const cleanups: (() => void)[] = [restore];
+  try {
+    const proc = await client.exec(cmd.options);
+    proc.onStdout(fdWriter(1));
+    if (!tty) proc.onStderr(fdWriter(2));
+    if (cmd.interactive) cleanups.push(forwardStdin(proc));
+    cleanups.push(forwardSignals(proc));
+    if (tty && process.stdout.isTTY) {
+      const onResize = () => {
+        const { cols, rows } = windowSize();
+        proc.resize(cols, rows).catch(() => {});
+      };
+      process.on("SIGWINCH", onResize);
+      cleanups.push(() => process.off("SIGWINCH", onResize));
+    }
+    return exitStatusOf(await proc.wait());
+  } finally {
+    for (const c of cleanups.reverse()) c();
+  }
+}
+
+function forwardStdin(proc: RemoteProcess): () => void {
+  const stdin = process.stdin;
+  const onData = (chunk: Buffer) => {
+    // Hold our reads while the agent has no credit for us: no unbounded buffering.
+    stdin.pause();
+    proc.write(chunk).then(
+      () => stdin.resume(),
+      () => stdin.destroy(),
+    );
+  };
+  const onEnd = () => proc.closeStdin();
+  stdin.on("data", onData);
+  stdin.on("end", onEnd);
+  return () => {
+    stdin.off("data", onData);
+    stdin.off("end", onEnd);
+    stdin.pause();
+    stdin.unref?.();
+  };
+}
+
+function forwardSignals(proc: RemoteProcess): () => void {
+  const handlers: [string, () => void][] = [];
+  for (const [name, num] of Object.entries(FORWARDED)) {
+    // With a raw terminal Ctrl-C is just a byte; SIGINT here then means
+    // someone ran kill(1) on us, which still belongs to the remote side.
+    const h = () => void proc.signal(num, true).catch(() => {});
+    process.on(name as NodeJS.Signals, h);
+    handlers.push([name, h]);
+  }
+  return () => {
+    for (const [name, h] of handlers) process.off(name as NodeJS.Signals, h);
+  };
+}

@@ -1,0 +1,63 @@
+// A Link is a transport reduced to a byte stream: the only thing the session
+// layer sees. Every transport (TCP, unix, WebSocket, vsock, serial) becomes a
+// Link in exactly one place (proto/transports/*), so nothing above branches
+// on which one it got.
+import type { Socket } from "node:net";
+
+export interface Link {
+  /**
+   * Queues bytes in order. Returns false when the transport's buffer is over
+   * its high-water mark: the caller should hold bulk data until onDrain.
+   */
+  write(chunks: readonly Uint8Array[]): boolean;
+  /** Ends the link after queued bytes are flushed. */
+  close(): void;
+  onData(cb: (chunk: Uint8Array) => void): void;
+  onDrain(cb: () => void): void;
+  /** Called once, when the link is gone for whatever reason. */
+  onClose(cb: (err?: Error) => void): void;
+  /** For logs: "tcp 127.0.0.1:5000", "unix /run/x.sock", ... */
+  readonly description: string;
+}
+
+/** Adapts a node:net socket (TCP, unix, or one made from a vsock fd). */
+export function socketLink(sock: Socket, description: string): Link {
+  sock.setNoDelay?.(true);
+  let closed = false;
+  const closeCbs: ((err?: Error) => void)[] = [];
+  let lastError: Error | undefined;
+  sock.on("error", (err) => {
+    lastError = err;
+  });
+  sock.on("close", () => {
+    if (closed) return;
+    closed = true;
+    for (const cb of closeCbs) cb(lastError);
+  });
+  return {
+    description,
+    write(chunks) {
+      if (closed || sock.destroyed) return true;
+      if (chunks.length === 1) return sock.write(chunks[0]!);
+      sock.cork();
+      let ok = true;
+      for (const c of chunks) ok = sock.write(c);
+      sock.uncork();
+      return ok;
+    },
+    close() {
+      sock.end();
+      // A peer that never reads must not keep the socket forever.
+      setTimeout(() => sock.destroy(), 5000).unref();
+    },
+    onData(cb) {
+      sock.on("data", (b: Buffer) => cb(b));
+    },
+    onDrain(cb) {
+      sock.on("drain", cb);
+    },
+    onClose(cb) {
+      closeCbs.push(cb);
+    },
+  };
+}

@@ -1,0 +1,73 @@
+// Server side of every transport: an endpoint URL in, a stream of Links out.
+import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import { WebSocketServer } from "ws";
+import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
+import { ErrorCode, FractalError } from "./errors.js";
+import { socketLink, type Link } from "./link.js";
+import { wsLink } from "./ws-link.js";
+
+export interface Listener {
+  /** The endpoint actually bound (port 0 resolved). */
+  readonly endpoint: Endpoint;
+  close(): Promise<void>;
+}
+
+export async function listen(url: string | Endpoint, onLink: (link: Link) => void): Promise<Listener> {
+  const ep = typeof url === "string" ? parseEndpoint(url) : url;
+  switch (ep.kind) {
+    case "tcp": {
+      const server = net.createServer((sock) => onLink(socketLink(sock, `tcp ${sock.remoteAddress}:${sock.remotePort}`)));
+      await bind(server, ep, () => server.listen(ep.port, ep.host));
+      const port = (server.address() as net.AddressInfo).port; // bound TCP servers report AddressInfo
+      return { endpoint: { ...ep, port }, close: () => closeServer(server) };
+    }
+    case "unix": {
+      // A socket file left by a previous agent would make bind fail; remove
+      // it only if it is a socket, never a regular file a user put there.
+      try {
+        if (fs.statSync(ep.path).isSocket()) fs.unlinkSync(ep.path);
+      } catch {
+        // absent: nothing to clean
+      }
+      const server = net.createServer((sock) => onLink(socketLink(sock, `unix ${ep.path}`)));
+      await bind(server, ep, () => server.listen(ep.path));
+      return {
+        endpoint: ep,
+        close: async () => {
+          await closeServer(server);
+          fs.rmSync(ep.path, { force: true });
+        },
+      };
+    }
+    case "ws": {
+      const server = http.createServer((_req, res) => {
+        res.writeHead(426, { "content-type": "text/plain" }).end("fractal agent: WebSocket upgrade required\n");
+      });
+      const wss = new WebSocketServer({ server, path: ep.path, maxPayload: 16 << 20 });
+      wss.on("connection", (ws, req) => onLink(wsLink(ws, `ws ${req.socket.remoteAddress}:${req.socket.remotePort}`)));
+      await bind(server, ep, () => server.listen(ep.port, ep.host));
+      const port = (server.address() as net.AddressInfo).port; // bound TCP servers report AddressInfo
+      return {
+        endpoint: { ...ep, port },
+        close: async () => {
+          wss.close();
+          await closeServer(server);
+        },
+      };
+    }
+  }
+}
+
+function bind(server: net.Server, ep: Endpoint, start: () => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", (err) => reject(new FractalError(ErrorCode.UNAVAILABLE, `cannot listen on ${formatEndpoint(ep)}: ${err.message}`)));
+    server.once("listening", () => resolve());
+    start();
+  });
+}
+
+function closeServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}

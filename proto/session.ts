@@ -1,0 +1,447 @@
+// Session: the multiplexer. It wires the frame codec to a Link, runs the
+// version handshake, matches requests to responses, and schedules stream data
+// within each stream's credit. See fractal.proto for the protocol primer.
+//
+// Scheduling rule: control frames (handshake, requests, responses, credit,
+// stream ends, errors) are written at once; data frames are written only while
+// the link is not backed up, round-robin across streams. So a stalled stream
+// (no credit) or a slow link never delays a ping behind bulk bytes queued in
+// this process.
+import { ErrorCode, FractalError, ProtocolViolation, codeName } from "./errors.js";
+import { FrameDecoder, MAX_DATA_CHUNK, MAX_FRAME, encodeDataPrefix, encodeFrame } from "./frame.js";
+import type { Link } from "./link.js";
+import { InStream, OutStream, type StreamHost } from "./stream.js";
+import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, pb, type Frame, type Request, type Response } from "./wire.js";
+
+/** Credit each stream starts with unless the peer asks otherwise. */
+export const DEFAULT_WINDOW = 1 << 20;
+/** How long a peer has to complete the handshake. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export type ResponseBody = Omit<Response, "id">;
+export type RequestBody = Omit<Request, "id">;
+export type RequestHandler = (req: Request, session: Session) => Promise<ResponseBody>;
+
+export interface SessionOptions {
+  /** Credit granted to the peer for each stream we receive on. */
+  window?: number;
+  /** Largest frame payload we accept. */
+  maxFrame?: number;
+  /** Serial links: skip junk before a valid frame. */
+  resync?: boolean;
+  /** Name and version announced in the handshake. */
+  name?: string;
+  features?: string[];
+  /** Server only: serves each request; errors become Error responses. */
+  onRequest?: RequestHandler;
+  /** Non-fatal protocol errors from either side, for logs and tests. */
+  onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
+}
+
+type Pending = { resolve: (r: Response) => void; reject: (e: FractalError) => void };
+
+export class Session implements StreamHost {
+  private readonly decoder: FrameDecoder;
+  private readonly window: number;
+  private peerWindow = DEFAULT_WINDOW;
+  private peerMaxFrame = MAX_FRAME;
+  private handshaken = false;
+  private closedErr: FractalError | undefined;
+  private readonly closeCbs: ((err: FractalError) => void)[] = [];
+  private readonly ins = new Map<number, InStream>();
+  private readonly outs = new Map<number, OutStream>();
+  /** Highest stream id seen per parity, to tell "closed" (ignore) from "never opened" (error). */
+  private readonly highestStream = [0, 0];
+  private readonly ready: OutStream[] = [];
+  private readonly readySet = new Set<OutStream>();
+  private linkBlocked = false;
+  private nextRequestId = 1;
+  private nextStreamId: number;
+  private readonly pending = new Map<number, Pending>();
+  private handshakeDone!: (err?: FractalError) => void;
+  /** Resolves when the handshake completed, rejects if it failed. */
+  readonly ready$: Promise<void>;
+  /** Negotiated values, valid after the handshake. */
+  version = 0;
+  features: string[] = [];
+  peerName = "";
+
+  private constructor(
+    readonly link: Link,
+    readonly role: "client" | "server",
+    private readonly opts: SessionOptions,
+  ) {
+    this.window = opts.window ?? DEFAULT_WINDOW;
+    this.decoder = new FrameDecoder({ maxFrame: opts.maxFrame ?? MAX_FRAME, resync: opts.resync });
+    this.nextStreamId = role === "client" ? 1 : 2;
+    this.ready$ = new Promise<void>((resolve, reject) => {
+      this.handshakeDone = (err) => (err ? reject(err) : resolve());
+    });
+    this.ready$.catch(() => {});
+    link.onData((chunk) => this.onBytes(chunk));
+    link.onDrain(() => {
+      this.linkBlocked = false;
+      this.pump();
+    });
+    link.onClose((err) => this.teardown(new FractalError(ErrorCode.UNAVAILABLE, err ? `connection lost: ${err.message}` : "connection closed")));
+  }
+
+  /** Client side: send Hello and wait for the agent's HelloAck. */
+  static async connect(link: Link, opts: SessionOptions = {}): Promise<Session> {
+    const s = new Session(link, "client", opts);
+    s.sendFrame({
+      hello: {
+        minVersion: MIN_PROTOCOL_VERSION,
+        maxVersion: PROTOCOL_VERSION,
+        features: opts.features ?? [],
+        initialWindow: s.window,
+        maxFrame: opts.maxFrame ?? MAX_FRAME,
+        client: opts.name ?? "fractal",
+      },
+    });
+    const timer = setTimeout(() => s.fail(new FractalError(ErrorCode.UNAVAILABLE, "no handshake answer from the agent")), HANDSHAKE_TIMEOUT_MS);
+    try {
+      await s.ready$;
+    } finally {
+      clearTimeout(timer);
+    }
+    return s;
+  }
+
+  /** Server side: wait for the client's Hello; requests go to opts.onRequest. */
+  static accept(link: Link, opts: SessionOptions): Session {
+    const s = new Session(link, "server", opts);
+    const timer = setTimeout(() => {
+      if (!s.handshaken) s.violate(new ProtocolViolation(ErrorCode.HANDSHAKE_REQUIRED, "no Hello within the handshake timeout", true));
+    }, HANDSHAKE_TIMEOUT_MS);
+    timer.unref?.();
+    s.ready$.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    return s;
+  }
+
+  get closed(): boolean {
+    return this.closedErr !== undefined;
+  }
+
+  onClose(cb: (err: FractalError) => void): void {
+    if (this.closedErr) cb(this.closedErr);
+    else this.closeCbs.push(cb);
+  }
+
+  /** Client: one call, answered by exactly one response. */
+  request(body: RequestBody): Promise<Response> {
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    const id = this.nextRequestId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.sendFrame({ request: { ...body, id } });
+    });
+  }
+
+  /** A fresh stream id of this side's parity (client odd, server even). */
+  allocateStreamId(): number {
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    return id;
+  }
+
+  /** Opens the receiving side of a stream; the peer may send at once. */
+  openIn(id: number): InStream {
+    this.noteStream(id);
+    const s = new InStream(id, this.window, this);
+    this.ins.set(id, s);
+    return s;
+  }
+
+  /** Opens the sending side of a stream, with the peer's initial credit. */
+  openOut(id: number): OutStream {
+    this.noteStream(id);
+    const s = new OutStream(id, this.peerWindow, this);
+    this.outs.set(id, s);
+    return s;
+  }
+
+  /** Ends the connection after flushing what is queued. */
+  close(): void {
+    this.link.close();
+    this.teardown(new FractalError(ErrorCode.UNAVAILABLE, "connection closed"));
+  }
+
+  // --- StreamHost ---------------------------------------------------------
+
+  schedule(stream: OutStream): void {
+    if (!this.readySet.has(stream)) {
+      this.readySet.add(stream);
+      this.ready.push(stream);
+    }
+    this.pump();
+  }
+
+  sendCredit(stream: number, credit: number): void {
+    this.sendFrame({ windowUpdate: { stream, credit } });
+  }
+
+  sendReset(stream: number, reason: string): void {
+    this.sendFrame({ streamReset: { stream, reason } });
+  }
+
+  forget(stream: number): void {
+    this.ins.delete(stream);
+    this.outs.delete(stream);
+  }
+
+  // --- sending --------------------------------------------------------------
+
+  private sendFrame(frame: Frame): void {
+    if (this.closedErr) return;
+    if (!this.link.write([encodeFrame(frame)])) this.linkBlocked = true;
+  }
+
+  /** Writes data frames round-robin while the link accepts them. */
+  private pump(): void {
+    const maxChunk = Math.min(MAX_DATA_CHUNK, this.peerMaxFrame - 64);
+    while (!this.linkBlocked && this.ready.length > 0 && !this.closedErr) {
+      const s = this.ready.shift()!;
+      this.readySet.delete(s);
+      if (!s.sendable) continue;
+      if (s.readyToEnd) {
+        s.markEnded();
+        this.sendFrame({ streamEnd: { stream: s.id } });
+        continue;
+      }
+      const piece = s.take(maxChunk);
+      if (!this.link.write([encodeDataPrefix(s.id, piece), piece])) this.linkBlocked = true;
+      if (s.sendable && !this.readySet.has(s)) {
+        this.readySet.add(s);
+        this.ready.push(s);
+      }
+    }
+  }
+
+  // --- receiving ------------------------------------------------------------
+
+  private onBytes(chunk: Uint8Array): void {
+    if (this.closedErr) return;
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.violate(err as ProtocolViolation);
+      return;
+    }
+    for (const f of frames) {
+      if (this.closedErr) return;
+      try {
+        this.dispatch(f);
+      } catch (err) {
+        if (err instanceof ProtocolViolation) this.violate(err);
+        else throw err;
+      }
+    }
+  }
+
+  private dispatch(f: Frame & { kind?: string }): void {
+    if (!this.handshaken && f.kind !== "hello" && f.kind !== "helloAck" && f.kind !== "protocolError") {
+      throw new ProtocolViolation(ErrorCode.HANDSHAKE_REQUIRED, `expected Hello as the first frame, got ${f.kind ?? "an unknown frame"}`, true);
+    }
+    switch (f.kind) {
+      case "hello":
+        return this.onHello(f.hello!);
+      case "helloAck":
+        return this.onHelloAck(f.helloAck!);
+      case "request":
+        return this.onRequest(f.request!);
+      case "response":
+        return this.onResponse(f.response!);
+      case "data":
+        return this.onData(f.data!.stream ?? 0, f.data!.payload ?? new Uint8Array(0));
+      case "windowUpdate":
+        return this.onWindowUpdate(f.windowUpdate!.stream ?? 0, f.windowUpdate!.credit ?? 0);
+      case "streamEnd":
+        return this.onStreamEnd(f.streamEnd!.stream ?? 0);
+      case "streamReset":
+        return this.onStreamReset(f.streamReset!.stream ?? 0, f.streamReset!.reason ?? "");
+      case "protocolError":
+        return this.onPeerError(f.protocolError!);
+      default:
+        // An unknown field number: the frame was well-formed, so we can go on.
+        throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unknown frame type (a newer peer?)", false);
+    }
+  }
+
+  private onHello(h: NonNullable<Frame["hello"]>): void {
+    if (this.role !== "server" || this.handshaken) {
+      throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected Hello", this.role !== "server");
+    }
+    const min = h.minVersion ?? 0;
+    const max = h.maxVersion ?? 0;
+    const version = Math.min(max, PROTOCOL_VERSION);
+    if (version < Math.max(min, MIN_PROTOCOL_VERSION)) {
+      throw new ProtocolViolation(
+        ErrorCode.UNSUPPORTED_VERSION,
+        `unsupported protocol version: client speaks ${min}..${max}, agent speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`,
+        true,
+      );
+    }
+    this.version = version;
+    this.peerWindow = clampWindow(h.initialWindow);
+    this.peerMaxFrame = clampFrame(h.maxFrame);
+    this.peerName = h.client ?? "";
+    const ours = this.opts.features ?? [];
+    this.features = (h.features ?? []).filter((x) => ours.includes(x));
+    this.handshaken = true;
+    this.sendFrame({
+      helloAck: {
+        version,
+        features: this.features,
+        initialWindow: this.window,
+        maxFrame: this.opts.maxFrame ?? MAX_FRAME,
+        agent: this.opts.name ?? "fractal-agent",
+      },
+    });
+    this.handshakeDone();
+  }
+
+  private onHelloAck(a: NonNullable<Frame["helloAck"]>): void {
+    if (this.role !== "client" || this.handshaken) {
+      throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected HelloAck", true);
+    }
+    const v = a.version ?? 0;
+    if (v < MIN_PROTOCOL_VERSION || v > PROTOCOL_VERSION) {
+      throw new ProtocolViolation(ErrorCode.UNSUPPORTED_VERSION, `agent chose protocol version ${v}, this client speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`, true);
+    }
+    this.version = v;
+    this.features = a.features ?? [];
+    this.peerWindow = clampWindow(a.initialWindow);
+    this.peerMaxFrame = clampFrame(a.maxFrame);
+    this.peerName = a.agent ?? "";
+    this.handshaken = true;
+    this.handshakeDone();
+  }
+
+  private onRequest(req: Request): void {
+    const id = req.id ?? 0;
+    const handler = this.opts.onRequest;
+    if (this.role !== "server" || !handler) {
+      throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "this side serves no requests", false);
+    }
+    const reply = (body: ResponseBody) => this.sendFrame({ response: { ...body, id } });
+    // The handler runs synchronously up to its first await, so streams named
+    // by the request are open before the next frame (maybe their data) lands.
+    let p: Promise<ResponseBody>;
+    try {
+      p = handler(req, this);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(reply, (err: unknown) => {
+      const e = err instanceof FractalError ? err : new FractalError(ErrorCode.INTERNAL, err instanceof Error ? err.message : String(err));
+      reply({ error: { code: e.code, message: e.message } });
+    });
+  }
+
+  private onResponse(res: Response): void {
+    const id = res.id ?? 0;
+    const p = this.pending.get(id);
+    if (!p) throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, `response to unknown request ${id}`, false);
+    this.pending.delete(id);
+    p.resolve(res);
+  }
+
+  private onData(id: number, payload: Uint8Array): void {
+    const s = this.ins.get(id);
+    if (!s) {
+      if (this.wasOpen(id) && !this.outs.has(id)) return; // raced with our reset
+      throw new ProtocolViolation(ErrorCode.STREAM_NOT_OPEN, `data for stream ${id}, which is not open for receiving`, false);
+    }
+    if (payload.length > s.remoteCredit) {
+      throw new ProtocolViolation(ErrorCode.FLOW_CONTROL, `stream ${id}: ${payload.length} bytes sent with only ${s.remoteCredit} bytes of credit`, true);
+    }
+    s.receive(payload);
+  }
+
+  private onWindowUpdate(id: number, credit: number): void {
+    const s = this.outs.get(id);
+    if (!s) {
+      if (this.wasOpen(id)) return; // credit for a stream we already ended
+      throw new ProtocolViolation(ErrorCode.STREAM_NOT_OPEN, `credit for stream ${id}, which is not open for sending`, false);
+    }
+    if (s.credit + credit > 0xffffffff) {
+      throw new ProtocolViolation(ErrorCode.FLOW_CONTROL, `stream ${id}: credit overflow`, true);
+    }
+    s.credit += credit;
+    if (s.sendable) this.schedule(s);
+  }
+
+  private onStreamEnd(id: number): void {
+    const s = this.ins.get(id);
+    if (!s) {
+      if (this.wasOpen(id) && !this.outs.has(id)) return;
+      throw new ProtocolViolation(ErrorCode.STREAM_NOT_OPEN, `end of stream ${id}, which is not open for receiving`, false);
+    }
+    s.receiveEnd();
+  }
+
+  private onStreamReset(id: number, reason: string): void {
+    const s = this.outs.get(id);
+    if (!s) return; // already finished on our side: nothing to stop
+    s.fail(new FractalError(ErrorCode.STREAM_NOT_OPEN, `peer reset stream ${id}: ${reason}`), reason);
+  }
+
+  private onPeerError(e: NonNullable<Frame["protocolError"]>): void {
+    const v = new ProtocolViolation(e.code ?? ErrorCode.ERROR_UNSPECIFIED, e.message ?? "", e.fatal ?? false);
+    this.opts.onProtocolError?.(v, true);
+    if (v.fatal || !this.handshaken) {
+      this.teardown(new FractalError(v.code, `protocol error from peer (${codeName(v.code)}): ${v.message}`));
+      this.link.close();
+    }
+  }
+
+  /** Reports a violation to the peer; closes the link when it is fatal. */
+  private violate(v: ProtocolViolation): void {
+    this.opts.onProtocolError?.(v, false);
+    this.sendFrame({ protocolError: { code: v.code, message: v.message, fatal: v.fatal } });
+    if (v.fatal) {
+      this.link.close();
+      this.teardown(new FractalError(v.code, v.message));
+    }
+  }
+
+  private noteStream(id: number): void {
+    const parity = id & 1;
+    if (id > this.highestStream[parity]!) this.highestStream[parity] = id;
+  }
+
+  private wasOpen(id: number): boolean {
+    return id !== 0 && id <= this.highestStream[id & 1]!;
+  }
+
+  private fail(err: FractalError): void {
+    this.link.close();
+    this.teardown(err);
+  }
+
+  private teardown(err: FractalError): void {
+    if (this.closedErr) return;
+    this.closedErr = err;
+    this.handshakeDone(err);
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    for (const s of [...this.ins.values()]) s.abort(err);
+    for (const s of [...this.outs.values()]) s.fail(err);
+    this.ins.clear();
+    this.outs.clear();
+    for (const cb of this.closeCbs) cb(err);
+  }
+}
+
+function clampWindow(w: number | null | undefined): number {
+  // A zero or absurd window from the peer would deadlock or overflow.
+  if (!w) return DEFAULT_WINDOW;
+  return Math.min(Math.max(w, 4096), 1 << 30);
+}
+
+function clampFrame(f: number | null | undefined): number {
+  if (!f) return MAX_FRAME;
+  return Math.min(Math.max(f, 4096), MAX_FRAME);
+}
