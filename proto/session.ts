@@ -14,7 +14,7 @@ import { InStream, OutStream, type StreamHost } from "./stream.js";
 import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, pb, type Frame, type Request, type Response } from "./wire.js";
 
 /** Credit each stream starts with unless the peer asks otherwise. */
-export const DEFAULT_WINDOW = 1 << 20;
+export const DEFAULT_WINDOW = 4 << 20;
 /** How long a peer has to complete the handshake. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 

@@ -57,6 +57,17 @@ function resolveCommand(cmd: string, pathVar: string, cwd: string): string {
   if (cmd.includes("/")) {
     const abs = path.resolve(cwd, cmd);
     if (!fs.existsSync(abs)) throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: no such file or directory`);
+    // As sh does: a file that exists but cannot be executed is "permission
+    // denied" (126). Mode bits first: even root needs one x bit to exec.
+    const st = fs.statSync(abs);
+    if (st.isDirectory()) throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: is a directory`);
+    let ok = (st.mode & 0o111) !== 0;
+    try {
+      fs.accessSync(abs, fs.constants.X_OK);
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
     return abs;
   }
   const found = Bun.which(cmd, { PATH: pathVar, cwd });

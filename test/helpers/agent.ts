@@ -1,0 +1,85 @@
+// Starts the compiled agent on loopback and runs the compiled CLI against it.
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+export const ROOT = path.resolve(import.meta.dirname, "../..");
+export const AGENT_BIN = path.join(ROOT, "build/fractal-agent");
+export const HOST_BIN = path.join(ROOT, "build/fractal-host");
+
+export interface RunningAgent {
+  tcp: string;
+  ws: string;
+  unix: string;
+  proc: ChildProcess;
+  log: () => string;
+  stop(): Promise<void>;
+}
+
+/** Starts build/fractal-agent listening on TCP, WebSocket and unix; resolves once all three are bound. */
+export async function startAgent(): Promise<RunningAgent> {
+  if (!fs.existsSync(AGENT_BIN)) throw new Error(`${AGENT_BIN} is missing: run make build`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-test-"));
+  const sock = path.join(dir, "agent.sock");
+  const proc = spawn(AGENT_BIN, ["--listen", "tcp://127.0.0.1:0", "--listen", "ws://127.0.0.1:0", "--listen", `unix://${sock}`], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let log = "";
+  const urls = await new Promise<string[]>((resolve, reject) => {
+    const found: string[] = [];
+    const timer = setTimeout(() => reject(new Error(`agent did not start:\n${log}`)), 15_000);
+    proc.stderr!.on("data", (b: Buffer) => {
+      log += b.toString();
+      for (const m of b.toString().matchAll(/listening on (\S+)/g)) found.push(m[1]!);
+      if (found.length === 3) {
+        clearTimeout(timer);
+        resolve(found);
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`agent exited with ${code}:\n${log}`)));
+  });
+  return {
+    tcp: urls.find((u) => u.startsWith("tcp://"))!,
+    ws: urls.find((u) => u.startsWith("ws://"))!,
+    unix: urls.find((u) => u.startsWith("unix://"))!,
+    proc,
+    log: () => log,
+    async stop() {
+      proc.kill("SIGKILL");
+      await new Promise((r) => proc.once("exit", r));
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export interface CliOptions {
+  input?: Buffer | string;
+  env?: Record<string, string>;
+  /** Called once the CLI runs, e.g. to signal it. */
+  started?: (proc: ChildProcess) => void;
+}
+
+/** Runs build/fractal-host with args; collects everything. */
+export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(HOST_BIN, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, ...opts.env } });
+    const out: Buffer[] = [];
+    let err = "";
+    proc.stdout.on("data", (b: Buffer) => out.push(b));
+    proc.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    proc.on("error", reject);
+    proc.stdin.on("error", () => {}); // the CLI may exit before reading all input
+    if (opts.input !== undefined) proc.stdin.end(opts.input);
+    else proc.stdin.end();
+    opts.started?.(proc);
+    proc.on("close", (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: err }));
+  });
+}

@@ -1,0 +1,166 @@
+import { createHash, randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { ErrorCode, FractalError, ProtocolViolation } from "../../proto/errors.js";
+import { encodeFrame } from "../../proto/frame.js";
+import { Session, type RequestHandler } from "../../proto/session.js";
+import { memoryLinkPair } from "../helpers/memory-link.js";
+
+const pingOnly: RequestHandler = async (req) => {
+  if (req.ping) return { ping: { nonce: req.ping.nonce ?? 0, uptimeMs: 0 } };
+  throw new FractalError(ErrorCode.UNKNOWN_MESSAGE, "test server serves only ping");
+};
+
+async function pair(opts: { window?: number; highWater?: number } = {}) {
+  const [a, b] = memoryLinkPair(opts.highWater);
+  const errors: ProtocolViolation[] = [];
+  const server = Session.accept(b, { window: opts.window, onRequest: pingOnly, onProtocolError: (e) => errors.push(e) });
+  const client = await Session.connect(a, { window: opts.window, onProtocolError: (e) => errors.push(e) });
+  return { client, server, a, b, errors };
+}
+
+async function pingMs(client: Session): Promise<number> {
+  const t0 = performance.now();
+  const r = await client.request({ ping: { nonce: 5 } });
+  expect(r.ping?.nonce).toBe(5);
+  return performance.now() - t0;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("session", () => {
+  it("completes the version handshake and answers requests", async () => {
+    const { client, server } = await pair();
+    expect(client.version).toBe(1);
+    expect(server.version).toBe(1);
+    expect(await pingMs(client)).toBeLessThan(1000);
+  });
+
+  it("refuses a client with no protocol version in common", async () => {
+    const [a, b] = memoryLinkPair();
+    Session.accept(b, { onRequest: pingOnly });
+    const got: Buffer[] = [];
+    a.onData((c) => got.push(Buffer.from(c)));
+    a.write([encodeFrame({ hello: { minVersion: 7, maxVersion: 9 } })]);
+    await sleep(20);
+    const { FrameDecoder } = await import("../../proto/frame.js");
+    const frames = new FrameDecoder().push(Buffer.concat(got));
+    expect(frames[0]!.protocolError!.code).toBe(ErrorCode.UNSUPPORTED_VERSION);
+    expect(frames[0]!.protocolError!.fatal).toBe(true);
+    expect(frames[0]!.protocolError!.message).toMatch(/7\.\.9/);
+  });
+
+  it("moves 256 MiB through one stream to a randomly pausing reader, byte-exact, while ping answers within 50 ms", async () => {
+    const { client, server } = await pair();
+    const id = client.allocateStreamId();
+    const inbound = client.openIn(id);
+    const out = server.openOut(id);
+    const total = 256 << 20;
+    const chunk = randomBytes(1 << 20);
+    const sent = createHash("sha256");
+    const got = createHash("sha256");
+    let received = 0;
+    let paused = 0;
+    const finished = new Promise<void>((resolve) => {
+      inbound.pipeTo({
+        data(c, done) {
+          got.update(c);
+          received += c.length;
+          if (Math.random() < 0.02) {
+            paused++;
+            setTimeout(done, Math.random() * 5);
+          } else done();
+        },
+        end: resolve,
+      });
+    });
+    const producer = (async () => {
+      for (let n = 0; n < total; n += chunk.length) {
+        // Vary the bytes per chunk so reordering would change the hash.
+        chunk.writeUInt32LE(n, 0);
+        const c = Buffer.from(chunk);
+        sent.update(c);
+        await out.write(c);
+      }
+      out.end();
+    })();
+    const pings: number[] = [];
+    let stop = false;
+    const pinger = (async () => {
+      while (!stop) {
+        pings.push(await pingMs(client));
+        await sleep(20);
+      }
+    })();
+    await producer;
+    await finished;
+    stop = true;
+    await pinger;
+    expect(received).toBe(total);
+    expect(got.digest("hex")).toBe(sent.digest("hex"));
+    expect(paused).toBeGreaterThan(0);
+    expect(pings.length).toBeGreaterThan(3);
+    expect(Math.max(...pings)).toBeLessThan(50);
+  });
+
+  it("a stream whose reader stopped never stalls another stream or the control channel", async () => {
+    const window = 64 * 1024;
+    const { client, server } = await pair({ window });
+    const stalledId = client.allocateStreamId();
+    const liveId = client.allocateStreamId();
+    client.openIn(stalledId).pipeTo({ data() {}, end() {} }); // never calls done
+    let liveBytes = 0;
+    const liveDone = new Promise<void>((resolve) =>
+      client.openIn(liveId).pipeTo({
+        data(c, done) {
+          liveBytes += c.length;
+          done();
+        },
+        end: resolve,
+      }),
+    );
+    const stalled = server.openOut(stalledId);
+    const live = server.openOut(liveId);
+    const stuck = stalled.write(new Uint8Array(10 * window)); // cannot finish
+    let stuckDone = false;
+    void stuck.then(() => (stuckDone = true));
+    for (let i = 0; i < 64; i++) await live.write(new Uint8Array(window));
+    live.end();
+    await liveDone;
+    expect(liveBytes).toBe(64 * window);
+    expect(await pingMs(client)).toBeLessThan(50);
+    // The sender respected the credit: exactly one window went out, the rest waits.
+    expect(stuckDone).toBe(false);
+    expect(stalled.backlog).toBe(9 * window);
+  });
+
+  it("closes the connection when a peer sends beyond its credit", async () => {
+    const window = 8192;
+    const { client, server, errors } = await pair({ window });
+    const id = 11;
+    server.openIn(id);
+    const closed = new Promise<FractalError>((r) => server.onClose(r));
+    // Bypass the OutStream (which would respect credit) and write frames directly.
+    client.link.write([encodeFrame({ data: { stream: id, payload: new Uint8Array(window + 1) } })]);
+    const err = await closed;
+    expect(err.code).toBe(ErrorCode.FLOW_CONTROL);
+    expect(errors.some((e) => e.code === ErrorCode.FLOW_CONTROL && e.fatal)).toBe(true);
+  });
+
+  it("answers data for a stream that is not open with an error, and keeps serving", async () => {
+    const { client, errors } = await pair();
+    client.link.write([encodeFrame({ data: { stream: 999, payload: new Uint8Array(3) } })]);
+    expect(await pingMs(client)).toBeLessThan(1000);
+    const e = errors.find((x) => x.code === ErrorCode.STREAM_NOT_OPEN);
+    expect(e?.message).toMatch(/stream 999/);
+    expect(client.closed).toBe(false);
+  });
+
+  it("fails pending requests with UNAVAILABLE when the link goes away", async () => {
+    const [a, b] = memoryLinkPair();
+    Session.accept(b, { onRequest: () => new Promise(() => {}) }); // never answers
+    const client = await Session.connect(a);
+    const p = client.request({ ping: { nonce: 1 } });
+    b.close();
+    await expect(p).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+});
