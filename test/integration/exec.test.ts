@@ -1,6 +1,8 @@
 // End-to-end: the compiled agent on loopback, driven through the compiled CLI.
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentClient } from "../../host/client.js";
@@ -67,7 +69,9 @@ describe("fractal-host exec", () => {
   });
 
   it("exits 126 for a file that is not executable", async () => {
-    const r = await exec(["--", "/etc/hostname"]);
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "fractal-noexec-")), "data.txt");
+    fs.writeFileSync(file, "not a program\n", { mode: 0o644 });
+    const r = await exec(["--", file]);
     expect(r.code).toBe(126);
     expect(r.stderr).toMatch(/permission denied/);
   });
