@@ -92,23 +92,27 @@ export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<nu
 }
 
 function forwardStdin(proc: RemoteProcess): () => void {
-  const stdin = process.stdin;
-  const onData = (chunk: Buffer) => {
-    // Hold our reads while the agent has no credit for us: no unbounded buffering.
-    stdin.pause();
-    proc.write(chunk).then(
-      () => stdin.resume(),
-      () => stdin.destroy(),
-    );
-  };
-  const onEnd = () => proc.closeStdin();
-  stdin.on("data", onData);
-  stdin.on("end", onEnd);
+  // A pull loop: the next read waits until the agent took the last chunk
+  // within its credit, so nothing buffers here without bound. (Node-style
+  // pause()/resume() on process.stdin lost the 'end' event under Bun now and
+  // then, leaving the remote side waiting for EOF forever.)
+  const reader = Bun.stdin.stream().getReader();
+  let stopped = false;
+  void (async () => {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || stopped) break;
+        await proc.write(value);
+      }
+      if (!stopped) proc.closeStdin();
+    } catch {
+      // The process or the connection went away: nothing left to feed.
+    }
+  })();
   return () => {
-    stdin.off("data", onData);
-    stdin.off("end", onEnd);
-    stdin.pause();
-    stdin.unref?.();
+    stopped = true;
+    void reader.cancel().catch(() => {});
   };
 }
 
