@@ -3,6 +3,7 @@ BUN      := node_modules/.bin/bun
 PBJS     := node_modules/.bin/pbjs
 PBTS     := node_modules/.bin/pbts
 TARGET   := bun-linux-x64-baseline
+# --bytecode: the CLI starts in ~10 ms instead of ~30 ms (measured by bench-exec).
 BUILD    := build
 
 TS_SRC   := $(shell find proto agent host -name '*.ts' -not -path 'proto/gen/*' 2>/dev/null)
@@ -29,19 +30,20 @@ proto/gen/fractal.d.ts: proto/gen/fractal.js
 
 build: $(BUILD)/fractal-agent $(BUILD)/fractal-host
 
-$(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js
+$(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build --compile --target=$(TARGET) agent/main.ts --outfile $@
+	$(BUN) build --compile --bytecode --target=$(TARGET) agent/main.ts --outfile $@
 
-$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js
+$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build --compile --target=$(TARGET) host/cli/main.ts --outfile $@
+	$(BUN) build --compile --bytecode --target=$(TARGET) host/cli/main.ts --outfile $@
 
 typecheck: proto
 	node_modules/.bin/tsc --noEmit -p .
 
+# The whole suite. The JSON report is what .ci/run counts from.
 test: build typecheck
-	node_modules/.bin/vitest run
+	node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=$(BUILD)/test-report.json
 
 # The main job: start an agent on loopback and run a command through it.
 run: build

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentClient } from "../../host/client.js";
-import { ROOT, runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
+import { ROOT, runCli, startAgent, type CliOptions, type RunningAgent } from "../helpers/agent.js";
 
 let agent: RunningAgent;
 beforeAll(async () => {
@@ -16,7 +16,7 @@ afterAll(async () => {
   await agent?.stop();
 });
 
-const exec = (args: string[], opts = {}) => runCli(["--connect", agent.tcp, "exec", ...args], opts);
+const exec = (args: string[], opts: CliOptions = {}) => runCli(["--connect", agent.tcp, "exec", ...args], opts);
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 describe("fractal-host exec", () => {

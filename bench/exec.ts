@@ -1,0 +1,124 @@
+// make bench-exec: side-by-side, in one run, on this machine.
+//  (a) `fractal-host exec -- true` round trip vs spawning `true` locally,
+//      plus the protocol's own round trip on an open connection (library);
+//  (b) stdout throughput of `exec -- head -c 1G /dev/zero` vs the same bytes
+//      (head's stdout) over a plain loopback TCP socket.
+// Run with bun. Prints medians and ratios; absolute times mean little here.
+import net from "node:net";
+import path from "node:path";
+import { AgentClient } from "../host/client.js";
+
+const ROOT = path.resolve(import.meta.dir, "..");
+const AGENT = path.join(ROOT, "build/fractal-agent");
+const HOST = path.join(ROOT, "build/fractal-host");
+const GIB = 1 << 30;
+const RUNS = Number(process.env.BENCH_RUNS ?? 40);
+
+if (process.argv[2] === "raw-client") {
+  // Child mode: read a TCP stream to the end and discard it, like the CLI writing to /dev/null.
+  const sock = net.connect(Number(process.argv[3]), "127.0.0.1");
+  let n = 0;
+  sock.on("data", (b) => (n += b.length));
+  sock.on("end", () => process.exit(n === GIB ? 0 : 1));
+} else {
+  await main();
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function time(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+async function startAgent(): Promise<{ url: string; kill: () => void }> {
+  const p = Bun.spawn([AGENT, "--listen", "tcp://127.0.0.1:0"], { stderr: "pipe", stdout: "ignore" });
+  const reader = p.stderr.getReader();
+  let log = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`agent exited: ${log}`);
+    log += new TextDecoder().decode(value);
+    const m = /listening on (\S+)/.exec(log);
+    if (m) {
+      void (async () => {
+        while (!(await reader.read()).done);
+      })();
+      return { url: m[1]!, kill: () => p.kill(9) };
+    }
+  }
+}
+
+async function rawServer(): Promise<{ port: number; close: () => void }> {
+  const srv = net.createServer(async (s) => {
+    const p = Bun.spawn(["head", "-c", String(GIB), "/dev/zero"], { stdout: "pipe" });
+    const r = p.stdout.getReader();
+    for (;;) {
+      const { value, done } = await r.read();
+      if (done) break;
+      if (!s.write(value)) await new Promise((res) => s.once("drain", res));
+    }
+    s.end();
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  return { port: (srv.address() as net.AddressInfo).port, close: () => srv.close() }; // TCP: AddressInfo
+}
+
+async function run(argv: string[]): Promise<void> {
+  const p = Bun.spawn(argv, { stdout: "ignore", stderr: "inherit" });
+  const code = await p.exited;
+  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}`);
+}
+
+async function main(): Promise<void> {
+  const agent = await startAgent();
+  const raw = await rawServer();
+  try {
+    const client = await AgentClient.connect(agent.url);
+    const local: number[] = [];
+    const lib: number[] = [];
+    const cli: number[] = [];
+    const cliStart: number[] = [];
+    // Interleave so drift on a noisy machine hits every column alike.
+    for (let i = 0; i < RUNS; i++) {
+      local.push(await time(() => run(["true"])));
+      lib.push(
+        await time(async () => {
+          const p = await client.exec({ argv: ["true"] });
+          await p.wait();
+        }),
+      );
+      cli.push(await time(() => run([HOST, "--connect", agent.url, "exec", "--", "true"])));
+      cliStart.push(await time(() => run([HOST, "--help"])));
+    }
+    client.close();
+
+    const ours: number[] = [];
+    const base: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      ours.push(await time(() => run([HOST, "--connect", agent.url, "exec", "--", "head", "-c", String(GIB), "/dev/zero"])));
+      base.push(await time(() => run([process.execPath, import.meta.path, "raw-client", String(raw.port)])));
+    }
+    const mbps = (ms: number) => GIB / (ms / 1000) / 1e6;
+    const best = (xs: number[]) => Math.min(...xs);
+
+    const m = { local: median(local), lib: median(lib), cli: median(cli), cliStart: median(cliStart) };
+    console.log(`bench-exec (${RUNS} runs each, medians; accel=none, agent on loopback)`);
+    console.log("(a) round trip of `true`");
+    console.log(`  local spawn of true                  ${m.local.toFixed(2)} ms`);
+    console.log(`  exec via library, open connection    ${m.lib.toFixed(2)} ms   overhead ${(m.lib - m.local).toFixed(2)} ms  ratio ${(m.lib / m.local).toFixed(2)}x`);
+    console.log(`  fractal-host exec -- true (CLI)      ${m.cli.toFixed(2)} ms   overhead ${(m.cli - m.local).toFixed(2)} ms  ratio ${(m.cli / m.local).toFixed(2)}x`);
+    console.log(`    of which CLI start (--help alone)  ${m.cliStart.toFixed(2)} ms; connect+exec+wait ${(m.cli - m.cliStart).toFixed(2)} ms`);
+    console.log("(b) stdout throughput, 1 GiB of head -c /dev/zero (best of 3)");
+    console.log(`  plain loopback TCP socket            ${mbps(best(base)).toFixed(0)} MB/s`);
+    console.log(`  fractal-host exec > /dev/null        ${mbps(best(ours)).toFixed(0)} MB/s   ratio ${(best(base) / best(ours)).toFixed(2)}x of raw`);
+    console.log(`RESULT exec_overhead_ms=${(m.lib - m.local).toFixed(2)} cli_overhead_ms=${(m.cli - m.local).toFixed(2)} throughput_ratio=${(best(base) / best(ours)).toFixed(2)}`);
+  } finally {
+    agent.kill();
+    raw.close();
+  }
+}
