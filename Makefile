@@ -8,7 +8,12 @@ BUILD    := build
 
 TS_SRC   := $(shell find proto agent host -name '*.ts' -not -path 'proto/gen/*' 2>/dev/null)
 
-.PHONY: all build proto deps test run typecheck bench-exec clean
+# Kernel modules the guest needs; modules.ts adds their dependencies from the
+# kernel's own metadata. KERNEL=bzImage MODULES=lib/modules/VER use your own.
+KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
+            vsock vmw_vsock_virtio_transport vsock_loopback erofs
+
+.PHONY: all build proto deps host-deps test run typecheck bench-exec bench-boot clean FORCE
 
 all: build
 
@@ -28,7 +33,35 @@ proto/gen/fractal.js: proto/fractal.proto node_modules/.installed
 proto/gen/fractal.d.ts: proto/gen/fractal.js
 	$(PBTS) --no-comments -o $@ $<
 
-build: $(BUILD)/fractal-agent $(BUILD)/fractal-host
+build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio
+
+# What the host needs to build and boot guests: QEMU, crun (copied into the
+# initramfs with its libraries), Go for u-root. Installed only when missing.
+HOST_PKGS := qemu-system-x86 crun cpio
+host-deps:
+	@missing=""; \
+	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
+	command -v crun >/dev/null || missing="$$missing crun"; \
+	command -v cpio >/dev/null || missing="$$missing cpio"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v go >/dev/null || { echo "Go is needed to build u-root (https://go.dev)"; exit 1; }
+
+# Rebuilt only when the kernel source (Debian's, or KERNEL=/MODULES=) changes.
+$(BUILD)/kernel.source: FORCE
+	@mkdir -p $(BUILD)
+	@echo "$(KERNEL) $(MODULES)" | cmp -s - $@ || echo "$(KERNEL) $(MODULES)" > $@
+
+$(BUILD)/kernel/vmlinuz: initramfs/kernel.sh $(BUILD)/kernel.source | host-deps
+	KERNEL="$(KERNEL)" MODULES="$(MODULES)" initramfs/kernel.sh $(BUILD)/kernel
+
+$(BUILD)/modules/fractal.order: $(BUILD)/kernel/vmlinuz initramfs/modules.ts Makefile
+	$(BUN) initramfs/modules.ts $(BUILD)/kernel/modules $(BUILD)/modules $(KMODS)
+
+$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum | host-deps
+	initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
 
 $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)

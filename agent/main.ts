@@ -4,19 +4,30 @@ import { parseArgs } from "node:util";
 import { exitStatusFor } from "../proto/errors.js";
 import { log } from "./log.js";
 import { serve } from "./server.js";
+import { agentRole } from "./handlers/index.js";
 import { AGENT_VERSION } from "./version.js";
 
-const usage = `usage: fractal-agent --listen URL [--listen URL]...
+const usage = `usage: fractal-agent [--init] --listen URL [--listen URL]...
 
 Serves the fractal protocol on every URL given:
-  tcp://HOST:PORT      TCP (e.g. tcp://127.0.0.1:5000)
-  unix:///PATH         unix-domain socket
-  ws://HOST:PORT[/P]   WebSocket
+  tcp://HOST:PORT          TCP (e.g. tcp://127.0.0.1:5000)
+  unix:///PATH             unix-domain socket
+  ws://HOST:PORT[/P]       WebSocket
+  vsock://:PORT            vsock, any CID
+  virtio-serial://NAME     a virtio-serial port by name
+  serial:///dev/ttyS1      a UART, put in raw mode
 
+  --init         run as the guest's init task (u-root's uinit): mount the
+                 basics, load modules, bring up the network, mount shares,
+                 and read more settings from the kernel command line
+                 (fractal.listen=URL, fractal.share=TAG:/path, ...)
   --listen URL   a listener (repeatable)
   --version      print the version and exit
   --help         this text
 `;
+
+/** Listeners of a guest when the kernel command line names none. */
+const GUEST_DEFAULT_LISTEN = ["virtio-serial://org.fractal.agent", "vsock://:1024"];
 
 async function main(): Promise<void> {
   let values;
@@ -24,6 +35,7 @@ async function main(): Promise<void> {
     ({ values } = parseArgs({
       options: {
         listen: { type: "string", multiple: true, default: [] },
+        init: { type: "boolean" },
         version: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -35,7 +47,7 @@ async function main(): Promise<void> {
   }
   if (values.help) return void process.stdout.write(usage);
   if (values.version) return void process.stdout.write(`fractal-agent ${AGENT_VERSION}\n`);
-  if (values.listen.length === 0) {
+  if (values.listen.length === 0 && !values.init) {
     process.stderr.write(`fractal-agent: at least one --listen URL is needed\n${usage}`);
     process.exit(2);
   }
@@ -43,6 +55,16 @@ async function main(): Promise<void> {
   process.on("unhandledRejection", (err) => log("error", `unhandled rejection: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`));
   // Losing a client mid-write must not kill the agent.
   process.on("SIGPIPE", () => {});
+  if (values.init) {
+    // As the guest's init task nothing may end this process: every failure
+    // is logged and the agent keeps serving whatever still works.
+    agentRole.isInit = true;
+    const { boot } = await import("./boot/init.js");
+    const cfg = await boot();
+    const listen = [...values.listen, ...cfg.listen];
+    await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true });
+    return;
+  }
   try {
     await serve({ listen: values.listen });
   } catch (err) {

@@ -1,16 +1,12 @@
 // The agent's serving loop: listeners in, sessions out. An error on one
 // connection is logged and ends that connection only.
-import { formatEndpoint } from "../proto/endpoint.js";
+import { formatEndpoint, parseEndpoint } from "../proto/endpoint.js";
 import { listen, type Listener } from "../proto/listen.js";
 import type { Link } from "../proto/link.js";
 import { Session } from "../proto/session.js";
 import { connectionHandler } from "./handlers/index.js";
 import { log } from "./log.js";
 import { AGENT_VERSION } from "./version.js";
-
-export interface ServeOptions {
-  listen: string[];
-}
 
 export interface Agent {
   listeners: Listener[];
@@ -31,15 +27,22 @@ export function serveLink(link: Link): Session {
   return session;
 }
 
+export interface ServeOptions {
+  listen: string[];
+  /** Guest mode: a listener that fails is logged and skipped, never fatal. */
+  tolerant?: boolean;
+}
+
 export async function serve(opts: ServeOptions): Promise<Agent> {
   const listeners: Listener[] = [];
   for (const url of opts.listen) {
-    const l = await listen(url, (link) => {
-      log("info", `${link.description}: connected`);
-      serveLink(link);
-    });
-    log("info", `listening on ${formatEndpoint(l.endpoint)}`);
-    listeners.push(l);
+    try {
+      const l = await listenOne(url);
+      if (l) listeners.push(l);
+    } catch (err) {
+      if (!opts.tolerant) throw err;
+      log("error", `cannot serve ${url}: ${(err as Error).message}`);
+    }
   }
   return {
     listeners,
@@ -47,4 +50,19 @@ export async function serve(opts: ServeOptions): Promise<Agent> {
       await Promise.all(listeners.map((l) => l.close()));
     },
   };
+}
+
+async function listenOne(url: string): Promise<Listener | undefined> {
+  const ep = parseEndpoint(url);
+  if (ep.kind === "serial" || ep.kind === "virtio-serial") {
+    const { serveSerial } = await import("./serial.js");
+    serveSerial(ep);
+    return undefined;
+  }
+  const l = await listen(ep, (link) => {
+    log("info", `${link.description}: connected`);
+    serveLink(link);
+  });
+  log("info", `listening on ${formatEndpoint(l.endpoint)}`);
+  return l;
 }

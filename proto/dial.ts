@@ -5,6 +5,9 @@ import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
 import { socketLink, type Link } from "./link.js";
 import { wsLink } from "./ws-link.js";
+import { bunFdLink } from "./bun-link.js";
+import { fileLink } from "./file-link.js";
+import fs from "node:fs";
 
 export const DIAL_TIMEOUT_MS = 10_000;
 
@@ -34,7 +37,66 @@ export async function dial(url: string | Endpoint, timeoutMs = DIAL_TIMEOUT_MS):
       });
       return wsLink(ws, `ws ${ep.host}:${ep.port}`);
     }
+    case "vsock": {
+      const { vsockConnectFd } = await import("./vsock.js");
+      return bunFdLink(await vsockConnectFd(ep.cid, ep.port), `vsock ${ep.cid}:${ep.port}`);
+    }
+    case "hvsock": {
+      const sock = await connectSocket(net.connect({ path: ep.path }), where, timeoutMs);
+      const rest = await hybridVsockHandshake(sock, ep.port, where, timeoutMs);
+      return socketLink(sock, `hvsock ${ep.path}:${ep.port}`, rest);
+    }
+    case "serial": {
+      let st: fs.Stats;
+      try {
+        st = fs.statSync(ep.path);
+      } catch {
+        throw unreachable(where, "no such file");
+      }
+      if (st.isSocket()) {
+        // QEMU exposes a virtio-serial or UART chardev as a unix socket: a
+        // byte stream that can tear when we reconnect, hence resync.
+        const sock = await connectSocket(net.connect({ path: ep.path }), where, timeoutMs);
+        return { ...socketLink(sock, `serial ${ep.path}`), resync: true };
+      }
+      return fileLink(fs.openSync(ep.path, fs.constants.O_RDWR | fs.constants.O_NOCTTY), `serial ${ep.path}`);
+    }
+    case "virtio-serial":
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: virtio-serial ports exist only in the guest; on the host use serial:///path/to/the/chardev.sock`);
   }
+}
+
+/**
+ * Firecracker / cloud-hypervisor hybrid vsock: the host side is a unix socket
+ * where the client writes "CONNECT PORT\n" and the VMM answers "OK N\n".
+ * Returns any bytes that followed the answer line.
+ */
+function hybridVsockHandshake(sock: net.Socket, port: number, where: string, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => done(unreachable(where, "no answer to CONNECT")), timeoutMs);
+    const done = (err?: Error, rest?: Buffer) => {
+      clearTimeout(timer);
+      sock.off("data", onData);
+      if (err) {
+        sock.destroy();
+        reject(err);
+      } else resolve(rest!); // set on success
+    };
+    const onData = (b: Buffer) => {
+      buf = Buffer.concat([buf, b]);
+      const nl = buf.indexOf(10);
+      if (nl < 0) {
+        if (buf.length > 256) done(unreachable(where, "hybrid vsock answer too long"));
+        return;
+      }
+      const line = buf.subarray(0, nl).toString().trim();
+      if (!line.startsWith("OK")) return done(unreachable(where, `hybrid vsock refused port ${port}: "${line}"`));
+      done(undefined, buf.subarray(nl + 1));
+    };
+    sock.on("data", onData);
+    sock.write(`CONNECT ${port}\n`);
+  });
 }
 
 function connectSocket(sock: net.Socket, where: string, timeoutMs: number): Promise<net.Socket> {

@@ -1,15 +1,27 @@
 // Endpoint URLs name where an agent listens or a client connects:
-//   tcp://HOST:PORT   unix:///path/to.sock   ws://HOST:PORT[/path]
-// Later transports (vsock, serial) add cases here and nowhere above.
+//   tcp://HOST:PORT        unix:///path/to.sock     ws://HOST:PORT[/path]
+//   vsock://CID:PORT       (listen: vsock://:PORT, any CID)
+//   hvsock:///path.sock:PORT  Firecracker / cloud-hypervisor hybrid vsock (client only)
+//   serial:///dev/ttyS1    a serial line; on the host also a unix socket that
+//                          carries one (QEMU's virtio-serial chardev)
+//   virtio-serial://NAME   a virtio-serial port by name (agent only)
+// A new transport adds a case here and in dial/listen, and nowhere above.
 import { ErrorCode, FractalError } from "./errors.js";
 
 export type Endpoint =
   | { kind: "tcp"; host: string; port: number }
   | { kind: "unix"; path: string }
-  | { kind: "ws"; host: string; port: number; path: string };
+  | { kind: "ws"; host: string; port: number; path: string }
+  | { kind: "vsock"; cid: number; port: number }
+  | { kind: "hvsock"; path: string; port: number }
+  | { kind: "serial"; path: string }
+  | { kind: "virtio-serial"; name: string };
+
+/** CID meaning "any" when listening (VMADDR_CID_ANY). */
+export const ANY_CID = 0xffffffff;
 
 export function parseEndpoint(url: string): Endpoint {
-  const m = /^([a-z0-9+]+):\/\/(.*)$/.exec(url);
+  const m = /^([a-z0-9+-]+):\/\/(.*)$/.exec(url);
   if (!m) throw bad(url, "expected SCHEME://ADDRESS, e.g. tcp://127.0.0.1:5000");
   const [, scheme, rest] = m as unknown as [string, string, string];
   switch (scheme) {
@@ -27,8 +39,25 @@ export function parseEndpoint(url: string): Endpoint {
       const { host, port } = hostPort(url, addr);
       return { kind: "ws", host, port, path };
     }
+    case "vsock": {
+      const m2 = /^(-1|\d*):(\d+)$/.exec(rest);
+      if (!m2) throw bad(url, "expected vsock://CID:PORT (or vsock://:PORT to listen on any CID)");
+      const cid = m2[1] === "" || m2[1] === "-1" ? ANY_CID : Number(m2[1]);
+      return { kind: "vsock", cid, port: u32(url, m2[2]!) };
+    }
+    case "hvsock": {
+      const m2 = /^(\/.+):(\d+)$/.exec(rest);
+      if (!m2) throw bad(url, "expected hvsock:///path/to/vsock.sock:PORT");
+      return { kind: "hvsock", path: m2[1]!, port: u32(url, m2[2]!) };
+    }
+    case "serial":
+      if (!rest.startsWith("/")) throw bad(url, "expected serial:///dev/ttyS1 or serial:///path/to/chardev.sock");
+      return { kind: "serial", path: rest };
+    case "virtio-serial":
+      if (!/^[\w.-]+$/.test(rest)) throw bad(url, "expected virtio-serial://PORT-NAME, e.g. virtio-serial://org.fractal.agent");
+      return { kind: "virtio-serial", name: rest };
     default:
-      throw bad(url, `unknown scheme "${scheme}" (known: tcp, unix, ws)`);
+      throw bad(url, `unknown scheme "${scheme}" (known: tcp, unix, ws, vsock, hvsock, serial, virtio-serial)`);
   }
 }
 
@@ -40,7 +69,21 @@ export function formatEndpoint(e: Endpoint): string {
       return `unix://${e.path}`;
     case "ws":
       return `ws://${hostText(e.host)}:${e.port}${e.path}`;
+    case "vsock":
+      return `vsock://${e.cid === ANY_CID ? "" : e.cid}:${e.port}`;
+    case "hvsock":
+      return `hvsock://${e.path}:${e.port}`;
+    case "serial":
+      return `serial://${e.path}`;
+    case "virtio-serial":
+      return `virtio-serial://${e.name}`;
   }
+}
+
+function u32(url: string, s: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw bad(url, `${s} is out of range`);
+  return n;
 }
 
 function hostText(host: string): string {

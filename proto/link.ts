@@ -18,10 +18,21 @@ export interface Link {
   onClose(cb: (err?: Error) => void): void;
   /** For logs: "tcp 127.0.0.1:5000", "unix /run/x.sock", ... */
   readonly description: string;
+  /**
+   * Serial links can tear (a peer reconnects mid-frame): decoders on them
+   * skip junk to the next valid frame instead of failing.
+   */
+  readonly resync?: boolean;
+  /**
+   * Serial links: a Hello arrived on a session that already shook hands, so
+   * the peer restarted without a hang-up we could see. The link ends this
+   * session and starts a new one from that Hello.
+   */
+  readonly rehello?: (hello: import("./wire.js").Hello) => void;
 }
 
 /** Adapts a node:net socket (TCP, unix, or one made from a vsock fd). */
-export function socketLink(sock: Socket, description: string): Link {
+export function socketLink(sock: Socket, description: string, initial?: Uint8Array): Link {
   sock.setNoDelay?.(true);
   let closed = false;
   const closeCbs: ((err?: Error) => void)[] = [];
@@ -50,6 +61,8 @@ export function socketLink(sock: Socket, description: string): Link {
       setTimeout(() => sock.destroy(), 5000).unref();
     },
     onData(cb) {
+      // Bytes read before the link existed (a handshake's tail) come first.
+      if (initial && initial.length > 0) cb(initial);
       sock.on("data", (b: Buffer) => cb(b));
     },
     onDrain(cb) {

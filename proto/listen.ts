@@ -57,6 +57,18 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
         },
       };
     }
+    case "vsock": {
+      const { vsockListenFd } = await import("./vsock.js");
+      const fd = await vsockListenFd(ep.port);
+      const server = net.createServer((sock) => onLink(socketLink(sock, `vsock :${ep.port}`)));
+      await bind(server, ep, () => server.listen({ fd }));
+      return { endpoint: ep, close: () => closeServer(server) };
+    }
+    case "hvsock":
+    case "serial":
+    case "virtio-serial":
+      // Serial lines are not listeners: the agent serves them with serveSerial().
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${formatEndpoint(ep)} cannot be listened on here`);
   }
 }
 

@@ -72,7 +72,7 @@ export class Session implements StreamHost {
     private readonly opts: SessionOptions,
   ) {
     this.window = opts.window ?? DEFAULT_WINDOW;
-    this.decoder = new FrameDecoder({ maxFrame: opts.maxFrame ?? MAX_FRAME, resync: opts.resync });
+    this.decoder = new FrameDecoder({ maxFrame: opts.maxFrame ?? MAX_FRAME, resync: opts.resync ?? link.resync });
     this.nextStreamId = role === "client" ? 1 : 2;
     this.ready$ = new Promise<void>((resolve, reject) => {
       this.handshakeDone = (err) => (err ? reject(err) : resolve());
@@ -270,6 +270,10 @@ export class Session implements StreamHost {
   }
 
   private onHello(h: NonNullable<Frame["hello"]>): void {
+    if (this.role === "server" && this.handshaken && this.link.rehello) {
+      this.link.rehello(h);
+      return;
+    }
     if (this.role !== "server" || this.handshaken) {
       throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected Hello", this.role !== "server");
     }

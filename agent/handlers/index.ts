@@ -5,7 +5,10 @@ import type { RequestHandler, Session } from "../../proto/session.js";
 import type { Request } from "../../proto/wire.js";
 import { log } from "../log.js";
 import { ProcessHandlers } from "./process.js";
-import { ping, version } from "./system.js";
+import { ping, shutdown, version } from "./system.js";
+
+/** Process-wide facts the handlers need. */
+export const agentRole = { isInit: false };
 
 type RequestKind = NonNullable<Request["body"]>;
 
@@ -37,6 +40,8 @@ export function connectionHandler(session: Session): RequestHandler {
           return procs.closeStdin(req.closeStdin!.process ?? 0);
         case "wait":
           return await procs.wait(req.wait!.process ?? 0);
+        case "shutdown":
+          return shutdown(req.shutdown!.reboot ?? false, agentRole.isInit);
         default:
           return assertNever(kind);
       }

@@ -1,5 +1,7 @@
 // System handlers: liveness and build facts.
 import os from "node:os";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { log } from "../log.js";
 import type { ResponseBody } from "../../proto/session.js";
 import { AGENT_VERSION } from "../version.js";
 
@@ -20,4 +22,23 @@ export function version(protocolVersion: number): ResponseBody {
       arch: process.arch,
     },
   };
+}
+
+/**
+ * Answers first, then powers off: the reply must reach the host before the
+ * machine goes. Only the guest's init task may do this; an agent on a
+ * developer's host refuses rather than shutting the host down.
+ */
+export function shutdown(reboot: boolean, isInit: boolean): ResponseBody {
+  if (!isInit) throw new FractalError(ErrorCode.PERMISSION_DENIED, "shutdown: this agent is not a guest's init task (start it with --init)");
+  setTimeout(async () => {
+    const { powerOff } = await import("../sys/linux.js");
+    log("info", `shutdown: ${reboot ? "rebooting" : "powering off"}`);
+    try {
+      powerOff(reboot);
+    } catch (err) {
+      log("error", `shutdown failed: ${(err as Error).message}`);
+    }
+  }, 100);
+  return { ok: {} };
 }

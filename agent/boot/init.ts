@@ -1,0 +1,166 @@
+// The agent's duties as the guest's init task (started by u-root's init as
+// uinit): mount what programs and containers expect, load kernel modules,
+// name the machine, bring up networking, mount host shares. Every step logs
+// its failure and boot goes on: a guest with a missing share must still be
+// reachable to be debugged.
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { addLogSink, log } from "../log.js";
+import { loadModule, mount, setHostname, umount, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME } from "../sys/linux.js";
+import { parseCmdline, type BootConfig, type Share } from "./cmdline.js";
+
+/** Where the initramfs build puts modules and their load order (see initramfs/modules.ts). */
+export const MODULE_ORDER = "/lib/modules/fractal.order";
+
+interface MountSpec {
+  target: string;
+  fstype: string;
+  source: string;
+  flags: number;
+  data?: string;
+}
+
+const baseMounts: MountSpec[] = [
+  { target: "/proc", fstype: "proc", source: "proc", flags: MS_NOSUID | MS_NODEV | MS_NOEXEC },
+  { target: "/sys", fstype: "sysfs", source: "sysfs", flags: MS_NOSUID | MS_NODEV | MS_NOEXEC },
+  { target: "/dev", fstype: "devtmpfs", source: "devtmpfs", flags: MS_NOSUID, data: "mode=0755" },
+  { target: "/dev/pts", fstype: "devpts", source: "devpts", flags: MS_NOSUID | MS_NOEXEC, data: "newinstance,ptmxmode=0666,mode=0620" },
+  { target: "/dev/shm", fstype: "tmpfs", source: "shm", flags: MS_NOSUID | MS_NODEV, data: "mode=1777" },
+  { target: "/sys/fs/cgroup", fstype: "cgroup2", source: "cgroup2", flags: MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME },
+  { target: "/tmp", fstype: "tmpfs", source: "tmpfs", flags: MS_NOSUID | MS_NODEV, data: "mode=1777" },
+  { target: "/run", fstype: "tmpfs", source: "tmpfs", flags: MS_NOSUID | MS_NODEV, data: "mode=0755" },
+];
+
+function mounted(): Map<string, string> {
+  const m = new Map<string, string>();
+  try {
+    for (const line of fs.readFileSync("/proc/mounts", "utf8").split("\n")) {
+      const [, target, fstype] = line.split(" ");
+      if (target && fstype) m.set(target, fstype);
+    }
+  } catch {
+    // /proc not mounted yet
+  }
+  return m;
+}
+
+function step(what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    log("error", `boot: ${what}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/**
+ * u-root's init mounts cgroup v1 hierarchies under a tmpfs at
+ * /sys/fs/cgroup. A controller can live in one hierarchy only, so v1 mounts
+ * would leave cgroup2 without memory and pids control (which containers
+ * need): unmount them, then mount cgroup2 there.
+ */
+function dropCgroupV1(): void {
+  const v1 = [...mounted()].filter(([t, fstype]) => fstype === "cgroup" && t.startsWith("/sys/fs/cgroup/")).map(([t]) => t);
+  for (const t of v1) step(`unmount cgroup v1 ${t}`, () => umount(t));
+  if (mounted().get("/sys/fs/cgroup") === "tmpfs") step("unmount /sys/fs/cgroup tmpfs", () => umount("/sys/fs/cgroup"));
+}
+
+function mountBase(): void {
+  dropCgroupV1();
+  for (const m of baseMounts) {
+    const have = mounted();
+    // u-root's init mounts some of these already; /tmp it leaves on the
+    // rootfs, which we replace with a real tmpfs.
+    if (have.get(m.target) === m.fstype) continue;
+    step(`mount ${m.target}`, () => {
+      fs.mkdirSync(m.target, { recursive: true });
+      mount(m.source, m.target, m.fstype, m.flags, m.data);
+    });
+  }
+  // /dev/ptmx must point at this devpts instance for PTYs to work.
+  step("link /dev/ptmx", () => {
+    if (!fs.existsSync("/dev/pts/ptmx")) return;
+    try {
+      fs.unlinkSync("/dev/ptmx");
+    } catch {
+      // absent
+    }
+    fs.symlinkSync("pts/ptmx", "/dev/ptmx");
+  });
+}
+
+function loadModules(): void {
+  let order: string[];
+  try {
+    order = fs.readFileSync(MODULE_ORDER, "utf8").split("\n").filter((l) => l.trim() !== "");
+  } catch {
+    log("warn", `boot: no ${MODULE_ORDER}; loading no modules`);
+    return;
+  }
+  const base = path.dirname(MODULE_ORDER);
+  let loaded = 0;
+  for (const rel of order) step(`load module ${rel}`, () => void (loadModule(path.join(base, rel)) && loaded++));
+  log("info", `boot: loaded ${loaded} of ${order.length} kernel modules`);
+}
+
+function mountShare(s: Share): void {
+  step(`mount share ${s.tag} on ${s.path}`, () => {
+    fs.mkdirSync(s.path, { recursive: true });
+    const flags = s.readonly ? MS_RDONLY : 0;
+    if (s.fs === "virtiofs") mount(s.tag, s.path, "virtiofs", flags);
+    // 9p: msize 512 KiB (the virtio transport's cap) for fewer round trips;
+    // cache=loose because the host side is not changed behind our back
+    // during a session. Revisited with the backmount benchmark (issue 4).
+    else mount(s.tag, s.path, "9p", flags, "trans=virtio,version=9p2000.L,msize=524288,cache=loose,access=client");
+    log("info", `boot: mounted ${s.fs} share ${s.tag} on ${s.path}`);
+  });
+}
+
+/** u-root tools live in /bbin; a missing one is logged, not fatal. */
+function run(argv: string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const p = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    p.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    p.on("error", (e) => {
+      log("warn", `boot: ${argv.join(" ")}: ${e.message}`);
+      resolve(-1);
+    });
+    p.on("exit", (code) => {
+      if (code !== 0) log("warn", `boot: ${argv.join(" ")} exited ${code}: ${err.trim()}`);
+      resolve(code ?? -1);
+    });
+  });
+}
+
+async function network(): Promise<void> {
+  await run(["ip", "link", "set", "dev", "lo", "up"]);
+  const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo") : [];
+  if (nics.length === 0) return;
+  // DHCP runs in the background: listeners on vsock and serial must not
+  // wait for it, and TCP listeners bound to 0.0.0.0 work once it is done.
+  void run(["dhclient", "-ipv6=false", ...nics]).then((code) => {
+    if (code === 0) log("info", `boot: DHCP configured ${nics.join(", ")}`);
+  });
+}
+
+/** Runs the init duties; resolves, with the settings read from the kernel command line, once what listeners need is in place. */
+export async function boot(): Promise<BootConfig> {
+  mountBase();
+  let cmdline = "";
+  step("read /proc/cmdline", () => (cmdline = fs.readFileSync("/proc/cmdline", "utf8")));
+  const cfg = parseCmdline(cmdline);
+  step("open log file", () => {
+    fs.mkdirSync(path.dirname(cfg.logFile), { recursive: true });
+    const fd = fs.openSync(cfg.logFile, "a");
+    addLogSink((line) => fs.writeSync(fd, line));
+  });
+  for (const e of cfg.errors) log("warn", `boot: ${e}`);
+  loadModules();
+  step("set hostname", () => setHostname(cfg.hostname));
+  await network();
+  for (const s of cfg.shares) mountShare(s);
+  log("info", `boot: ${os.hostname()} ready (kernel ${os.release()})`);
+  return cfg;
+}

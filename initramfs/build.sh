@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the guest initramfs with u-root (pinned in go.mod, run as a Go tool):
+# u-root's init, the core commands an operator needs, our agent as uinit,
+# crun with its libraries (u-root adds every binary's ldd dependencies), and
+# the kernel modules resolved by modules.ts. u-root writes a reproducible
+# newc archive (fixed mtimes, sorted entries), so two clean builds are
+# byte-identical.
+#
+# usage: build.sh OUT.cpio AGENT MODULES_OUT_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=$(realpath -m "$1")
+agent=$(realpath "$2")
+mods=$(realpath "$3")
+crun=${CRUN:-$(command -v crun || true)}
+[ -x "$crun" ] || { echo "build.sh: crun not found (apt-get install crun, or CRUN=/path/to/crun)" >&2; exit 1; }
+cd "$here"
+# Every tool in go.mod except u-root itself is a command for the image.
+cmds=$(awk '/^tool \(/ {t=1; next} t && /^\)/ {t=0} t && $1 != "github.com/u-root/u-root" {print $1}' go.mod)
+export GOFLAGS=-mod=mod
+go tool u-root -o "$out.tmp" \
+  -uinitcmd="/bin/fractal-agent --init" \
+  -files "$agent:bin/fractal-agent" \
+  -files "$crun:bin/crun" \
+  -files "$mods:lib/modules" \
+  $cmds 2>&1 | grep -v -E "WARN|Some packages may not compile|golang.org/doc/install|golang.org/dl" || true
+[ -s "$out.tmp" ] || { echo "build.sh: u-root produced no archive" >&2; exit 1; }
+mv "$out.tmp" "$out"
