@@ -33,7 +33,7 @@ proto/gen/fractal.js: proto/fractal.proto node_modules/.installed
 proto/gen/fractal.d.ts: proto/gen/fractal.js
 	$(PBTS) --no-comments -o $@ $<
 
-build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio
+build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/marker.cpio
 
 # What the host needs to build and boot guests: QEMU, crun (copied into the
 # initramfs with its libraries), Go for u-root. Installed only when missing.
@@ -59,6 +59,11 @@ $(BUILD)/kernel/vmlinuz: initramfs/kernel.sh $(BUILD)/kernel.source | host-deps
 
 $(BUILD)/modules/fractal.order: $(BUILD)/kernel/vmlinuz initramfs/modules.ts Makefile
 	$(BUN) initramfs/modules.ts $(BUILD)/kernel/modules $(BUILD)/modules $(KMODS)
+
+# A minimal initramfs whose init only prints a marker: bench-boot's baseline,
+# and the tests' "guest whose agent cannot start".
+$(BUILD)/marker.cpio: initramfs/marker.sh initramfs/marker/main.go initramfs/go.mod | host-deps
+	initramfs/marker.sh $@
 
 $(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum | host-deps
 	initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules

@@ -19,11 +19,15 @@ export function serveLink(link: Link): Session {
   session = Session.accept(link, {
     name: `fractal-agent ${AGENT_VERSION}`,
     onRequest: (req, s) => handler(req, s),
-    onProtocolError: (err, fromPeer) => log("warn", `${link.description}: protocol error ${fromPeer ? "from peer" : "by peer"}: ${err.message}`),
+    onProtocolError: (err, fromPeer) => log("warn", `${link.description}: ${fromPeer ? "peer reported a protocol error" : "bad input from peer"}: ${err.message}`),
   });
   // Built after accept so the handler can hook the session's close.
   const handler = connectionHandler(session);
-  session.onClose((err) => log("info", `${link.description}: closed (${err.message})`));
+  // A serial port reopened while no host is attached yields sessions that
+  // never shook hands; logging each would flood the console.
+  session.onClose((err) => {
+    if (session.version > 0 || !link.resync) log("info", `${link.description}: closed (${err.message})`);
+  });
   return session;
 }
 

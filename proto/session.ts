@@ -31,6 +31,8 @@ export interface SessionOptions {
   resync?: boolean;
   /** Name and version announced in the handshake. */
   name?: string;
+  /** Client: how long to wait for HelloAck. */
+  handshakeTimeoutMs?: number;
   features?: string[];
   /** Server only: serves each request; errors become Error responses. */
   onRequest?: RequestHandler;
@@ -99,7 +101,10 @@ export class Session implements StreamHost {
         client: opts.name ?? "fractal",
       },
     });
-    const timer = setTimeout(() => s.fail(new FractalError(ErrorCode.UNAVAILABLE, "no handshake answer from the agent")), HANDSHAKE_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => s.fail(new FractalError(ErrorCode.UNAVAILABLE, "no handshake answer from the agent")),
+      opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+    );
     try {
       await s.ready$;
     } finally {
@@ -242,6 +247,9 @@ export class Session implements StreamHost {
 
   private dispatch(f: Frame & { kind?: string }): void {
     if (!this.handshaken && f.kind !== "hello" && f.kind !== "helloAck" && f.kind !== "protocolError") {
+      // On a serial link, bytes of an earlier session can decode as a frame:
+      // that is junk to skip, not a peer to reject.
+      if (this.link.resync) return;
       throw new ProtocolViolation(ErrorCode.HANDSHAKE_REQUIRED, `expected Hello as the first frame, got ${f.kind ?? "an unknown frame"}`, true);
     }
     switch (f.kind) {
@@ -307,6 +315,9 @@ export class Session implements StreamHost {
   }
 
   private onHelloAck(a: NonNullable<Frame["helloAck"]>): void {
+    // On a serial link a Hello from an earlier attempt may have been queued
+    // in the VMM and answered too: a second HelloAck is harmless there.
+    if (this.role === "client" && this.handshaken && this.link.resync) return;
     if (this.role !== "client" || this.handshaken) {
       throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected HelloAck", true);
     }

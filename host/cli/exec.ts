@@ -4,7 +4,7 @@ import { AgentClient, exitStatusOf, type ExecOptions, type RemoteProcess } from 
 import { flag, parseFlags, usageError, value, values } from "./args.js";
 import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
 
-export const execHelp = `usage: fractal-host [--connect URL] exec [OPTIONS] [--] CMD [ARG...]
+export const execHelp = `usage: fractal-host [--connect URL | --vm NAME] exec [OPTIONS] [--] CMD [ARG...]
 
 Runs CMD in the guest, with its output and exit status.
 
@@ -13,6 +13,7 @@ Runs CMD in the guest, with its output and exit status.
   -e, --env K=V          set a variable (K alone copies it from here); repeatable
   -w, --workdir DIR      working directory in the guest
   -u, --user UID[:GID]   numeric user (and group) to run as
+      --vm NAME          run in the VM started by \`fractal-host boot --name NAME\`
   -h, --help             this text
 
 Without -t, stdout and stderr stay separate and binary-safe, and Ctrl-C is
@@ -26,6 +27,7 @@ const specs = [
   { long: "env", short: "e", value: true, repeat: true },
   { long: "workdir", short: "w", value: true },
   { long: "user", short: "u", value: true },
+  { long: "vm", value: true },
   { long: "help", short: "h" },
 ];
 
@@ -35,6 +37,7 @@ const FORWARDED: Record<string, number> = { SIGINT: 2, SIGQUIT: 3, SIGTERM: 15, 
 export interface ExecCommand {
   options: ExecOptions;
   interactive: boolean;
+  vm?: string;
 }
 
 /** Parses exec's arguments into options; pure, so tests can pin it. */
@@ -54,7 +57,7 @@ export function parseExec(args: string[], localEnv: NodeJS.ProcessEnv): ExecComm
   const user = value(p, "user");
   if (user !== undefined) options.user = parseUser(user);
   if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };
-  return { options, interactive: flag(p, "interactive") };
+  return { options, interactive: flag(p, "interactive"), vm: value(p, "vm") };
 }
 
 function parseUser(u: string): { uid: number; gid: number } {

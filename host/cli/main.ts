@@ -4,17 +4,24 @@ import { exitStatusFor, FractalError, ErrorCode } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 import { execHelp, parseExec, runExec } from "./exec.js";
+import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runStop, stopHelp } from "./vm.js";
+import { requireVm, vmEndpoint } from "../vm/manager.js";
 
 const help = `usage: fractal-host [--connect URL] COMMAND [ARGS...]
 
 Talks to a fractal agent without ssh.
 
 Global options:
-  --connect URL   the agent: tcp://HOST:PORT, unix:///PATH or ws://HOST:PORT
-                  (default: $FRACTAL_CONNECT)
+  --connect URL   the agent: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT,
+                  vsock://CID:PORT, hvsock:///PATH.sock:PORT or
+                  serial:///PATH (default: $FRACTAL_CONNECT)
+  --vm NAME       the agent of a VM started by boot
   -h, --help      this text
 
 Commands:
+  boot      start a VM and wait for its agent (see boot --help)
+  ls        list VMs
+  stop      power a VM off
   exec      run a command in the guest (see exec --help)
   ping      check that the agent answers, and how fast
   version   show the agent's version and machine
@@ -22,13 +29,24 @@ Commands:
 
 const globalSpecs = [
   { long: "connect", value: true },
+  { long: "vm", value: true },
   { long: "help", short: "h" },
 ];
 
-async function connect(url: string | undefined): Promise<AgentClient> {
-  const target = url ?? process.env.FRACTAL_CONNECT;
-  if (!target) throw usageError("fractal-host", "no agent given: use --connect URL or set FRACTAL_CONNECT");
+async function connect(url: string | undefined, vm: string | undefined): Promise<AgentClient> {
+  if (url && vm) throw usageError("fractal-host", "give --connect or --vm, not both");
+  const target = vm ? vmEndpoint(requireVm(vm)) : (url ?? process.env.FRACTAL_CONNECT);
+  if (!target) throw usageError("fractal-host", "no agent given: use --vm NAME, --connect URL or set FRACTAL_CONNECT");
   return AgentClient.connect(target);
+}
+
+const wantsHelp = (args: string[]) => args.includes("--help") || args.includes("-h");
+
+/** --vm after the command word, for ping and version. */
+function vmFlag(args: string[], command: string): string | undefined {
+  const p = parseFlags(args, [{ long: "vm", value: true }, { long: "help", short: "h" }], command);
+  if (p.rest.length > 0) throw usageError(command, `unexpected argument "${p.rest[0]}"`);
+  return value(p, "vm");
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -39,23 +57,35 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined && !flag(g, "help") ? 2 : 0;
   }
   const url = value(g, "connect");
+  const gvm = value(g, "vm");
   switch (command) {
+    case "boot": {
+      const b = parseBoot(args);
+      if (b === "help") return void process.stdout.write(bootHelp), 0;
+      return runBoot(b.opts, b.detach);
+    }
+    case "ls":
+      if (wantsHelp(args)) return void process.stdout.write(lsHelp), 0;
+      return runLs();
+    case "stop":
+      if (wantsHelp(args)) return void process.stdout.write(stopHelp), 0;
+      return runStop(args);
     case "exec": {
       const cmd = parseExec(args, process.env);
       if (cmd === "help") return void process.stdout.write(execHelp), 0;
-      return runExec(await connect(url), cmd);
+      return runExec(await connect(url, cmd.vm ?? gvm), cmd);
     }
     case "ping": {
-      if (args.includes("--help") || args.includes("-h")) return void process.stdout.write("usage: fractal-host [--connect URL] ping\n\nSends one ping and prints the round-trip time.\n"), 0;
-      const client = await connect(url);
+      if (wantsHelp(args)) return void process.stdout.write("usage: fractal-host [--connect URL] ping [--vm NAME]\n\nSends one ping and prints the round-trip time.\n"), 0;
+      const client = await connect(url, vmFlag(args, "ping") ?? gvm);
       const ms = await client.ping();
       process.stdout.write(`pong from ${client.session.peerName} in ${ms.toFixed(2)} ms\n`);
       client.close();
       return 0;
     }
     case "version": {
-      if (args.includes("--help") || args.includes("-h")) return void process.stdout.write("usage: fractal-host [--connect URL] version\n\nPrints the agent's version and machine.\n"), 0;
-      const client = await connect(url);
+      if (wantsHelp(args)) return void process.stdout.write("usage: fractal-host [--connect URL] version [--vm NAME]\n\nPrints the agent's version and machine.\n"), 0;
+      const client = await connect(url, vmFlag(args, "version") ?? gvm);
       const v = await client.version();
       process.stdout.write(
         `agent:    ${v.agentVersion}\nprotocol: ${v.protocolVersion}\nruntime:  ${v.runtime}\nkernel:   ${v.kernel}\nhostname: ${v.hostname}\narch:     ${v.arch}\n`,

@@ -1,0 +1,197 @@
+// `fractal-host boot`, `ls` and `stop`: VM lifecycle commands.
+import fs from "node:fs";
+import path from "node:path";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { bootVm, consoleTail, listVms, stopVm, type BootOptions } from "../vm/manager.js";
+import { flag, parseFlags, usageError, value, values } from "./args.js";
+
+export const bootHelp = `usage: fractal-host boot [OPTIONS]
+
+Boots a fractal guest under QEMU (KVM when /dev/kvm is usable, HVF on macOS,
+TCG otherwise) and waits until its agent answers.
+
+  --name N                  VM name (default: fractal)
+  --mem SIZE                memory, e.g. 1G or 512M (default: 1G)
+  --cpus N                  virtual CPUs (default: 2)
+  --share HOSTDIR:TAG[:ro]  share a host directory over 9p; it appears at the
+                            same path in the guest (repeatable)
+  --virtiofs SOCK:TAG:PATH  attach a running virtiofsd's socket, mounted at PATH
+  --tcp HOSTPORT            forward 127.0.0.1:HOSTPORT to the agent's TCP
+                            listener (default: any free port)
+  --no-net                  no network card at all
+  --kernel K                kernel image (default: build/kernel/vmlinuz)
+  --initrd I                initramfs (default: build/initramfs.cpio)
+  --append ARGS             extra kernel command line
+  --timeout SECONDS         give up waiting for the agent (default: 180 on TCG, 60 otherwise)
+  -d, --detach              return once the agent answers (default: stay and
+                            show the console; Ctrl-C stops the VM)
+  -h, --help                this text
+`;
+
+export const lsHelp = `usage: fractal-host ls
+
+Lists VMs with their state, accelerator and agent endpoints. A VM whose QEMU
+died is shown as stale and its state is removed.
+`;
+
+export const stopHelp = `usage: fractal-host stop NAME...
+
+Powers the VM off through its agent, and kills QEMU if that does not finish
+within 20 seconds.
+`;
+
+const bootSpecs = [
+  { long: "name", value: true },
+  { long: "mem", value: true },
+  { long: "cpus", value: true },
+  { long: "share", value: true, repeat: true },
+  { long: "virtiofs", value: true, repeat: true },
+  { long: "tcp", value: true },
+  { long: "no-net" },
+  { long: "kernel", value: true },
+  { long: "initrd", value: true },
+  { long: "append", value: true, repeat: true },
+  { long: "timeout", value: true },
+  { long: "detach", short: "d" },
+  { long: "help", short: "h" },
+];
+
+/** Where build outputs sit relative to the fractal-host binary (build/), or the source tree when run with bun. */
+function defaultArtifact(rel: string, env: string): string {
+  if (process.env[env]) return process.env[env]!; // checked just before
+  const besideBinary = path.join(path.dirname(process.execPath), rel);
+  if (fs.existsSync(besideBinary)) return besideBinary;
+  return path.resolve(import.meta.dirname, "../../build", rel);
+}
+
+export function parseSize(s: string): number {
+  const m = /^(\d+)([KMGkmg]?)i?[Bb]?$/.exec(s);
+  if (!m) throw usageError("boot", `bad --mem "${s}": expected e.g. 1G or 512M`);
+  const n = Number(m[1]);
+  const mib = { "": n, k: n / 1024, m: n, g: n * 1024 }[m[2]!.toLowerCase()]!; // the regex allows only these
+  if (mib < 128) throw usageError("boot", `--mem ${s} is too small: the guest needs at least 128M`);
+  return Math.floor(mib);
+}
+
+export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean } | "help" {
+  const p = parseFlags(args, bootSpecs, "boot");
+  if (flag(p, "help")) return "help";
+  if (p.rest.length > 0) throw usageError("boot", `unexpected argument "${p.rest[0]}"`);
+  const cpus = Number(value(p, "cpus") ?? 2);
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) throw usageError("boot", `bad --cpus "${value(p, "cpus")}"`);
+  const shares = values(p, "share").map((s) => {
+    const parts = s.split(":");
+    const [hostDir, tag] = parts;
+    const ro = parts[2] === "ro";
+    if (!hostDir || !tag || parts.length > 3 || (parts.length === 3 && !ro)) throw usageError("boot", `bad --share "${s}": expected HOSTDIR:TAG[:ro]`);
+    if (!/^[\w.-]{1,31}$/.test(tag)) throw usageError("boot", `bad --share "${s}": tag must be 1-31 letters, digits, '.', '_' or '-'`);
+    return { hostDir: path.resolve(hostDir), tag, readonly: ro };
+  });
+  const virtiofs = values(p, "virtiofs").map((s) => {
+    const [socket, tag, guestPath] = s.split(":");
+    if (!socket || !tag || !guestPath?.startsWith("/")) throw usageError("boot", `bad --virtiofs "${s}": expected SOCKET:TAG:/guest/path`);
+    return { socket: path.resolve(socket), tag, guestPath };
+  });
+  let tcp: number | "none" = 0;
+  if (flag(p, "no-net")) tcp = "none";
+  else if (value(p, "tcp") !== undefined) {
+    tcp = Number(value(p, "tcp"));
+    if (!Number.isInteger(tcp) || tcp < 1 || tcp > 65535) throw usageError("boot", `bad --tcp "${value(p, "tcp")}": expected a port number`);
+  }
+  const timeout = value(p, "timeout");
+  if (timeout !== undefined && !(Number(timeout) > 0)) throw usageError("boot", `bad --timeout "${timeout}"`);
+  return {
+    detach: flag(p, "detach"),
+    opts: {
+      name: value(p, "name") ?? "fractal",
+      memMiB: parseSize(value(p, "mem") ?? "1G"),
+      cpus,
+      shares,
+      virtiofs,
+      tcp,
+      kernel: path.resolve(value(p, "kernel") ?? defaultArtifact("kernel/vmlinuz", "FRACTAL_KERNEL")),
+      initrd: path.resolve(value(p, "initrd") ?? defaultArtifact("initramfs.cpio", "FRACTAL_INITRD")),
+      append: values(p, "append").flatMap((a) => a.split(/\s+/).filter((x) => x !== "")),
+      timeoutMs: timeout !== undefined ? Number(timeout) * 1000 : undefined,
+    },
+  };
+}
+
+export async function runBoot(opts: BootOptions, detach: boolean): Promise<number> {
+  const tty = process.stderr.isTTY;
+  const rec = await bootVm({
+    ...opts,
+    progress: tty ? (ms, accel) => process.stderr.write(`\rbooting ${opts.name} (${accel}) ${(ms / 1000).toFixed(0)}s `) : undefined,
+  });
+  if (tty) process.stderr.write("\r\x1b[K");
+  process.stdout.write(`${rec.name}: ready (${rec.accel}, pid ${rec.pid}); agent at ${[rec.endpoints.vsock, rec.endpoints.tcp, rec.endpoints.serial].filter(Boolean).join(", ")}\n`);
+  if (detach) return 0;
+  return followConsole(rec.name, rec.console, rec.pid);
+}
+
+/** Foreground mode: stream the console until the VM goes; Ctrl-C stops it. */
+async function followConsole(name: string, file: string, pid: number): Promise<number> {
+  process.stdout.write(`${name}: console follows; Ctrl-C stops the VM\n`);
+  let offset = 0;
+  let stopping = false;
+  process.on("SIGINT", () => {
+    if (stopping) return;
+    stopping = true;
+    void stopVm(name).then((how) => {
+      process.stdout.write(`\n${name}: stopped (${how})\n`);
+      process.exit(0);
+    });
+  });
+  for (;;) {
+    try {
+      const buf = fs.readFileSync(file);
+      if (buf.length > offset) {
+        process.stdout.write(buf.subarray(offset));
+        offset = buf.length;
+      }
+    } catch {
+      // state removed by a concurrent stop
+    }
+    try {
+      process.kill(pid, 0);
+    } catch {
+      process.stdout.write(`\n${name}: QEMU exited\n`);
+      return 0;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+export function runLs(): number {
+  const vms = listVms();
+  const rows = [["NAME", "STATE", "ACCEL", "PID", "MEM", "CPUS", "AGENT"]];
+  for (const { record: r, state } of vms) {
+    rows.push([r.name, state, r.accel, String(r.pid), `${r.memMiB}M`, String(r.cpus), [r.endpoints.vsock, r.endpoints.tcp, r.endpoints.serial].filter(Boolean).join(" ")]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  for (const row of rows) process.stdout.write(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join("  ") + "\n");
+  for (const { record, state } of vms) {
+    if (state === "stale") {
+      // The listing above told the user; now clean it, as promised.
+      fs.rmSync(path.dirname(record.console), { recursive: true, force: true });
+      process.stderr.write(`${record.name}: QEMU (pid ${record.pid}) is gone; removed its stale state\n`);
+    }
+  }
+  return 0;
+}
+
+export async function runStop(names: string[]): Promise<number> {
+  if (names.length === 0) throw usageError("stop", "name the VM to stop");
+  let status = 0;
+  for (const name of names) {
+    try {
+      const how = await stopVm(name);
+      process.stdout.write(`${name}: ${how === "shutdown" ? "powered off" : how === "killed" ? "killed (the agent did not power it off in time)" : "was not running; removed its stale state"}\n`);
+    } catch (err) {
+      process.stderr.write(`fractal-host: stop ${name}: ${(err as Error).message}\n`);
+      status = err instanceof FractalError && err.code === ErrorCode.NOT_FOUND ? 1 : 125;
+    }
+  }
+  return status;
+}
+

@@ -1,0 +1,222 @@
+// VM lifecycle on the host: boot (QEMU daemonized, then wait for the agent),
+// list (with stale detection), stop (graceful through the agent, then kill),
+// and the endpoint `exec --vm` should use.
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { AgentClient } from "../client.js";
+import { detectAccel, qemuArgs, qemuBinary, vhostVsockAvailable, AGENT_PORT, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { listNames, qemuAlive, readRecord, removeState, vmDir, writeRecord, type VmRecord } from "./state.js";
+
+export interface BootOptions {
+  name: string;
+  kernel: string;
+  initrd: string;
+  memMiB: number;
+  cpus: number;
+  /** Host port for the agent's TCP listener: a number, 0 for any free port, or "none". */
+  tcp: number | "none";
+  shares: Share9p[];
+  virtiofs: VirtiofsShare[];
+  timeoutMs?: number;
+  append?: string[];
+  /** Progress reports while waiting (elapsed ms). */
+  progress?: (elapsedMs: number, accel: string) => void;
+}
+
+export type VmState = "running" | "stale";
+
+export interface VmStatus {
+  record: VmRecord;
+  state: VmState;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Last lines of the console log, for error messages. */
+export function consoleTail(file: string, lines = 25): string {
+  try {
+    const text = fs.readFileSync(file, "utf8").replace(/\r/g, "");
+    return text.split("\n").slice(-lines).join("\n").trimEnd();
+  } catch {
+    return "(no console output)";
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port; // TCP server: AddressInfo
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A guest CID no other fractal VM uses (3 is the first a guest may have). */
+function freeCid(): number {
+  const used = new Set(listNames().map((n) => Number(readRecord(n)?.endpoints.vsock?.match(/^vsock:\/\/(\d+):/)?.[1])));
+  let cid = 3;
+  while (used.has(cid)) cid++;
+  return cid;
+}
+
+export async function bootVm(o: BootOptions): Promise<VmRecord> {
+  for (const [what, file] of [
+    ["kernel", o.kernel],
+    ["initrd", o.initrd],
+  ] as const) {
+    if (!fs.existsSync(file)) throw new FractalError(ErrorCode.NOT_FOUND, `${what} ${file} does not exist (run make build, or pass --${what})`);
+  }
+  for (const s of o.shares) {
+    if (!fs.existsSync(s.hostDir) || !fs.statSync(s.hostDir).isDirectory()) {
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `--share ${s.hostDir}: not a directory`);
+    }
+  }
+  const dir = vmDir(o.name);
+  const existing = readRecord(o.name);
+  if (existing && qemuAlive(existing.pid)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `VM ${o.name} is already running (pid ${existing.pid}); stop it first`);
+  removeState(o.name);
+  fs.mkdirSync(dir, { recursive: true });
+
+  let accel = detectAccel();
+  const tcpPort = o.tcp === "none" ? undefined : o.tcp === 0 ? await freePort() : o.tcp;
+  const vsockCid = vhostVsockAvailable() ? freeCid() : undefined;
+  const start = () => {
+    const args = qemuArgs({ ...o, accel, stateDir: dir, tcpPort, vsockCid });
+    fs.writeFileSync(path.join(dir, "qemu.args"), JSON.stringify([qemuBinary(), ...args]) + "\n");
+    const r = spawnSync(qemuBinary(), args, { encoding: "utf8" });
+    if (r.error) throw new FractalError(ErrorCode.NOT_FOUND, `cannot run ${qemuBinary()}: ${r.error.message} (install qemu-system-x86)`);
+    return r;
+  };
+  let r = start();
+  if (r.status !== 0 && accel === "kvm") {
+    // /dev/kvm can be present yet unusable (nested virtualisation without
+    // the MSRs QEMU needs): that is "no KVM", so fall back to TCG.
+    process.stderr.write(`fractal-host: KVM is present but QEMU cannot use it (${(r.stderr || "").trim().split("\n")[0]}); using TCG\n`);
+    accel = "tcg";
+    r = start();
+  }
+  if (r.status !== 0) {
+    removeState(o.name);
+    throw new FractalError(ErrorCode.INTERNAL, `QEMU failed to start (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`);
+  }
+  const pid = Number(fs.readFileSync(path.join(dir, "qemu.pid"), "utf8").trim());
+  const rec: VmRecord = {
+    name: o.name,
+    pid,
+    accel,
+    memMiB: o.memMiB,
+    cpus: o.cpus,
+    created: new Date().toISOString(),
+    endpoints: {
+      serial: `serial://${dir}/agent.sock`,
+      tcp: tcpPort !== undefined ? `tcp://127.0.0.1:${tcpPort}` : undefined,
+      vsock: vsockCid !== undefined ? `vsock://${vsockCid}:${AGENT_PORT}` : undefined,
+    },
+    console: path.join(dir, "console.log"),
+    shares: [...o.shares.map((s) => `${s.hostDir}:${s.tag}${s.readonly ? ":ro" : ""}`), ...o.virtiofs.map((v) => `${v.socket}:${v.tag}:virtiofs`)],
+  };
+  writeRecord(rec);
+  await waitForAgent(rec, o.timeoutMs ?? (accel === "tcg" ? 180_000 : 60_000), o.progress);
+  return rec;
+}
+
+/** Polls the agent over the serial channel until it answers a ping. */
+async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: number, accel: string) => void): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const elapsed = Date.now() - t0;
+    progress?.(elapsed, rec.accel);
+    if (!qemuAlive(rec.pid)) {
+      removeState(rec.name);
+      throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: QEMU exited during boot. Console:\n${consoleTail(rec.console)}`);
+    }
+    if (elapsed > timeoutMs) {
+      const tail = consoleTail(rec.console);
+      await killVm(rec);
+      removeState(rec.name);
+      throw new FractalError(
+        ErrorCode.UNAVAILABLE,
+        `VM ${rec.name}: the agent did not answer within ${Math.round(timeoutMs / 1000)} s (accel ${rec.accel}); the VM was stopped. Last console lines:\n${tail}`,
+      );
+    }
+    try {
+      const c = await AgentClient.connect(rec.endpoints.serial, { handshakeTimeoutMs: 3000 });
+      await c.ping();
+      c.close();
+      return;
+    } catch {
+      await sleep(300);
+    }
+  }
+}
+
+export function listVms(): VmStatus[] {
+  return listNames().flatMap((name) => {
+    const record = readRecord(name);
+    if (!record) return [];
+    return [{ record, state: qemuAlive(record.pid) ? ("running" as const) : ("stale" as const) }];
+  });
+}
+
+/** The state of a running VM, or a clear error; stale state is cleaned on the way. */
+export function requireVm(name: string): VmRecord {
+  const rec = readRecord(name);
+  if (!rec) throw new FractalError(ErrorCode.NOT_FOUND, `no VM named ${name} (see fractal-host ls)`);
+  if (!qemuAlive(rec.pid)) {
+    removeState(name);
+    throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${name} is not running (its QEMU, pid ${rec.pid}, is gone); its stale state was removed`);
+  }
+  return rec;
+}
+
+/** The endpoint `exec --vm` uses: vsock, then TCP (both allow many connections), then the serial port. */
+export function vmEndpoint(rec: VmRecord): string {
+  return rec.endpoints.vsock ?? rec.endpoints.tcp ?? rec.endpoints.serial;
+}
+
+async function waitExit(pid: number, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (!qemuAlive(pid)) return true;
+    await sleep(100);
+  }
+  return !qemuAlive(pid);
+}
+
+async function killVm(rec: VmRecord): Promise<void> {
+  for (const sig of ["SIGTERM", "SIGKILL"] as const) {
+    try {
+      process.kill(rec.pid, sig);
+    } catch {
+      return;
+    }
+    if (await waitExit(rec.pid, 5000)) return;
+  }
+}
+
+/** Graceful power-off through the agent; kills QEMU if that does not finish in time. Returns how it ended. */
+export async function stopVm(name: string, graceMs = 20_000): Promise<"shutdown" | "killed" | "stale"> {
+  const rec = readRecord(name);
+  if (!rec) throw new FractalError(ErrorCode.NOT_FOUND, `no VM named ${name} (see fractal-host ls)`);
+  if (!qemuAlive(rec.pid)) {
+    removeState(name);
+    return "stale";
+  }
+  let how: "shutdown" | "killed" = "killed";
+  try {
+    const c = await AgentClient.connect(vmEndpoint(rec), { handshakeTimeoutMs: 5000 });
+    await c.call({ shutdown: { reboot: false } }, "ok");
+    c.close();
+    if (await waitExit(rec.pid, graceMs)) how = "shutdown";
+  } catch {
+    // agent unreachable: fall through to killing QEMU
+  }
+  if (how === "killed") await killVm(rec);
+  removeState(name);
+  return how;
+}

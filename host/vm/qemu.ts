@@ -1,0 +1,124 @@
+// QEMU command lines for fractal guests. Pure: options in, argv out, so the
+// choices (accelerator, devices, kernel command line) are testable without
+// booting anything.
+import fs from "node:fs";
+
+export type Accel = "kvm" | "tcg" | "hvf";
+
+export interface Share9p {
+  hostDir: string;
+  tag: string;
+  readonly: boolean;
+}
+
+export interface VirtiofsShare {
+  socket: string;
+  tag: string;
+  guestPath: string;
+}
+
+export interface QemuOptions {
+  name: string;
+  kernel: string;
+  initrd: string;
+  memMiB: number;
+  cpus: number;
+  accel: Accel;
+  stateDir: string;
+  /** Host TCP port forwarded to the agent's TCP listener; undefined: no NIC. */
+  tcpPort?: number;
+  /** Guest CID for vhost-vsock; undefined: no vsock device. */
+  vsockCid?: number;
+  shares: Share9p[];
+  virtiofs: VirtiofsShare[];
+  /** Extra kernel command line words. */
+  append?: string[];
+}
+
+/** The agent's port on every guest transport that has ports. */
+export const AGENT_PORT = 1024;
+export const SERIAL_PORT_NAME = "org.fractal.agent";
+
+/** KVM when /dev/kvm is usable, HVF on macOS, TCG otherwise. */
+export function detectAccel(): Accel {
+  const forced = process.env.FRACTAL_ACCEL;
+  if (forced === "kvm" || forced === "tcg" || forced === "hvf") return forced;
+  if (process.platform === "darwin") return "hvf";
+  try {
+    fs.accessSync("/dev/kvm", fs.constants.R_OK | fs.constants.W_OK);
+    return "kvm";
+  } catch {
+    return "tcg";
+  }
+}
+
+export function vhostVsockAvailable(): boolean {
+  try {
+    fs.accessSync("/dev/vhost-vsock", fs.constants.R_OK | fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function qemuBinary(): string {
+  return process.env.FRACTAL_QEMU ?? (process.arch === "arm64" ? "qemu-system-aarch64" : "qemu-system-x86_64");
+}
+
+export function qemuArgs(o: QemuOptions): string[] {
+  const listen = [`virtio-serial://${SERIAL_PORT_NAME}`];
+  if (o.tcpPort !== undefined) listen.push(`tcp://0.0.0.0:${AGENT_PORT}`);
+  if (o.vsockCid !== undefined) listen.push(`vsock://:${AGENT_PORT}`);
+  const cmdline = [
+    "console=ttyS0",
+    "quiet",
+    "panic=-1",
+    `fractal.hostname=${o.name}`,
+    `fractal.listen=${listen.join(",")}`,
+    // Shares appear at the same path in the guest as on the host.
+    ...o.shares.map((s) => `fractal.share=${s.tag}:${s.hostDir}${s.readonly ? ":ro" : ""}`),
+    ...o.virtiofs.map((v) => `fractal.share=${v.tag}:${v.guestPath}:virtiofs`),
+    ...(o.append ?? []),
+  ];
+  const machine = o.accel === "kvm" ? "q35,accel=kvm" : o.accel === "hvf" ? "q35,accel=hvf" : "q35,accel=tcg";
+  const a = [
+    "-name", `fractal-${o.name}`,
+    "-machine", machine,
+    "-cpu", o.accel === "tcg" ? "max" : "host",
+    "-m", String(o.memMiB),
+    "-smp", String(o.cpus),
+    "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+    "-kernel", o.kernel,
+    "-initrd", o.initrd,
+    "-append", cmdline.join(" "),
+    // The console goes to a file the host can read and `boot` can quote.
+    "-chardev", `file,id=console,path=${o.stateDir}/console.log`,
+    "-serial", "chardev:console",
+    // The agent's channel: a virtio-serial port, a unix socket on our side.
+    "-device", "virtio-serial-pci,id=vser0",
+    "-chardev", `socket,id=agent,path=${o.stateDir}/agent.sock,server=on,wait=off`,
+    "-device", `virtserialport,bus=vser0.0,chardev=agent,name=${SERIAL_PORT_NAME}`,
+    "-device", "virtio-rng-pci",
+    "-pidfile", `${o.stateDir}/qemu.pid`,
+    "-daemonize",
+  ];
+  if (o.tcpPort !== undefined) {
+    a.push("-netdev", `user,id=net0,hostfwd=tcp:127.0.0.1:${o.tcpPort}-:${AGENT_PORT}`, "-device", "virtio-net-pci,netdev=net0");
+  }
+  if (o.vsockCid !== undefined) a.push("-device", `vhost-vsock-pci,guest-cid=${o.vsockCid}`);
+  o.shares.forEach((s, i) => {
+    // passthrough: the guest sees host owners and modes, which is what a
+    // backmount of the host's root needs (we run as root).
+    a.push("-fsdev", `local,id=fs${i},path=${s.hostDir},security_model=passthrough${s.readonly ? ",readonly=on" : ""}`);
+    a.push("-device", `virtio-9p-pci,fsdev=fs${i},mount_tag=${s.tag}`);
+  });
+  if (o.virtiofs.length > 0) {
+    // vhost-user-fs needs guest memory shared with virtiofsd.
+    a.push("-object", `memory-backend-memfd,id=mem,size=${o.memMiB}M,share=on`, "-numa", "node,memdev=mem");
+    o.virtiofs.forEach((v, i) => {
+      a.push("-chardev", `socket,id=vfs${i},path=${v.socket}`);
+      a.push("-device", `vhost-user-fs-pci,chardev=vfs${i},tag=${v.tag}`);
+    });
+  }
+  return a;
+}

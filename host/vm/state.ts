@@ -1,0 +1,81 @@
+// Per-VM state on the host: one directory per VM holding its description
+// (vm.json), QEMU's pid file, the console log and the agent's serial socket.
+// The directory is the VM's identity; a VM whose QEMU is gone is stale.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+
+export interface VmRecord {
+  name: string;
+  /** QEMU's pid (from its pid file). */
+  pid: number;
+  accel: "kvm" | "tcg" | "hvf";
+  memMiB: number;
+  cpus: number;
+  created: string;
+  /** Agent endpoints, best first: what `exec --vm` tries. */
+  endpoints: { serial: string; tcp?: string; vsock?: string };
+  console: string;
+  shares: string[];
+}
+
+export function stateRoot(): string {
+  if (process.env.FRACTAL_STATE) return process.env.FRACTAL_STATE;
+  const base = process.env.XDG_STATE_HOME || path.join(os.homedir(), ".local", "state");
+  return path.join(base, "fractal", "vms");
+}
+
+export function vmDir(name: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) {
+    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `bad VM name "${name}": use letters, digits, '.', '_' or '-' (at most 63)`);
+  }
+  return path.join(stateRoot(), name);
+}
+
+export function writeRecord(rec: VmRecord): void {
+  const dir = vmDir(rec.name);
+  const tmp = path.join(dir, "vm.json.tmp");
+  fs.writeFileSync(tmp, JSON.stringify(rec, null, 2) + "\n");
+  fs.renameSync(tmp, path.join(dir, "vm.json"));
+}
+
+export function readRecord(name: string): VmRecord | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(vmDir(name), "vm.json"), "utf8")) as VmRecord; // written by writeRecord
+  } catch {
+    return undefined;
+  }
+}
+
+export function listNames(): string[] {
+  try {
+    return fs
+      .readdirSync(stateRoot(), { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** True when pid is a live QEMU (not a recycled pid of something else). */
+export function qemuAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    if (fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(" ")[2] === "Z") return false;
+    return cmd.includes("qemu-system");
+  } catch {
+    return process.platform !== "linux"; // no /proc: trust kill(0)
+  }
+}
+
+export function removeState(name: string): void {
+  fs.rmSync(vmDir(name), { recursive: true, force: true });
+}

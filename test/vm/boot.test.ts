@@ -1,0 +1,144 @@
+// VM tier: boots the real initramfs under QEMU (TCG here, KVM where usable)
+// and drives it through the real CLI.
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeFrame } from "../../proto/frame.js";
+import { ROOT, runCli } from "../helpers/agent.js";
+
+const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-vm-test-"));
+const env = { FRACTAL_STATE: state };
+const NAME = "vmtest";
+const BUILD = path.join(ROOT, "build");
+const cli = (args: string[], input?: string) => runCli(args, { env, input });
+
+interface Rec {
+  pid: number;
+  accel: string;
+  endpoints: { serial: string; tcp?: string };
+  console: string;
+}
+/** The process is gone (or a zombie waiting for its reaper: QEMU daemonized itself). */
+function gone(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(" ")[2] === "Z";
+  } catch {
+    return true;
+  }
+}
+const record = (name: string): Rec => JSON.parse(fs.readFileSync(path.join(state, name, "vm.json"), "utf8"));
+
+beforeAll(async () => {
+  const r = await cli(["boot", "--name", NAME, "--mem", "1G", "--share", `${BUILD}:fbuild:ro`, "--detach"]);
+  if (r.code !== 0) throw new Error(`boot failed (${r.code}):\n${r.stderr}`);
+}, 300_000);
+
+afterAll(async () => {
+  await cli(["stop", NAME, "stale1"]);
+  fs.rmSync(state, { recursive: true, force: true });
+}, 120_000);
+
+describe("fractal-host boot", () => {
+  it("lists the running VM with its accelerator and transports", async () => {
+    const r = await cli(["ls"]);
+    expect(r.code).toBe(0);
+    const line = r.stdout.toString().split("\n").find((l) => l.startsWith(NAME));
+    expect(line).toMatch(/running\s+(tcg|kvm)/);
+    expect(line).toMatch(/serial:\/\//);
+    expect(line).toMatch(/tcp:\/\/127\.0\.0\.1:\d+/);
+  });
+
+  it("runs commands over the virtio-serial channel", async () => {
+    const r = await cli(["--connect", record(NAME).endpoints.serial, "exec", "--", "cat", "/proc/cmdline"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toMatch(new RegExp(`fractal.hostname=${NAME}`));
+  });
+
+  it("runs commands over TCP (user-mode network) with exit codes", async () => {
+    const r = await cli(["--connect", record(NAME).endpoints.tcp!, "exec", "--", "sh", "-c", "hostname; exit 7"]);
+    expect(r.stdout.toString()).toBe(`${NAME}\n`);
+    expect(r.code).toBe(7);
+  });
+
+  it("finds the VM's transport with exec --vm", async () => {
+    const r = await cli(["exec", "--vm", NAME, "-i", "--", "cat"], "through --vm");
+    expect(r.stdout.toString()).toBe("through --vm");
+  });
+
+  it("sets the guest up as init: mounts, modules, log file", async () => {
+    const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", "cat /proc/mounts; echo ===; cat /proc/modules; echo ===; cat /run/fractal/agent.log"]);
+    const [mounts, modules, logText] = r.stdout.toString().split("===\n");
+    for (const [fsType, where] of [
+      ["cgroup2", "/sys/fs/cgroup"],
+      ["proc", "/proc"],
+      ["devpts", "/dev/pts"],
+      ["tmpfs", "/tmp"],
+      ["tmpfs", "/run"],
+      ["9p", BUILD],
+    ]) {
+      expect(mounts).toMatch(new RegExp(`^\\S+ ${where} ${fsType} `, "m"));
+    }
+    // cgroup v1 hierarchies from u-root's init were replaced, so v2 owns the controllers.
+    expect(mounts).not.toMatch(/ cgroup rw/);
+    for (const m of ["virtio_console", "overlay", "vsock_loopback", "9pnet_virtio", "erofs"]) expect(modules).toMatch(new RegExp(`^${m} `, "m"));
+    expect(logText).toMatch(/boot: loaded \d+ of \d+ kernel modules/);
+  });
+
+  it("reaches an agent listening on vsock, from a client carried into the guest (vsock loopback, CID 1)", async () => {
+    // The background agent must not hold our stdout, or exec would wait for it.
+    const script = `/bin/fractal-agent --listen vsock://:2000 >/tmp/vsock-agent.log 2>&1 & sleep 2; ${BUILD}/fractal-host --connect vsock://1:2000 exec -- sh -c 'echo over-vsock; exit 3'; s=$?; kill %1; exit $s`;
+    const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", script]);
+    expect(r.stdout.toString()).toBe("over-vsock\n");
+    expect(r.code).toBe(3);
+  }, 120_000);
+
+  it("resynchronises the serial channel after a client dropped mid-frame", async () => {
+    const sockPath = record(NAME).endpoints.serial.slice("serial://".length);
+    const half = encodeFrame({ hello: { minVersion: 1, maxVersion: 1, client: "torn" } });
+    await new Promise<void>((resolve, reject) => {
+      const s = net.connect(sockPath, () => {
+        s.write(Buffer.concat([Buffer.from("junk\x00\xf7"), half.subarray(0, half.length - 3)]), () => {
+          s.destroy();
+          resolve();
+        });
+      });
+      s.on("error", reject);
+    });
+    const r = await cli(["--connect", record(NAME).endpoints.serial, "exec", "--", "echo", "after-tear"]);
+    expect(r.stdout.toString()).toBe("after-tear\n");
+  });
+
+  it("detects a VM whose QEMU died and cleans its state", async () => {
+    const b = await cli(["boot", "--name", "stale1", "--no-net", "--mem", "512M", "--detach"]);
+    expect(b.code).toBe(0);
+    process.kill(record("stale1").pid, "SIGKILL");
+    await new Promise((r) => setTimeout(r, 500));
+    const ls = await cli(["ls"]);
+    expect(ls.stdout.toString()).toMatch(/stale1\s+stale/);
+    expect(ls.stderr).toMatch(/stale1: QEMU \(pid \d+\) is gone; removed its stale state/);
+    const e = await cli(["exec", "--vm", "stale1", "--", "true"]);
+    expect(e.code).toBe(127);
+    expect(e.stderr).toMatch(/no VM named stale1/);
+  }, 300_000);
+
+  it("stops the VM gracefully through its agent", async () => {
+    const pid = record(NAME).pid;
+    const r = await cli(["stop", NAME]);
+    expect(r.stdout.toString()).toBe(`${NAME}: powered off\n`);
+    expect(fs.existsSync(path.join(state, NAME))).toBe(false);
+    expect(gone(pid)).toBe(true);
+  }, 120_000);
+});
+
+describe("a guest whose agent cannot start", () => {
+  it("makes boot fail with a clear error and the console's last lines", async () => {
+    const r = await cli(["boot", "--name", "broken", "--no-net", "--mem", "512M", "--initrd", path.join(BUILD, "marker.cpio"), "--append", "fractal_hang=1", "--timeout", "40", "--detach"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/the agent did not answer within 40 s/);
+    expect(r.stderr).toMatch(/FRACTAL-MARKER: minimal init reached/);
+    expect(fs.existsSync(path.join(state, "broken"))).toBe(false);
+  }, 300_000);
+});
+
