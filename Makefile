@@ -90,5 +90,8 @@ run: build
 bench-exec: build
 	$(BUN) bench/exec.ts
 
+bench-boot: build
+	$(BUN) bench/boot.ts
+
 clean:
 	rm -rf $(BUILD) proto/gen

@@ -59,10 +59,11 @@ async function main(): Promise<void> {
     // As the guest's init task nothing may end this process: every failure
     // is logged and the agent keeps serving whatever still works.
     agentRole.isInit = true;
-    const { boot } = await import("./boot/init.js");
+    const { boot, startNetwork } = await import("./boot/init.js");
     const cfg = await boot();
     const listen = [...values.listen, ...cfg.listen];
     await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true });
+    await startNetwork();
     return;
   }
   try {

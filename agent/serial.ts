@@ -19,7 +19,10 @@ import { log } from "./log.js";
 import { serveLink } from "./server.js";
 import { makeRaw } from "./sys/linux.js";
 
-const REOPEN_DELAY_MS = 200;
+// Short, because host bytes written while the port is closed are lost (the
+// client repeats its Hello to cover that gap); not zero, because a closed
+// host side reads EOF at once and we would spin.
+const REOPEN_DELAY_MS = 100;
 
 /** Finds a virtio-serial port's device by its name, as udev would link it under /dev/virtio-ports. */
 export function virtioPortPath(name: string): string | undefined {

@@ -17,6 +17,8 @@ import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, pb, type Frame, type Request, t
 export const DEFAULT_WINDOW = 4 << 20;
 /** How long a peer has to complete the handshake. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Serial links: how often an unanswered Hello is repeated. */
+const HELLO_RESEND_MS = 300;
 
 export type ResponseBody = Omit<Response, "id">;
 export type RequestBody = Omit<Request, "id">;
@@ -91,16 +93,23 @@ export class Session implements StreamHost {
   /** Client side: send Hello and wait for the agent's HelloAck. */
   static async connect(link: Link, opts: SessionOptions = {}): Promise<Session> {
     const s = new Session(link, "client", opts);
-    s.sendFrame({
-      hello: {
-        minVersion: MIN_PROTOCOL_VERSION,
-        maxVersion: PROTOCOL_VERSION,
-        features: opts.features ?? [],
-        initialWindow: s.window,
-        maxFrame: opts.maxFrame ?? MAX_FRAME,
-        client: opts.name ?? "fractal",
-      },
-    });
+    const hello = () =>
+      s.sendFrame({
+        hello: {
+          minVersion: MIN_PROTOCOL_VERSION,
+          maxVersion: PROTOCOL_VERSION,
+          features: opts.features ?? [],
+          initialWindow: s.window,
+          maxFrame: opts.maxFrame ?? MAX_FRAME,
+          client: opts.name ?? "fractal",
+        },
+      });
+    hello();
+    // A serial port drops bytes written while the guest has it closed (it
+    // reopens the port after each host disconnect), so on serial links the
+    // Hello is repeated until answered. The agent treats a repeated Hello as
+    // a restart and we ignore the extra HelloAck (see onHelloAck).
+    const resend = link.resync ? setInterval(hello, HELLO_RESEND_MS) : undefined;
     const timer = setTimeout(
       () => s.fail(new FractalError(ErrorCode.UNAVAILABLE, "no handshake answer from the agent")),
       opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
@@ -109,6 +118,7 @@ export class Session implements StreamHost {
       await s.ready$;
     } finally {
       clearTimeout(timer);
+      clearInterval(resend);
     }
     return s;
   }

@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
-# The main job (make run): start the agent on loopback, run commands through
-# the CLI over TCP, WebSocket and a unix socket, then stop the agent.
+# The main job (make run): boot the fractal initramfs under QEMU (KVM when
+# usable, TCG otherwise), talk to its agent without ssh over virtio-serial
+# and TCP, then power it off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=$(mktemp -d)
-sock="$dir/agent.sock"
-./build/fractal-agent --listen tcp://127.0.0.1:0 --listen ws://127.0.0.1:0 --listen "unix://$sock" 2>"$dir/agent.log" &
-agent=$!
-trap 'kill $agent 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do
-  [ "$(grep -c 'listening on' "$dir/agent.log")" -ge 3 ] && break
-  sleep 0.05
-done
-tcp=$(grep -o 'listening on tcp://[^ ]*' "$dir/agent.log" | cut -d' ' -f3)
-ws=$(grep -o 'listening on ws://[^ ]*' "$dir/agent.log" | cut -d' ' -f3)
-echo "== agent listening on $tcp, $ws and unix://$sock"
-./build/fractal-host --connect "$tcp" version
-./build/fractal-host --connect "$tcp" ping
-echo "== exec over TCP"
-./build/fractal-host --connect "$tcp" exec -- uname -a
-echo "== exec over WebSocket, with stdin"
-echo "hello through fractal" | ./build/fractal-host --connect "$ws" exec -i -- tr a-z A-Z
-echo "== exec over the unix socket, exit status propagates"
+host=./build/fractal-host
+name=fractal-run
+export FRACTAL_STATE=${FRACTAL_STATE:-$PWD/build/state}
+trap '$host stop $name >/dev/null 2>&1 || true' EXIT
+echo "== booting $name"
+$host boot --name $name --mem 1G --share "$PWD/build:build:ro" --detach
+$host ls
+echo "== the guest, through its agent"
+$host exec --vm $name -- uname -a
+$host version --vm $name
+serial=$(sed -n 's/.*"serial": "\(serial:[^"]*\)".*/\1/p' "$FRACTAL_STATE/$name/vm.json")
+tcp=$(sed -n 's/.*"tcp": "\(tcp:[^"]*\)".*/\1/p' "$FRACTAL_STATE/$name/vm.json")
+echo "== ping over virtio-serial ($serial) and TCP ($tcp)"
+$host --connect "$serial" ping
+$host --connect "$tcp" ping
+echo "== the host's build directory, shared over 9p"
+$host exec --vm $name -- ls -l "$PWD/build/initramfs.cpio"
+echo "== stdin, exit status"
+echo "hello through fractal" | $host exec --vm $name -i -- tr a-z A-Z
 set +e
-./build/fractal-host --connect "unix://$sock" exec -- sh -c 'echo "exiting with 3"; exit 3'
+$host exec --vm $name -- sh -c 'echo "exiting with 3"; exit 3'
 echo "exit status: $?"
+set -e
+echo "== stopping"
+$host stop $name
+trap - EXIT

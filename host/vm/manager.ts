@@ -7,8 +7,8 @@ import net from "node:net";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
-import { detectAccel, qemuArgs, qemuBinary, vhostVsockAvailable, AGENT_PORT, type Share9p, type VirtiofsShare } from "./qemu.js";
-import { listNames, qemuAlive, readRecord, removeState, vmDir, writeRecord, type VmRecord } from "./state.js";
+import { qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, AGENT_PORT, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { listNames, qemuAlive, readRecord, removeState, stateRoot, vmDir, writeRecord, type VmRecord } from "./state.js";
 
 export interface BootOptions {
   name: string;
@@ -82,7 +82,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   removeState(o.name);
   fs.mkdirSync(dir, { recursive: true });
 
-  let accel = detectAccel();
+  const accel = usableAccel(path.dirname(stateRoot()));
   const tcpPort = o.tcp === "none" ? undefined : o.tcp === 0 ? await freePort() : o.tcp;
   const vsockCid = vhostVsockAvailable() ? freeCid() : undefined;
   const start = () => {
@@ -92,14 +92,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     if (r.error) throw new FractalError(ErrorCode.NOT_FOUND, `cannot run ${qemuBinary()}: ${r.error.message} (install qemu-system-x86)`);
     return r;
   };
-  let r = start();
-  if (r.status !== 0 && accel === "kvm") {
-    // /dev/kvm can be present yet unusable (nested virtualisation without
-    // the MSRs QEMU needs): that is "no KVM", so fall back to TCG.
-    process.stderr.write(`fractal-host: KVM is present but QEMU cannot use it (${(r.stderr || "").trim().split("\n")[0]}); using TCG\n`);
-    accel = "tcg";
-    r = start();
-  }
+  const r = start();
   if (r.status !== 0) {
     removeState(o.name);
     throw new FractalError(ErrorCode.INTERNAL, `QEMU failed to start (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`);
@@ -145,12 +138,14 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
       );
     }
     try {
-      const c = await AgentClient.connect(rec.endpoints.serial, { handshakeTimeoutMs: 3000 });
+      // One attempt lasts a while: on the serial link the Hello is repeated
+      // every 300 ms, so the agent is seen within that of coming up.
+      const c = await AgentClient.connect(rec.endpoints.serial, { handshakeTimeoutMs: 5000 });
       await c.ping();
       c.close();
       return;
     } catch {
-      await sleep(300);
+      await sleep(100);
     }
   }
 }

@@ -1,7 +1,9 @@
 // QEMU command lines for fractal guests. Pure: options in, argv out, so the
 // choices (accelerator, devices, kernel command line) are testable without
 // booting anything.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import path from "node:path";
 
 export type Accel = "kvm" | "tcg" | "hvf";
 
@@ -50,6 +52,43 @@ export function detectAccel(): Accel {
   } catch {
     return "tcg";
   }
+}
+
+/**
+ * The accelerator QEMU can really use. /dev/kvm can be present yet unusable
+ * (nested virtualisation without the MSRs QEMU sets), which is "no KVM": a
+ * paused QEMU is started once to find out, and the answer is cached for this
+ * host boot (keyed by the kernel's boot_id).
+ */
+export function usableAccel(cacheDir: string): Accel {
+  const accel = detectAccel();
+  if (accel !== "kvm" || process.env.FRACTAL_ACCEL) return accel;
+  let bootId = "";
+  try {
+    bootId = fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    // no boot id: probe every time
+  }
+  const cache = path.join(cacheDir, "kvm-probe");
+  try {
+    const [id, verdict] = fs.readFileSync(cache, "utf8").trim().split(" ");
+    if (bootId && id === bootId) return verdict === "kvm" ? "kvm" : "tcg";
+  } catch {
+    // not probed yet
+  }
+  const r = spawnSync(qemuBinary(), ["-machine", "q35,accel=kvm", "-cpu", "host", "-nodefaults", "-no-user-config", "-display", "none", "-S"], {
+    timeout: 1500,
+    encoding: "utf8",
+  });
+  // Still running when the timeout killed it: KVM works. Exited by itself: it does not.
+  const verdict: Accel = r.signal === "SIGTERM" ? "kvm" : "tcg";
+  try {
+    fs.mkdirSync(cacheDir, { recursive: true });
+    fs.writeFileSync(cache, `${bootId} ${verdict}\n`);
+  } catch {
+    // read-only state: probe again next time
+  }
+  return verdict;
 }
 
 export function vhostVsockAvailable(): boolean {

@@ -1,0 +1,106 @@
+// make bench-boot: in one run, boot the same kernel with (a) fractal's
+// initramfs until the agent answers a ping, and (b) a minimal initramfs
+// whose init only prints a marker; print both and the ratio. Then say where
+// fractal's extra time goes: the compressed variant of the image, and the
+// guest-side timeline (kernel to /init, agent start, module loading, ready).
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { AgentClient } from "../host/client.js";
+import { bootVm, stopVm } from "../host/vm/manager.js";
+import { qemuBinary, usableAccel } from "../host/vm/qemu.js";
+import { stateRoot } from "../host/vm/state.js";
+
+const ROOT = path.resolve(import.meta.dir, "..");
+const BUILD = path.join(ROOT, "build");
+const KERNEL = path.join(BUILD, "kernel/vmlinuz");
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+process.env.FRACTAL_STATE = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-"));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Boots the marker initramfs; ms until its line reaches the console. */
+function markerBoot(accel: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const q = spawn(qemuBinary(), [
+      "-machine", `q35,accel=${accel}`, "-cpu", accel === "tcg" ? "max" : "host", "-m", "1024", "-smp", "2",
+      "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+      "-kernel", KERNEL, "-initrd", path.join(BUILD, "marker.cpio"),
+      "-append", "console=ttyS0 quiet panic=-1", "-serial", "stdio",
+    ]);
+    let out = "";
+    q.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+      if (out.includes("FRACTAL-MARKER")) {
+        resolve(performance.now() - t0);
+        q.kill("SIGKILL");
+      }
+    });
+    q.on("exit", () => reject(new Error(`marker guest exited without its marker:\n${out}`)));
+  });
+}
+
+async function fractalBoot(initrd: string, name: string): Promise<{ ms: number; log: string; dmesg: string }> {
+  const t0 = performance.now();
+  const rec = await bootVm({ name, kernel: KERNEL, initrd, memMiB: 1024, cpus: 2, tcp: "none", shares: [], virtiofs: [] });
+  const ms = performance.now() - t0;
+  const c = await AgentClient.connect(rec.endpoints.serial);
+  const grab = async (argv: string[]) => {
+    const p = await c.exec({ argv });
+    let s = "";
+    p.onStdout((b) => void (s += Buffer.from(b).toString()));
+    await p.wait();
+    return s;
+  };
+  const log = await grab(["cat", "/run/fractal/agent.log"]);
+  const dmesg = await grab(["dmesg"]);
+  c.close();
+  await stopVm(name);
+  return { ms, log, dmesg };
+}
+
+function timeline(log: string, dmesg: string): string {
+  const num = (re: RegExp, s: string) => s.match(re)?.[1];
+  const init = num(/\[\s*([\d.]+)\] Run \/init/, dmesg);
+  const agent = num(/agent started at uptime ([\d.]+)/, log);
+  const mods = num(/kernel modules in (\d+) ms/, log);
+  const ready = num(/ready at uptime ([\d.]+)/, log);
+  return `kernel to /init ${init ?? "?"} s; agent running at ${agent ?? "?"} s (u-root init + loading the Bun binary: ${init && agent ? (Number(agent) - Number(init)).toFixed(2) : "?"} s); modules ${mods ?? "?"} ms; agent ready at ${ready ?? "?"} s (guest uptime)`;
+}
+
+const accel = usableAccel(path.dirname(stateRoot()));
+const raw = path.join(BUILD, "initramfs.cpio");
+const gz = path.join(os.tmpdir(), "fractal-initramfs.cpio.gz");
+const gzStart = performance.now();
+const z = Bun.spawnSync(["gzip", "-6", "-n", "-c", raw], { stdout: Bun.file(gz) });
+if (z.exitCode !== 0) throw new Error("gzip failed");
+const gzipMs = performance.now() - gzStart;
+
+const marker: number[] = [];
+const fractal: number[] = [];
+const fractalGz: number[] = [];
+let last = { log: "", dmesg: "" };
+for (let i = 0; i < RUNS; i++) {
+  marker.push(await markerBoot(accel));
+  const f = await fractalBoot(raw, `bench${i}`);
+  fractal.push(f.ms);
+  last = f;
+  fractalGz.push((await fractalBoot(gz, `benchgz${i}`)).ms);
+}
+const mb = (f: string) => (fs.statSync(f).size / 1e6).toFixed(1);
+const m = median(marker);
+const f = median(fractal);
+const g = median(fractalGz);
+console.log(`bench-boot (accel=${accel}, ${os.cpus().length} host CPUs, ${RUNS} runs each, medians)`);
+console.log(`  minimal initramfs, marker on console      ${(m / 1000).toFixed(2)} s   (${mb(path.join(BUILD, "marker.cpio"))} MB)`);
+console.log(`  fractal initramfs, agent answers ping     ${(f / 1000).toFixed(2)} s   (${mb(raw)} MB uncompressed)   ratio ${(f / m).toFixed(2)}x`);
+console.log(`  same, gzip-compressed initramfs           ${(g / 1000).toFixed(2)} s   (${mb(gz)} MB, gzip took ${(gzipMs / 1000).toFixed(1)} s on the host)   ratio ${(g / m).toFixed(2)}x`);
+console.log(`  where the time goes (last uncompressed boot): ${timeline(last.log, last.dmesg)}`);
+console.log(`RESULT boot_ratio=${(f / m).toFixed(2)} gzip_ratio=${(g / m).toFixed(2)}`);
+fs.rmSync(process.env.FRACTAL_STATE!, { recursive: true, force: true });
+fs.rmSync(gz, { force: true });
