@@ -22,7 +22,7 @@ $host --connect "$tcp" ping
 echo "== the host's build directory, shared over 9p"
 $host exec --vm $name -- ls -l "$PWD/build/initramfs.cpio"
 echo "== stdin, exit status"
-echo "hello through fractal" | $host exec --vm $name -i -- tr a-z A-Z
+echo "hello through fractal" | $host exec --vm $name -i -- sh -c 'read line; echo "the guest read: $line"'
 set +e
 $host exec --vm $name -- sh -c 'echo "exiting with 3"; exit 3'
 echo "exit status: $?"
