@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(realpath -m "$1")
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-(cd "$here" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags=-buildid= -o "$root/init" ./marker)
+(cd "$here" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -buildvcs=false -ldflags=-buildid= -o "$root/init" ./marker)
 mkdir -p "$root/dev"
 # The kernel opens /dev/console for init's stdio before anything is mounted.
 mknod -m 600 "$root/dev/console" c 5 1
