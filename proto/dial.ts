@@ -78,6 +78,7 @@ function hybridVsockHandshake(sock: net.Socket, port: number, where: string, tim
     const done = (err?: Error, rest?: Buffer) => {
       clearTimeout(timer);
       sock.off("data", onData);
+      sock.off("end", onEnd);
       if (err) {
         sock.destroy();
         reject(err);
@@ -94,7 +95,10 @@ function hybridVsockHandshake(sock: net.Socket, port: number, where: string, tim
       if (!line.startsWith("OK")) return done(unreachable(where, `hybrid vsock refused port ${port}: "${line}"`));
       done(undefined, buf.subarray(nl + 1));
     };
+    // Firecracker closes the connection when nothing listens on the port.
+    const onEnd = () => done(unreachable(where, `the VMM closed the connection: nothing listens on port ${port}?`));
     sock.on("data", onData);
+    sock.on("end", onEnd);
     sock.write(`CONNECT ${port}\n`);
   });
 }

@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import { parseCmdline } from "../../agent/boot/cmdline.js";
+import { parseExec } from "../../host/cli/exec.js";
+import { parseBoot, parseSize } from "../../host/cli/vm.js";
+import { qemuArgs } from "../../host/vm/qemu.js";
+import { ANY_CID, formatEndpoint, parseEndpoint } from "../../proto/endpoint.js";
+import { ErrorCode } from "../../proto/errors.js";
+
+describe("endpoint URLs", () => {
+  it("parses every transport and prints it back", () => {
+    for (const url of ["tcp://127.0.0.1:5000", "unix:///run/a.sock", "ws://[::1]:80/x", "vsock://3:1024", "vsock://:1024", "hvsock:///tmp/v.sock:52", "serial:///dev/ttyS1", "virtio-serial://org.fractal.agent"]) {
+      expect(formatEndpoint(parseEndpoint(url))).toBe(url);
+    }
+    expect(parseEndpoint("vsock://-1:7")).toEqual({ kind: "vsock", cid: ANY_CID, port: 7 });
+  });
+
+  it("names what is wrong with a bad URL", () => {
+    for (const [url, why] of [
+      ["tcp://host", /HOST:PORT/],
+      ["tcp://h:99999", /out of range/],
+      ["unix://rel.sock", /absolute path/],
+      ["ftp://x:1", /unknown scheme "ftp"/],
+      ["localhost:5000", /SCHEME:\/\/ADDRESS/],
+      ["hvsock:///x.sock", /PORT/],
+    ] as const) {
+      expect(() => parseEndpoint(url)).toThrow(why);
+      try {
+        parseEndpoint(url);
+      } catch (e) {
+        expect((e as { code: number }).code).toBe(ErrorCode.INVALID_ARGUMENT);
+      }
+    }
+  });
+});
+
+describe("kernel command line", () => {
+  it("reads listeners, shares and the hostname, ignoring other words", () => {
+    const c = parseCmdline('console=ttyS0 quiet fractal.listen=virtio-serial://org.fractal.agent,tcp://0.0.0.0:1024 fractal.listen=vsock://:1024 fractal.share=root:/host:ro fractal.share=img:/images:virtiofs fractal.hostname=vm1 init="/x y"');
+    expect(c.listen).toEqual(["virtio-serial://org.fractal.agent", "tcp://0.0.0.0:1024", "vsock://:1024"]);
+    expect(c.shares).toEqual([
+      { tag: "root", path: "/host", fs: "9p", readonly: true },
+      { tag: "img", path: "/images", fs: "virtiofs", readonly: false },
+    ]);
+    expect(c.hostname).toBe("vm1");
+    expect(c.errors).toEqual([]);
+  });
+
+  it("reports bad settings without failing", () => {
+    const c = parseCmdline("fractal.share=nopath fractal.bogus=1");
+    expect(c.shares).toEqual([]);
+    expect(c.errors.join("\n")).toMatch(/fractal.share=nopath/);
+    expect(c.errors.join("\n")).toMatch(/unknown setting fractal.bogus/);
+  });
+});
+
+describe("CLI flags", () => {
+  it("parses docker-style exec flags and stops at the command", () => {
+    const c = parseExec(["-it", "-e", "A=1", "-eB=2", "--env=C", "-w", "/tmp", "-u", "1000:100", "--vm", "v", "--", "ls", "-l"], { C: "from-host", TERM: "vt100" });
+    if (c === "help") throw new Error("unexpected help");
+    expect(c.options.argv).toEqual(["ls", "-l"]);
+    expect(c.options.env).toEqual({ A: "1", B: "2", C: "from-host" });
+    expect(c.options.cwd).toBe("/tmp");
+    expect(c.options.user).toEqual({ uid: 1000, gid: 100 });
+    expect(c.options.tty?.term).toBe("vt100");
+    expect(c.interactive).toBe(true);
+    expect(c.vm).toBe("v");
+  });
+
+  it("parses boot flags, with sizes and shares checked", () => {
+    const b = parseBoot(["--name", "x", "--mem", "2G", "--cpus", "4", "--share", "/tmp:t:ro", "--tcp", "5555", "-d"]);
+    if (b === "help") throw new Error("unexpected help");
+    expect(b.opts).toMatchObject({ name: "x", memMiB: 2048, cpus: 4, tcp: 5555, shares: [{ hostDir: "/tmp", tag: "t", readonly: true }] });
+    expect(b.detach).toBe(true);
+    expect(parseSize("512M")).toBe(512);
+    expect(() => parseSize("64M")).toThrow(/too small/);
+    expect(() => parseBoot(["--share", "/tmp"])).toThrow(/HOSTDIR:TAG/);
+    expect(() => parseBoot(["--tcp", "http"])).toThrow(/bad --tcp/);
+  });
+});
+
+describe("QEMU command line", () => {
+  const base = { name: "vm1", kernel: "/k", initrd: "/i", memMiB: 1024, cpus: 2, stateDir: "/s", shares: [], virtiofs: [] };
+
+  it("uses TCG with -cpu max when there is no KVM, and the agent's serial port always", () => {
+    const a = qemuArgs({ ...base, accel: "tcg" }).join(" ");
+    expect(a).toMatch(/-machine q35,accel=tcg -cpu max/);
+    expect(a).toMatch(/virtserialport,bus=vser0.0,chardev=agent,name=org.fractal.agent/);
+    expect(a).toMatch(/socket,id=agent,path=\/s\/agent.sock,server=on,wait=off/);
+    expect(a).not.toMatch(/vhost-vsock/);
+    expect(a).not.toMatch(/-netdev/);
+  });
+
+  it("adds KVM, vsock, a forwarded TCP port and 9p shares when asked", () => {
+    const args = qemuArgs({ ...base, accel: "kvm", tcpPort: 4000, vsockCid: 7, shares: [{ hostDir: "/data", tag: "d", readonly: true }] });
+    const a = args.join(" ");
+    expect(a).toMatch(/accel=kvm -cpu host/);
+    expect(a).toMatch(/vhost-vsock-pci,guest-cid=7/);
+    expect(a).toMatch(/hostfwd=tcp:127.0.0.1:4000-:1024/);
+    expect(a).toMatch(/local,id=fs0,path=\/data,security_model=passthrough,readonly=on/);
+    const append = args[args.indexOf("-append") + 1]!;
+    expect(append).toMatch(/fractal.listen=virtio-serial:\/\/org.fractal.agent,tcp:\/\/0.0.0.0:1024,vsock:\/\/:1024/);
+    expect(append).toMatch(/fractal.share=d:\/data:ro/);
+  });
+});
