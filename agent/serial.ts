@@ -19,9 +19,9 @@ import { log } from "./log.js";
 import { serveLink } from "./server.js";
 import { makeRaw } from "./sys/linux.js";
 
-// Short, because host bytes written while the port is closed are lost (the
-// client repeats its Hello to cover that gap); not zero, because a closed
-// host side reads EOF at once and we would spin.
+// Short, because the next host may be waiting (its Hello is repeated, so
+// nothing is lost); not zero, because a port with no host attached reads EOF
+// at once and we would spin.
 const REOPEN_DELAY_MS = 100;
 
 /** Finds a virtio-serial port's device by its name, as udev would link it under /dev/virtio-ports. */
@@ -60,25 +60,32 @@ export function serveSerial(ep: Endpoint): void {
     }
     let fd: number;
     try {
-      fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+      fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_NOCTTY | fs.constants.O_NONBLOCK);
       if (ep.kind === "serial") makeRaw(fd);
     } catch (err) {
       log("error", `${where}: cannot open ${dev}: ${(err as Error).message}`);
       setTimeout(open, 1000);
       return;
     }
-    runEpochs(fileLink(fd, `${where}`), () => setTimeout(open, REOPEN_DELAY_MS));
+    runEpochs(fd, where, () => setTimeout(open, REOPEN_DELAY_MS));
   };
   log("info", `listening on ${where}`);
   open();
 }
 
-/** Splits one device link into a sequence of per-session links. */
-function runEpochs(device: Link, onDeviceClosed: () => void): void {
+/** Splits one device into a sequence of per-session links. */
+function runEpochs(fd: number, where: string, onDeviceClosed: () => void): void {
   let current: Epoch | undefined;
+  // EOF ends the host's session; the fd stays open for the next one.
+  const device = fileLink(fd, where, {
+    onEof: () => {
+      current?.end();
+      start();
+    },
+    rearmMs: REOPEN_DELAY_MS,
+  });
   const start = (firstBytes?: Uint8Array) => {
     current = new Epoch(device, (hello) => {
-      log("info", `${device.description}: host reconnected; starting a new session`);
       current?.end();
       start(encodeFrame(hello));
     });

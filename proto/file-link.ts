@@ -1,21 +1,38 @@
 // A Link over a character device (a UART, a virtio-serial port, a host tty):
 // reads and writes on one file descriptor. Such links can tear, so they are
 // marked for resynchronisation.
+//
+// Bun-only: Bun.file(fd) streams poll pollable descriptors (ttys, ports)
+// instead of parking a thread-pool thread in a blocking read(2). With
+// node:fs streams, two idle ports held both pool threads and the agent's
+// own writes starved.
 import fs from "node:fs";
 import type { Link } from "./link.js";
 
-export function fileLink(fd: number, description: string): Link {
+export interface FileLinkOptions {
+  /**
+   * virtio-serial ports read EOF while no host is attached, and may be open
+   * only once (a reopen fails with EBUSY while anything still holds them).
+   * With onEof the fd stays open: each EOF is reported, and reading resumes
+   * on the same fd after `rearmMs`.
+   */
+  onEof?: () => void;
+  rearmMs?: number;
+}
+
+export function fileLink(fd: number, description: string, opts: FileLinkOptions = {}): Link {
+  const dataCbs: ((c: Uint8Array) => void)[] = [];
   const closeCbs: ((err?: Error) => void)[] = [];
   const drainCbs: (() => void)[] = [];
   let closed = false;
   let lastError: Error | undefined;
-  const input = fs.createReadStream("", { fd, autoClose: false, highWaterMark: 64 * 1024 });
-  const output = fs.createWriteStream("", { fd, autoClose: false });
+  let flushing = 0;
+  let reader = Bun.file(fd).stream().getReader();
+  const writer = Bun.file(fd).writer();
   const finish = () => {
     if (closed) return;
     closed = true;
-    input.destroy();
-    output.destroy();
+    void reader.cancel().catch(() => {});
     try {
       fs.closeSync(fd);
     } catch {
@@ -23,30 +40,45 @@ export function fileLink(fd: number, description: string): Link {
     }
     for (const cb of closeCbs) cb(lastError);
   };
-  input.on("error", (e) => {
-    lastError = e;
+  void (async () => {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (!done) {
+          for (const cb of dataCbs) cb(value);
+          continue;
+        }
+        // EOF: on a virtio-serial port it means the host side disconnected.
+        if (!opts.onEof || closed) break;
+        opts.onEof();
+        await new Promise((r) => setTimeout(r, opts.rearmMs ?? 100));
+        reader = Bun.file(fd).stream().getReader();
+      }
+    } catch (err) {
+      lastError = err as Error;
+    }
     finish();
-  });
-  output.on("error", (e) => {
-    lastError = e;
-    finish();
-  });
-  // EOF: on a virtio-serial port it means the host side disconnected.
-  input.on("end", finish);
-  output.on("drain", () => {
-    for (const cb of drainCbs) cb();
-  });
+  })();
   return {
     description,
     resync: true,
     write(chunks) {
       if (closed) return true;
-      let ok = true;
-      for (const c of chunks) ok = output.write(c);
-      return ok;
+      for (const c of chunks) writer.write(c);
+      flushing++;
+      Promise.resolve(writer.flush())
+        .then(() => {
+          if (--flushing === 0) for (const cb of drainCbs) cb();
+        })
+        .catch((err: Error) => {
+          lastError = err;
+          finish();
+        });
+      // Report backpressure while earlier flushes are still pending.
+      return flushing <= 1;
     },
     close: finish,
-    onData: (cb) => void input.on("data", (b) => cb(b as Buffer)),
+    onData: (cb) => void dataCbs.push(cb),
     onDrain: (cb) => void drainCbs.push(cb),
     onClose: (cb) => void closeCbs.push(cb),
   };

@@ -19,6 +19,8 @@ TCG otherwise) and waits until its agent answers.
   --tcp HOSTPORT            forward 127.0.0.1:HOSTPORT to the agent's TCP
                             listener (default: any free port)
   --no-net                  no network card at all
+  --uart                    also serve the agent on a second UART (ttyS1), a
+                            unix socket on the host, as on hardware
   --kernel K                kernel image (default: build/kernel/vmlinuz)
   --initrd I                initramfs (default: build/initramfs.cpio)
   --append ARGS             extra kernel command line
@@ -48,6 +50,7 @@ const bootSpecs = [
   { long: "virtiofs", value: true, repeat: true },
   { long: "tcp", value: true },
   { long: "no-net" },
+  { long: "uart" },
   { long: "kernel", value: true },
   { long: "initrd", value: true },
   { long: "append", value: true, repeat: true },
@@ -113,6 +116,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean 
       initrd: path.resolve(value(p, "initrd") ?? defaultArtifact("initramfs.cpio", "FRACTAL_INITRD")),
       append: values(p, "append").flatMap((a) => a.split(/\s+/).filter((x) => x !== "")),
       timeoutMs: timeout !== undefined ? Number(timeout) * 1000 : undefined,
+      uart: flag(p, "uart"),
     },
   };
 }
@@ -124,7 +128,7 @@ export async function runBoot(opts: BootOptions, detach: boolean): Promise<numbe
     progress: tty ? (ms, accel) => process.stderr.write(`\rbooting ${opts.name} (${accel}) ${(ms / 1000).toFixed(0)}s `) : undefined,
   });
   if (tty) process.stderr.write("\r\x1b[K");
-  process.stdout.write(`${rec.name}: ready (${rec.accel}, pid ${rec.pid}); agent at ${[rec.endpoints.vsock, rec.endpoints.tcp, rec.endpoints.serial].filter(Boolean).join(", ")}\n`);
+  process.stdout.write(`${rec.name}: ready (${rec.accel}, pid ${rec.pid}); agent at ${[rec.endpoints.vsock, rec.endpoints.tcp, rec.endpoints.serial, rec.endpoints.uart].filter(Boolean).join(", ")}\n`);
   if (detach) return 0;
   return followConsole(rec.name, rec.console, rec.pid);
 }
@@ -166,7 +170,7 @@ export function runLs(): number {
   const vms = listVms();
   const rows = [["NAME", "STATE", "ACCEL", "PID", "MEM", "CPUS", "AGENT"]];
   for (const { record: r, state } of vms) {
-    rows.push([r.name, state, r.accel, String(r.pid), `${r.memMiB}M`, String(r.cpus), [r.endpoints.vsock, r.endpoints.tcp, r.endpoints.serial].filter(Boolean).join(" ")]);
+    rows.push([r.name, state, r.accel, String(r.pid), `${r.memMiB}M`, String(r.cpus), [r.endpoints.vsock, r.endpoints.tcp, r.endpoints.serial, r.endpoints.uart].filter(Boolean).join(" ")]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
   for (const row of rows) process.stdout.write(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join("  ") + "\n");

@@ -22,6 +22,7 @@ export interface BootOptions {
   virtiofs: VirtiofsShare[];
   timeoutMs?: number;
   append?: string[];
+  uart?: boolean;
   /** Progress reports while waiting (elapsed ms). */
   progress?: (elapsedMs: number, accel: string) => void;
 }
@@ -109,6 +110,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
       serial: `serial://${dir}/agent.sock`,
       tcp: tcpPort !== undefined ? `tcp://127.0.0.1:${tcpPort}` : undefined,
       vsock: vsockCid !== undefined ? `vsock://${vsockCid}:${AGENT_PORT}` : undefined,
+      uart: o.uart ? `serial://${dir}/uart.sock` : undefined,
     },
     console: path.join(dir, "console.log"),
     shares: [...o.shares.map((s) => `${s.hostDir}:${s.tag}${s.readonly ? ":ro" : ""}`), ...o.virtiofs.map((v) => `${v.socket}:${v.tag}:virtiofs`)],

@@ -35,6 +35,8 @@ export interface QemuOptions {
   virtiofs: VirtiofsShare[];
   /** Extra kernel command line words. */
   append?: string[];
+  /** Also serve the agent on a second UART (ttyS1), as on hardware without virtio. */
+  uart?: boolean;
 }
 
 /** The agent's port on every guest transport that has ports. */
@@ -108,6 +110,7 @@ export function qemuArgs(o: QemuOptions): string[] {
   const listen = [`virtio-serial://${SERIAL_PORT_NAME}`];
   if (o.tcpPort !== undefined) listen.push(`tcp://0.0.0.0:${AGENT_PORT}`);
   if (o.vsockCid !== undefined) listen.push(`vsock://:${AGENT_PORT}`);
+  if (o.uart) listen.push("serial:///dev/ttyS1");
   const cmdline = [
     "console=ttyS0",
     "quiet",
@@ -137,6 +140,8 @@ export function qemuArgs(o: QemuOptions): string[] {
     "-device", "virtio-serial-pci,id=vser0",
     "-chardev", `socket,id=agent,path=${o.stateDir}/agent.sock,server=on,wait=off`,
     "-device", `virtserialport,bus=vser0.0,chardev=agent,name=${SERIAL_PORT_NAME}`,
+    // The second UART (ttyS1) must follow the console's -serial to get its name.
+    ...(o.uart ? ["-chardev", `socket,id=uart,path=${o.stateDir}/uart.sock,server=on,wait=off`, "-serial", "chardev:uart"] : []),
     "-device", "virtio-rng-pci",
     "-pidfile", `${o.stateDir}/qemu.pid`,
     "-daemonize",

@@ -15,7 +15,7 @@ export interface VmRecord {
   cpus: number;
   created: string;
   /** Agent endpoints, best first: what `exec --vm` tries. */
-  endpoints: { serial: string; tcp?: string; vsock?: string };
+  endpoints: { serial: string; tcp?: string; vsock?: string; uart?: string };
   console: string;
   shares: string[];
 }

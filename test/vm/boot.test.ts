@@ -17,7 +17,7 @@ const cli = (args: string[], input?: string) => runCli(args, { env, input });
 interface Rec {
   pid: number;
   accel: string;
-  endpoints: { serial: string; tcp?: string };
+  endpoints: { serial: string; tcp?: string; uart?: string };
   console: string;
 }
 /** The process is gone (or a zombie waiting for its reaper: QEMU daemonized itself). */
@@ -31,7 +31,7 @@ function gone(pid: number): boolean {
 const record = (name: string): Rec => JSON.parse(fs.readFileSync(path.join(state, name, "vm.json"), "utf8"));
 
 beforeAll(async () => {
-  const r = await cli(["boot", "--name", NAME, "--mem", "1G", "--share", `${BUILD}:fbuild:ro`, "--detach"]);
+  const r = await cli(["boot", "--name", NAME, "--mem", "1G", "--share", `${BUILD}:fbuild:ro`, "--uart", "--detach"]);
   if (r.code !== 0) throw new Error(`boot failed (${r.code}):\n${r.stderr}`);
 }, 300_000);
 
@@ -60,6 +60,13 @@ describe("fractal-host boot", () => {
     const r = await cli(["--connect", record(NAME).endpoints.tcp!, "exec", "--", "sh", "-c", "hostname; exit 7"]);
     expect(r.stdout.toString()).toBe(`${NAME}\n`);
     expect(r.code).toBe(7);
+  });
+
+  it("runs commands over a plain UART (ttyS1 in raw mode), as on hardware", async () => {
+    const data = Buffer.from(Array.from({ length: 256 }, (_, i) => i)); // every byte value, to prove raw mode
+    const r = await runCli(["--connect", record(NAME).endpoints.uart!, "exec", "-i", "--", "cat"], { env, input: data });
+    expect(r.code).toBe(0);
+    expect(r.stdout.equals(data)).toBe(true);
   });
 
   it("finds the VM's transport with exec --vm", async () => {
