@@ -200,23 +200,18 @@ export class FrameDecoder {
       if (off === n) break;
     }
     // Replace the merged prefix so the next peek does not copy again.
-    let rest = n;
-    while (rest > 0) {
-      const c = this.chunks[0]!;
-      if (c.length <= rest) {
-        this.chunks.shift();
-        rest -= c.length;
-      } else {
-        this.chunks[0] = c.subarray(rest);
-        rest = 0;
-      }
-    }
+    this.dropFront(n);
     this.chunks.unshift(out);
     return out;
   }
 
   private consume(n: number): void {
     this.buffered -= n;
+    this.dropFront(n);
+  }
+
+  /** Removes n bytes from the front of the chunk list (not from the count). */
+  private dropFront(n: number): void {
     while (n > 0) {
       const c = this.chunks[0]!;
       if (c.length <= n) {

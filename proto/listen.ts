@@ -75,7 +75,13 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
 function bind(server: net.Server, ep: Endpoint, start: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once("error", (err) => reject(new FractalError(ErrorCode.UNAVAILABLE, `cannot listen on ${formatEndpoint(ep)}: ${err.message}`)));
-    server.once("listening", () => resolve());
+    server.once("listening", () => {
+      // Accept errors after this point (EMFILE, a peer resetting mid-accept)
+      // are transient: the server keeps listening, and an unhandled 'error'
+      // event would end the whole agent.
+      server.on("error", () => {});
+      resolve();
+    });
     start();
   });
 }
