@@ -13,7 +13,7 @@ TS_SRC   := $(shell find proto agent host -name '*.ts' -not -path 'proto/gen/*' 
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test run typecheck bench-exec bench-boot clean FORCE
+.PHONY: all build proto deps host-deps test run typecheck bench-exec bench-boot bench-ns clean FORCE
 
 all: build
 
@@ -65,7 +65,7 @@ $(BUILD)/modules/fractal.order: $(BUILD)/kernel/vmlinuz initramfs/modules.ts Mak
 $(BUILD)/marker.cpio: initramfs/marker.sh initramfs/marker/main.go initramfs/go.mod | host-deps
 	initramfs/marker.sh $@
 
-$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum | host-deps
+$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum initramfs/nshelper/main.go | host-deps
 	initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
 
 $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
@@ -92,6 +92,9 @@ bench-exec: build
 
 bench-boot: build
 	$(BUN) bench/boot.ts
+
+bench-ns: build
+	$(BUN) bench/ns.ts
 
 clean:
 	rm -rf $(BUILD) proto/gen

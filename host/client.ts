@@ -28,6 +28,8 @@ export interface ExecOptions {
   tty?: { cols: number; rows: number; term?: string };
   /** Open a stdin stream; without it the process reads /dev/null (pipes) or nothing (PTY). */
   stdin?: boolean;
+  /** Run in a private mount namespace of host paths (needs a VM booted with --host-root). */
+  namespace?: { local: string; remote: string }[];
 }
 
 export type ExitResult = { kind: "exited"; code: number } | { kind: "signaled"; signal: number };
@@ -95,6 +97,7 @@ export class AgentClient {
             stdinStream: stdinId,
             stdoutStream: stdoutId,
             stderrStream: stderrId,
+            namespace: o.namespace ? { entries: o.namespace } : undefined,
           },
         },
         "exec",

@@ -18,10 +18,14 @@ cd "$here"
 # Every tool in go.mod except u-root itself is a command for the image.
 cmds=$(awk '/^tool \(/ {t=1; next} t && /^\)/ {t=0} t && $1 != "github.com/u-root/u-root" {print $1}' go.mod)
 export GOFLAGS=-mod=mod
+# The namespace helper (exec --namespace): static, single purpose, ours.
+helper=$(dirname "$out")/fractal-ns
+CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-buildid= -o "$helper" ./nshelper
 go tool u-root -o "$out.tmp" \
   -uinitcmd="/bin/fractal-agent --init" \
   -files "$agent:bin/fractal-agent" \
   -files "$crun:bin/crun" \
+  -files "$helper:bin/fractal-ns" \
   -files "$mods:lib/modules" \
   $cmds 2>&1 | grep -v -E "WARN|Some packages may not compile|golang.org/doc/install|golang.org/dl" || true
 [ -s "$out.tmp" ] || { echo "build.sh: u-root produced no archive" >&2; exit 1; }

@@ -12,6 +12,34 @@ import { log } from "../log.js";
 const SIGHUP = 1;
 const MAX_SIGNAL = 64;
 
+/** Where `boot --host-root` mounts the host's root in the guest. */
+export const HOST_ROOT = "/host";
+/** The single-threaded helper that builds a namespace and execs (initramfs/nshelper). */
+export const NS_HELPER = "/bin/fractal-ns";
+
+/**
+ * Wraps argv so the helper runs it in a private mount namespace. The
+ * namespace is never entered by this process: unshare(2) and setns(2)
+ * change only the calling thread, and Bun runs many threads.
+ */
+function inNamespace(argv: string[], ns: NonNullable<ExecRequest["namespace"]>, cwd: string): string[] {
+  const binds = (ns.entries ?? []).flatMap((e) => {
+    const local = e.local ?? "";
+    const remote = e.remote || local;
+    if (!local.startsWith("/") || !remote.startsWith("/")) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `namespace entry "${local}=${remote}": paths must be absolute`);
+    return ["-bind", `${local}=${remote}`];
+  });
+  return [NS_HELPER, "-root", HOST_ROOT, ...binds, "-cwd", cwd, "--", ...argv];
+}
+
+function hostRootMounted(): boolean {
+  try {
+    return fs.readFileSync("/proc/mounts", "utf8").split("\n").some((l) => l.split(" ")[1] === HOST_ROOT);
+  } catch {
+    return false;
+  }
+}
+
 export class ProcessHandlers {
   private readonly table = new ProcessTable();
 
@@ -29,7 +57,14 @@ export class ProcessHandlers {
     }
     const tty = req.tty ? { cols: req.tty.cols ?? 80, rows: req.tty.rows ?? 24 } : undefined;
     if (req.tty?.term) env.TERM = req.tty.term;
-    const cwd = req.cwd || process.cwd();
+    let cwd = req.cwd || process.cwd();
+    let command = argv;
+    if (req.namespace) {
+      if (!hostRootMounted()) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `--namespace needs the host's root at ${HOST_ROOT}: boot the VM with --host-root`);
+      // The working directory is inside the namespace; the helper falls back to / when it is not there.
+      command = inNamespace(argv, req.namespace, req.cwd || "/");
+      cwd = "/";
+    }
     checkDirectory(cwd);
 
     // Open the streams before anything can fail asynchronously: data for
@@ -43,7 +78,7 @@ export class ProcessHandlers {
     let child;
     try {
       child = startChild(
-        { argv, env, cwd, tty, uid: req.setUid ? (req.uid ?? 0) : undefined, gid: req.setUid ? (req.gid ?? 0) : undefined },
+        { argv: command, env, cwd, tty, uid: req.setUid ? (req.uid ?? 0) : undefined, gid: req.setUid ? (req.gid ?? 0) : undefined },
         {
           stdout: stdout ? (c) => stdout.write(c) : discard,
           stderr: stderr ? (c) => stderr.write(c) : discard,

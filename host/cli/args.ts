@@ -8,7 +8,12 @@ export interface FlagSpec {
   short?: string;
   value?: boolean;
   repeat?: boolean;
+  /** The value is optional and can only follow '=' (--namespace or --namespace=SPEC). */
+  optionalValue?: boolean;
 }
+
+/** The value of an optionalValue flag given without '='. */
+export const BARE = "\u0000bare";
 
 export interface Parsed {
   flags: Map<string, string[]>;
@@ -36,7 +41,9 @@ export function parseFlags(args: string[], specs: FlagSpec[], command: string): 
       const name = a.slice(2, eq < 0 ? undefined : eq);
       const spec = byLong.get(name);
       if (!spec) throw usageError(command, `unknown flag --${name}`);
-      if (!spec.value) {
+      if (spec.optionalValue) {
+        flags.set(spec.long, [eq >= 0 ? a.slice(eq + 1) : BARE]);
+      } else if (!spec.value) {
         if (eq >= 0) throw usageError(command, `--${name} takes no value`);
         set(spec, "true");
       } else if (eq >= 0) {

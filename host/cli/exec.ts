@@ -1,9 +1,11 @@
 // `fractal-host exec`: run a command in the agent, like `ssh -t host cmd` or
 // `docker exec -it`. Exits with the remote status (128+N for signal N).
 import { AgentClient, exitStatusOf, type ExecOptions, type RemoteProcess } from "../client.js";
-import { flag, parseFlags, usageError, value, values } from "./args.js";
+import { BARE, flag, parseFlags, usageError, value, values } from "./args.js";
 import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
 
+/** cpu's default namespace. */
+export const DEFAULT_NAMESPACE = "/lib:/lib64:/usr:/bin:/etc:/home";
 export const execHelp = `usage: fractal-host [--connect URL | --vm NAME] exec [OPTIONS] [--] CMD [ARG...]
 
 Runs CMD in the guest, with its output and exit status.
@@ -14,6 +16,14 @@ Runs CMD in the guest, with its output and exit status.
   -w, --workdir DIR      working directory in the guest
   -u, --user UID[:GID]   numeric user (and group) to run as
       --vm NAME          run in the VM started by \`fractal-host boot --name NAME\`
+      --namespace[=SPEC] run in a private mount namespace of host directories
+                         (the VM needs --host-root), like u-root cpu's
+                         -namespace: SPEC is a colon-separated list of PATH or
+                         LOCAL=REMOTE; bare: ${DEFAULT_NAMESPACE}; "" for
+                         none. The host's environment and, when it is inside
+                         the namespace, current directory come along.
+      --env-all          with --namespace: forward the whole host environment
+      --env-none         with --namespace: forward none of it
   -h, --help             this text
 
 Without -t, stdout and stderr stay separate and binary-safe, and Ctrl-C is
@@ -28,8 +38,32 @@ const specs = [
   { long: "workdir", short: "w", value: true },
   { long: "user", short: "u", value: true },
   { long: "vm", value: true },
+  { long: "namespace", optionalValue: true },
+  { long: "env-all" },
+  { long: "env-none" },
   { long: "help", short: "h" },
 ];
+
+/** What --namespace forwards of the host environment unless told otherwise. */
+const FORWARDED_ENV = ["PATH", "HOME", "TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "USER", "LOGNAME", "SHELL", "TZ", "EDITOR"];
+
+/** Parses a cpu-style namespace SPEC. */
+export function parseNamespace(spec: string): { local: string; remote: string }[] {
+  if (spec === "" || spec === '""') return [];
+  return spec.split(":").map((entry) => {
+    const [local, remote = local] = entry.split("=");
+    if (!local?.startsWith("/") || !remote.startsWith("/")) throw usageError("exec", `bad --namespace entry "${entry}": expected /PATH or /LOCAL=/REMOTE`);
+    return { local, remote };
+  });
+}
+
+/** The host's current directory as seen in the namespace, if any entry covers it. */
+export function cwdInNamespace(cwd: string, ns: { local: string; remote: string }[]): string | undefined {
+  for (const { local, remote } of ns) {
+    if (cwd === remote || cwd.startsWith(remote.endsWith("/") ? remote : `${remote}/`)) return local + cwd.slice(remote.length);
+  }
+  return undefined;
+}
 
 // Signals a user can send to the CLI that the remote side should see instead.
 const FORWARDED: Record<string, number> = { SIGINT: 2, SIGQUIT: 3, SIGTERM: 15, SIGHUP: 1 };
@@ -54,6 +88,19 @@ export function parseExec(args: string[], localEnv: NodeJS.ProcessEnv): ExecComm
     else if (localEnv[key] !== undefined) env[key] = localEnv[key]!; // checked just before
   }
   const options: ExecOptions = { argv: p.rest, env, cwd: value(p, "workdir"), stdin: flag(p, "interactive") };
+  const ns = value(p, "namespace");
+  if (ns !== undefined) {
+    if (flag(p, "env-all") && flag(p, "env-none")) throw usageError("exec", "--env-all and --env-none exclude each other");
+    // Bare --namespace means cpu's default; --namespace= (or ="") means none.
+    options.namespace = parseNamespace(ns === BARE ? DEFAULT_NAMESPACE : ns);
+    const keys = flag(p, "env-none") ? [] : flag(p, "env-all") ? Object.keys(localEnv) : FORWARDED_ENV;
+    const hostEnv: Record<string, string> = {};
+    for (const k of keys) if (localEnv[k] !== undefined) hostEnv[k] = localEnv[k]!; // checked in the condition
+    options.env = { ...hostEnv, ...env };
+    options.cwd ??= cwdInNamespace(process.cwd(), options.namespace);
+  } else if (flag(p, "env-all") || flag(p, "env-none")) {
+    throw usageError("exec", "--env-all and --env-none go with --namespace");
+  }
   const user = value(p, "user");
   if (user !== undefined) options.user = parseUser(user);
   if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };

@@ -2,8 +2,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { bootVm, consoleTail, listVms, stopVm, type BootOptions } from "../vm/manager.js";
+import { bootVm, listVms, stopVm, type BootOptions } from "../vm/manager.js";
+import { hostRootShare } from "../vm/qemu.js";
 import { flag, parseFlags, usageError, value, values } from "./args.js";
+import { DEFAULT_NAMESPACE } from "./exec.js";
 
 export const bootHelp = `usage: fractal-host boot [OPTIONS]
 
@@ -15,6 +17,9 @@ TCG otherwise) and waits until its agent answers.
   --cpus N                  virtual CPUs (default: 2)
   --share HOSTDIR:TAG[:ro]  share a host directory over 9p; it appears at the
                             same path in the guest (repeatable)
+  --host-root               share the host's / (read-only) at /host in the guest,
+                            for exec --namespace (like u-root's cpu)
+  --host-root-rw            the same, writable
   --virtiofs SOCK:TAG:PATH  attach a running virtiofsd's socket, mounted at PATH
   --tcp HOSTPORT            forward 127.0.0.1:HOSTPORT to the agent's TCP
                             listener (default: any free port)
@@ -48,6 +53,8 @@ const bootSpecs = [
   { long: "cpus", value: true },
   { long: "share", value: true, repeat: true },
   { long: "virtiofs", value: true, repeat: true },
+  { long: "host-root" },
+  { long: "host-root-rw" },
   { long: "tcp", value: true },
   { long: "no-net" },
   { long: "uart" },
@@ -90,6 +97,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean 
     if (!/^[\w.-]{1,31}$/.test(tag)) throw usageError("boot", `bad --share "${s}": tag must be 1-31 letters, digits, '.', '_' or '-'`);
     return { hostDir: path.resolve(hostDir), tag, readonly: ro };
   });
+  if (flag(p, "host-root") || flag(p, "host-root-rw")) shares.push(hostRootShare(!flag(p, "host-root-rw")));
   const virtiofs = values(p, "virtiofs").map((s) => {
     const [socket, tag, guestPath] = s.split(":");
     if (!socket || !tag || !guestPath?.startsWith("/")) throw usageError("boot", `bad --virtiofs "${s}": expected SOCKET:TAG:/guest/path`);
@@ -199,3 +207,31 @@ export async function runStop(names: string[]): Promise<number> {
   return status;
 }
 
+
+export const shellHelp = `usage: fractal-host shell [--name N] [--namespace=SPEC] [boot options]
+
+The fractal-linux experience in one command: boots a VM with the host's root
+backmounted (unless one named N, default fractal-shell, is running) and opens
+an interactive shell in it, in a namespace of host directories (default
+${DEFAULT_NAMESPACE}), with your environment and current directory.
+`;
+
+/** Splits shell's own flags from the boot flags it passes through. */
+export function parseShell(args: string[]): { name: string; namespace: string | undefined; boot: string[] } | "help" {
+  if (args.includes("--help") || args.includes("-h")) return "help";
+  let name = "fractal-shell";
+  let namespace: string | undefined;
+  const boot: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--name") name = args[++i] ?? usageErr("--name needs a value");
+    else if (a.startsWith("--name=")) name = a.slice(7);
+    else if (a.startsWith("--namespace=")) namespace = a.slice(12);
+    else boot.push(a);
+  }
+  return { name, namespace, boot };
+}
+
+function usageErr(why: string): never {
+  throw usageError("shell", why);
+}

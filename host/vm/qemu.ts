@@ -11,6 +11,13 @@ export interface Share9p {
   hostDir: string;
   tag: string;
   readonly: boolean;
+  /** Where the guest mounts it; default: the same path as on the host. */
+  guestPath?: string;
+}
+
+/** The share `boot --host-root` adds: the host's / at /host in the guest. */
+export function hostRootShare(readonly: boolean): Share9p {
+  return { hostDir: "/", tag: "hostroot", readonly, guestPath: "/host" };
 }
 
 export interface VirtiofsShare {
@@ -118,7 +125,7 @@ export function qemuArgs(o: QemuOptions): string[] {
     `fractal.hostname=${o.name}`,
     `fractal.listen=${listen.join(",")}`,
     // Shares appear at the same path in the guest as on the host.
-    ...o.shares.map((s) => `fractal.share=${s.tag}:${s.hostDir}${s.readonly ? ":ro" : ""}`),
+    ...o.shares.map((s) => `fractal.share=${s.tag}:${s.guestPath ?? s.hostDir}${s.readonly ? ":ro" : ""}`),
     ...o.virtiofs.map((v) => `fractal.share=${v.tag}:${v.guestPath}:virtiofs`),
     ...(o.append ?? []),
   ];
@@ -153,7 +160,9 @@ export function qemuArgs(o: QemuOptions): string[] {
   o.shares.forEach((s, i) => {
     // passthrough: the guest sees host owners and modes, which is what a
     // backmount of the host's root needs (we run as root).
-    a.push("-fsdev", `local,id=fs${i},path=${s.hostDir},security_model=passthrough${s.readonly ? ",readonly=on" : ""}`);
+    // multidevs=remap: a share spanning several host filesystems (the host's
+    // root does) would otherwise show colliding inode numbers.
+    a.push("-fsdev", `local,id=fs${i},path=${s.hostDir},security_model=passthrough,multidevs=remap${s.readonly ? ",readonly=on" : ""}`);
     a.push("-device", `virtio-9p-pci,fsdev=fs${i},mount_tag=${s.tag}`);
   });
   if (o.virtiofs.length > 0) {

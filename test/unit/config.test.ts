@@ -96,7 +96,7 @@ describe("QEMU command line", () => {
     expect(a).toMatch(/accel=kvm -cpu host/);
     expect(a).toMatch(/vhost-vsock-pci,guest-cid=7/);
     expect(a).toMatch(/hostfwd=tcp:127.0.0.1:4000-:1024/);
-    expect(a).toMatch(/local,id=fs0,path=\/data,security_model=passthrough,readonly=on/);
+    expect(a).toMatch(/local,id=fs0,path=\/data,security_model=passthrough,multidevs=remap,readonly=on/);
     const append = args[args.indexOf("-append") + 1]!;
     expect(append).toMatch(/fractal.listen=virtio-serial:\/\/org.fractal.agent,tcp:\/\/0.0.0.0:1024,vsock:\/\/:1024/);
     expect(append).toMatch(/fractal.share=d:\/data:ro/);

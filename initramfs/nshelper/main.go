@@ -1,0 +1,161 @@
+// fractal-ns runs one command in a private mount namespace whose root is
+// built from the host's backmount, the way u-root's cpu does with its
+// -namespace flag. The agent (a multithreaded Bun process) never changes
+// namespaces itself: unshare(CLONE_NEWNS) affects only the calling thread,
+// so it happens here, on a locked OS thread, right before exec.
+//
+// usage: fractal-ns -root /host [-bind LOCAL=REMOTE]... [-cwd DIR] -- CMD ARGS...
+//
+// The new root is a tmpfs holding, for each entry, REMOTE (a path on the
+// host, found under -root) bind-mounted at LOCAL; a symlink on the host (as
+// /lib -> usr/lib on merged-/usr systems) is recreated as the same symlink.
+// The guest's own /proc, /sys and /dev are bound in, and /tmp is a private
+// tmpfs, so two commands never see each other's temporary files.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+type binds []string
+
+func (b *binds) String() string     { return strings.Join(*b, ",") }
+func (b *binds) Set(s string) error { *b = append(*b, s); return nil }
+
+// Exit statuses as a shell reports them, and 125 for our own failures.
+const (
+	exitFailed   = 125
+	exitNotFound = 127
+)
+
+func fail(code int, format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "fractal-ns: "+format+"\n", a...)
+	os.Exit(code)
+}
+
+func main() {
+	runtime.LockOSThread()
+	root := flag.String("root", "/host", "where the host's root is mounted in the guest")
+	cwd := flag.String("cwd", "/", "working directory inside the namespace")
+	var bs binds
+	flag.Var(&bs, "bind", "LOCAL=REMOTE: host path REMOTE appears at LOCAL (repeatable)")
+	flag.Parse()
+	argv := flag.Args()
+	if len(argv) == 0 {
+		fail(exitFailed, "no command given")
+	}
+	if err := build(*root, bs); err != nil {
+		fail(exitFailed, "%v", err)
+	}
+	dir := *cwd
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		dir = "/"
+	}
+	if err := os.Chdir(dir); err != nil {
+		fail(exitFailed, "chdir %s: %v", dir, err)
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		fail(exitNotFound, "%s: command not found in the namespace (PATH=%s)", argv[0], os.Getenv("PATH"))
+	}
+	err = syscall.Exec(path, argv, os.Environ())
+	if errors.Is(err, syscall.EACCES) {
+		fail(126, "%s: permission denied", argv[0])
+	}
+	fail(exitFailed, "exec %s: %v", path, err)
+}
+
+func build(root string, bs binds) error {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare: %w", err)
+	}
+	// Nothing we mount may propagate back to the guest's namespace.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	// One mount point serves every namespace: each mounts its own tmpfs
+	// there, privately, so nothing is left behind in the guest's /run.
+	nr := "/run/fractal-ns"
+	if err := os.MkdirAll(nr, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("nsroot", nr, "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("mount new root: %w", err)
+	}
+	// The guest's own kernel interfaces and a private /tmp come first, so
+	// an entry below /tmp (or an explicit /tmp) is bound over them.
+	for _, d := range []string{"/proc", "/sys", "/dev"} {
+		if err := bindDir(d, filepath.Join(nr, d)); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(nr, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmp", filepath.Join(nr, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+		return fmt.Errorf("mount private /tmp: %w", err)
+	}
+	for _, b := range bs {
+		local, remote, ok := strings.Cut(b, "=")
+		if !ok {
+			local, remote = b, b
+		}
+		if !filepath.IsAbs(local) || !filepath.IsAbs(remote) {
+			return fmt.Errorf("namespace entry %q: paths must be absolute", b)
+		}
+		if err := bindHost(nr, filepath.Join(root, remote), local, remote); err != nil {
+			return err
+		}
+	}
+	// chroot, not pivot_root: pivot_root refuses an initramfs root (EINVAL),
+	// and the private mount namespace already confines what we mounted.
+	if err := unix.Chroot(nr); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	return os.Chdir("/")
+}
+
+func bindHost(nr, src, local, remote string) error {
+	st, err := os.Lstat(src)
+	if err != nil {
+		return fmt.Errorf("namespace entry %s: %s does not exist on the host", local, remote)
+	}
+	dst := filepath.Join(nr, local)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if st.Mode()&os.ModeSymlink != 0 {
+		target, err := os.Readlink(src)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(target, dst)
+	}
+	if st.IsDir() {
+		return bindDir(src, dst)
+	}
+	if err := os.WriteFile(dst, nil, 0o644); err != nil {
+		return err
+	}
+	return unix.Mount(src, dst, "", unix.MS_BIND, "")
+}
+
+func bindDir(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", src, dst, err)
+	}
+	return nil
+}
