@@ -18,7 +18,9 @@ TCG otherwise) and waits until its agent answers.
   --share HOSTDIR:TAG[:ro]  share a host directory over 9p; it appears at the
                             same path in the guest (repeatable)
   --host-root               share the host's / (read-only) at /host in the guest,
-                            for exec --namespace (like u-root's cpu)
+                            for exec --namespace (like u-root's cpu), over 9p;
+                            for virtiofs run virtiofsd on / and pass
+                            --virtiofs SOCKET:hostroot:/host instead
   --host-root-rw            the same, writable
   --virtiofs SOCK:TAG:PATH  attach a running virtiofsd's socket, mounted at PATH
   --tcp HOSTPORT            forward 127.0.0.1:HOSTPORT to the agent's TCP
@@ -97,7 +99,9 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean 
     if (!/^[\w.-]{1,31}$/.test(tag)) throw usageError("boot", `bad --share "${s}": tag must be 1-31 letters, digits, '.', '_' or '-'`);
     return { hostDir: path.resolve(hostDir), tag, readonly: ro };
   });
-  if (flag(p, "host-root") || flag(p, "host-root-rw")) shares.push(hostRootShare(!flag(p, "host-root-rw")));
+  // A virtiofs share at /host is the host root already: no 9p one on top.
+  const virtiofsRoot = values(p, "virtiofs").some((v) => v.split(":")[2] === "/host");
+  if ((flag(p, "host-root") || flag(p, "host-root-rw")) && !virtiofsRoot) shares.push(hostRootShare(!flag(p, "host-root-rw")));
   const virtiofs = values(p, "virtiofs").map((s) => {
     const [socket, tag, guestPath] = s.split(":");
     if (!socket || !tag || !guestPath?.startsWith("/")) throw usageError("boot", `bad --virtiofs "${s}": expected SOCKET:TAG:/guest/path`);

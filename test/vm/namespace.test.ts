@@ -72,3 +72,30 @@ describe("exec --namespace", () => {
     expect(r.code).toBe(5);
   }, 120_000);
 });
+
+describe("exec --namespace over virtiofs", () => {
+  const virtiofsd = ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"].find((p) => fs.existsSync(p));
+  const sock = path.join(state, "vfs.sock");
+  let daemon: ReturnType<typeof spawn> | undefined;
+
+  afterAll(async () => {
+    await cli(["stop", "vfstest"]);
+    daemon?.kill();
+  }, 120_000);
+
+  it("backmounts the host's root with a virtiofsd the user runs", async () => {
+    if (!virtiofsd) throw new Error("virtiofsd is missing (apt-get install qemu-system-x86 or virtiofsd)");
+    // The C virtiofsd's namespace sandbox needs pivot_root, which a container may refuse; chroot works.
+    const sandbox = virtiofsd.includes("qemu") ? ["-o", "sandbox=chroot"] : ["--sandbox", "chroot"];
+    const args = virtiofsd.includes("qemu") ? [`--socket-path=${sock}`, "-o", "source=/", ...sandbox] : [`--socket-path=${sock}`, "--shared-dir=/", ...sandbox];
+    daemon = spawn(virtiofsd, args, { stdio: "ignore" });
+    for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
+    const b = await cli(["boot", "--name", "vfstest", "--no-net", "--host-root", "--virtiofs", `${sock}:hostroot:/host`, "--detach"]);
+    expect(b.stderr).toBe("");
+    expect(b.code).toBe(0);
+    const file = path.join(data, "v.txt");
+    fs.writeFileSync(file, "over virtiofs\n");
+    const r = await cli(["exec", "--vm", "vfstest", `--namespace=${SYS}:/d=${data}`, "--", "sh", "-c", "cat /d/v.txt; grep ' /d ' /proc/mounts | cut -d' ' -f3"]);
+    expect(r.stdout.toString()).toBe("over virtiofs\nvirtiofs\n");
+  }, 300_000);
+});
