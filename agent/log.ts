@@ -19,6 +19,3 @@ export function log(level: Level, msg: string): void {
   }
 }
 
-export function resetLogSinks(): void {
-  sinks = [];
-}

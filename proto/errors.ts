@@ -47,9 +47,3 @@ export function exitStatusFor(err: unknown): number {
   return 125;
 }
 
-/** Wraps anything thrown into a FractalError, keeping a code if it had one. */
-export function toFractalError(err: unknown): FractalError {
-  if (err instanceof FractalError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  return new FractalError(ErrorCode.INTERNAL, message);
-}

@@ -10,10 +10,8 @@ const AF_VSOCK = 40;
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
-/** Well-known CIDs: any (bind), host (connect from a guest), loopback. */
-export const VMADDR_CID_ANY = 0xffffffff;
-export const VMADDR_CID_HOST = 2;
-export const VMADDR_CID_LOCAL = 1;
+/** Bind to any CID. (Connect targets: 2 is the host, 1 the local loopback.) */
+const VMADDR_CID_ANY = 0xffffffff;
 
 interface Libc {
   socket(domain: number, type: number, proto: number): number;

@@ -229,8 +229,3 @@ function startPty(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
   };
 }
 
-/** Signal number for a name like "TERM" or "SIGTERM", or undefined. */
-export function signalNumber(name: string): number | undefined {
-  const key = name.toUpperCase().startsWith("SIG") ? name.toUpperCase() : `SIG${name.toUpperCase()}`;
-  return signalNumbers[key];
-}
