@@ -33,7 +33,7 @@ proto/gen/fractal.js: proto/fractal.proto node_modules/.installed
 proto/gen/fractal.d.ts: proto/gen/fractal.js
 	$(PBTS) --no-comments -o $@ $<
 
-build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/marker.cpio
+build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/marker.cpio $(BUILD)/images/index.json
 
 # What the host needs to build and boot guests: QEMU, crun (copied into the
 # initramfs with its libraries), Go for u-root. Installed only when missing.
@@ -59,6 +59,19 @@ $(BUILD)/kernel/vmlinuz: initramfs/kernel.sh $(BUILD)/kernel.source | host-deps
 
 $(BUILD)/modules/fractal.order: $(BUILD)/kernel/vmlinuz initramfs/modules.ts Makefile
 	$(BUN) initramfs/modules.ts $(BUILD)/kernel/modules $(BUILD)/modules $(KMODS)
+
+# The default image store: busybox from Debian's busybox-static as an OCI
+# layout (host/image/busybox.ts), so containers need no registry.
+$(BUILD)/busybox/bin/busybox:
+	rm -rf $(BUILD)/busybox && mkdir -p $(BUILD)/busybox
+	cd $(BUILD)/busybox && apt-get download -o APT::Sandbox::User=root -qq busybox-static || { apt-get update -qq && apt-get download -o APT::Sandbox::User=root -qq busybox-static; }
+	dpkg-deb -x $(BUILD)/busybox/busybox-static_*.deb $(BUILD)/busybox
+	rm -f $(BUILD)/busybox/*.deb
+
+$(BUILD)/images/index.json: $(BUILD)/busybox/bin/busybox host/image/busybox.ts host/image/oci-layout.ts
+	rm -rf $(BUILD)/images.tmp
+	$(BUN) host/image/busybox.ts $(BUILD)/busybox/bin/busybox $(BUILD)/images.tmp
+	rm -rf $(BUILD)/images && mv $(BUILD)/images.tmp $(BUILD)/images
 
 # A minimal initramfs whose init only prints a marker: bench-boot's baseline,
 # and the tests' "guest whose agent cannot start".
