@@ -22,7 +22,7 @@ async function list(tarBytes: Buffer): Promise<Map<string, { type: string; linkn
     stream.on("end", next);
     stream.resume();
   });
-  const done = new Promise((r) => ex.on("finish", r));
+  const done = new Promise<void>((r) => ex.on("finish", () => r()));
   ex.end(tarBytes);
   await done;
   return out;
