@@ -85,12 +85,21 @@ function runEpochs(fd: number, where: string, onDeviceClosed: () => void): void 
     rearmMs: REOPEN_DELAY_MS,
   });
   const start = (firstBytes?: Uint8Array) => {
-    current = new Epoch(device, (hello) => {
-      current?.end();
-      start(encodeFrame(hello));
-    });
-    serveLink(current.link);
-    if (firstBytes) current.feed(firstBytes);
+    const epoch = new Epoch(
+      device,
+      (hello) => {
+        current?.end();
+        start(encodeFrame(hello));
+      },
+      // The session closed itself (a protocol error, or no Hello within the
+      // handshake timeout): the line is still there, so serve the next host.
+      () => {
+        if (current === epoch) start();
+      },
+    );
+    current = epoch;
+    serveLink(epoch.link);
+    if (firstBytes) epoch.feed(firstBytes);
   };
   device.onData((b) => current?.feed(b));
   device.onDrain(() => current?.drain());
@@ -112,13 +121,18 @@ class Epoch {
   constructor(
     device: Link,
     readonly onRehello: (hello: NonNullable<Frame["hello"]>) => void,
+    readonly onSessionClosed: () => void,
   ) {
     this.link = {
       description: device.description,
       resync: true,
       write: (chunks) => (this.ended ? true : device.write(chunks)),
       // Closing a session must not close the device: the next host needs it.
-      close: () => this.end(),
+      close: () => {
+        if (this.ended) return;
+        this.end();
+        this.onSessionClosed();
+      },
       onData: (cb) => void this.dataCbs.push(cb),
       onDrain: (cb) => void this.drainCbs.push(cb),
       onClose: (cb) => void this.closeCbs.push(cb),

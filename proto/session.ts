@@ -126,6 +126,8 @@ export class Session implements StreamHost {
   /** Server side: wait for the client's Hello; requests go to opts.onRequest. */
   static accept(link: Link, opts: SessionOptions): Session {
     const s = new Session(link, "server", opts);
+    // A serial line waits for its host as long as it takes: no timeout there.
+    if (link.resync) return s;
     const timer = setTimeout(() => {
       if (!s.handshaken) s.violate(new ProtocolViolation(ErrorCode.HANDSHAKE_REQUIRED, "no Hello within the handshake timeout", true));
     }, HANDSHAKE_TIMEOUT_MS);

@@ -36,6 +36,20 @@ export interface VmStatus {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** One ping with a deadline: a session that shook hands but lost its peer must not stall boot. */
+async function pingWithin(c: AgentClient, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      c.ping(),
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new FractalError(ErrorCode.UNAVAILABLE, "ping timed out")), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    c.close();
+  }
+}
+
 /** Last lines of the console log, for error messages. */
 export function consoleTail(file: string, lines = 25): string {
   try {
@@ -142,14 +156,30 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
     try {
       // One attempt lasts a while: on the serial link the Hello is repeated
       // every 300 ms, so the agent is seen within that of coming up.
-      const c = await AgentClient.connect(rec.endpoints.serial, { handshakeTimeoutMs: 5000 });
-      await c.ping();
-      c.close();
+      await pingWithin(await AgentClient.connect(rec.endpoints.serial, { handshakeTimeoutMs: 5000 }), 5000);
+      if (rec.endpoints.tcp) await waitForTcp(rec, t0 + timeoutMs);
       return;
     } catch {
       await sleep(100);
     }
   }
+}
+
+/**
+ * The agent answers on virtio-serial before DHCP has given the guest an
+ * address, and `exec --vm` prefers TCP: wait until TCP answers too, so the
+ * first exec after boot does not race DHCP.
+ */
+async function waitForTcp(rec: VmRecord, deadline: number): Promise<void> {
+  while (Date.now() < deadline) {
+    try {
+      await pingWithin(await AgentClient.connect(rec.endpoints.tcp!, { handshakeTimeoutMs: 3000 }), 3000); // checked by the caller
+      return;
+    } catch {
+      await sleep(200);
+    }
+  }
+  throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: the agent answers on virtio-serial but not over TCP (${rec.endpoints.tcp}); is DHCP failing? Console:\n${consoleTail(rec.console)}`);
 }
 
 export function listVms(): VmStatus[] {

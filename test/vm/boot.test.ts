@@ -30,9 +30,11 @@ function gone(pid: number): boolean {
 }
 const record = (name: string): Rec => JSON.parse(fs.readFileSync(path.join(state, name, "vm.json"), "utf8"));
 
+let bootedAt = 0;
 beforeAll(async () => {
   const r = await cli(["boot", "--name", NAME, "--mem", "1G", "--share", `${BUILD}:fbuild:ro`, "--uart", "--detach"]);
   if (r.code !== 0) throw new Error(`boot failed (${r.code}):\n${r.stderr}`);
+  bootedAt = Date.now();
 }, 300_000);
 
 afterAll(async () => {
@@ -62,7 +64,10 @@ describe("fractal-host boot", () => {
     expect(r.code).toBe(7);
   });
 
-  it("runs commands over a plain UART (ttyS1 in raw mode), as on hardware", async () => {
+  it("runs commands over a plain UART (ttyS1 in raw mode), as on hardware, for a host that arrives late", async () => {
+    // Later than any handshake timeout: a serial line must wait for its host indefinitely.
+    const wait = bootedAt + 12_000 - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const data = Buffer.from(Array.from({ length: 256 }, (_, i) => i)); // every byte value, to prove raw mode
     const r = await runCli(["--connect", record(NAME).endpoints.uart!, "exec", "-i", "--", "cat"], { env, input: data });
     expect(r.code).toBe(0);
