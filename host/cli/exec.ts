@@ -123,8 +123,10 @@ export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<nu
   const cleanups: (() => void)[] = [restore];
   try {
     const proc = await client.exec(cmd.options);
-    proc.onStdout(fdWriter(1));
-    if (!tty) proc.onStderr(fdWriter(2));
+    const out = fdWriter(1);
+    const err = fdWriter(2);
+    proc.onStdout(out.write);
+    if (!tty) proc.onStderr(err.write);
     if (cmd.interactive) cleanups.push(forwardStdin(proc));
     cleanups.push(forwardSignals(proc));
     if (tty && process.stdout.isTTY) {
@@ -135,7 +137,9 @@ export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<nu
       process.on("SIGWINCH", onResize);
       cleanups.push(() => process.off("SIGWINCH", onResize));
     }
-    return exitStatusOf(await proc.wait());
+    const status = exitStatusOf(await proc.wait());
+    await Promise.all([out.close(), err.close()]);
+    return status;
   } finally {
     for (const c of cleanups.reverse()) c();
   }

@@ -28,16 +28,22 @@ export function windowSize(): { cols: number; rows: number } {
 }
 
 /**
- * A write function for fd 1 or 2 that resolves once the bytes reached the
+ * A writer for fd 1 or 2 whose write() resolves once the bytes reached the
  * file descriptor, so the agent is paced by whoever reads our output. Bun's
  * process.stdout acknowledges writes it still buffers, and process.exit()
- * then drops them, so output goes through a FileSink whose flush() means
- * written.
+ * then drops them, so output goes through a FileSink; and since flush() was
+ * seen to resolve with bytes still queued on a full pipe, close() ends the
+ * sink (which drains it) before the CLI may exit.
  */
-export function fdWriter(fd: 1 | 2): (chunk: Uint8Array) => Promise<void> {
+export function fdWriter(fd: 1 | 2): { write: (chunk: Uint8Array) => Promise<void>; close: () => Promise<void> } {
   const sink = (fd === 1 ? Bun.stdout : Bun.stderr).writer();
-  return async (chunk) => {
-    sink.write(chunk);
-    await sink.flush();
+  return {
+    write: async (chunk) => {
+      sink.write(chunk);
+      await sink.flush();
+    },
+    close: async () => {
+      await sink.end();
+    },
   };
 }
