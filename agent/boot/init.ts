@@ -68,10 +68,10 @@ function dropCgroupV1(): void {
 
 function mountBase(): void {
   dropCgroupV1();
+  // u-root's init mounts some of these already; /tmp it leaves on the
+  // rootfs, which we replace with a real tmpfs.
+  const have = mounted();
   for (const m of baseMounts) {
-    const have = mounted();
-    // u-root's init mounts some of these already; /tmp it leaves on the
-    // rootfs, which we replace with a real tmpfs.
     if (have.get(m.target) === m.fstype) continue;
     step(`mount ${m.target}`, () => {
       fs.mkdirSync(m.target, { recursive: true });

@@ -4,8 +4,8 @@ import { exitStatusFor, FractalError, ErrorCode } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 import { execHelp, parseExec, runExec } from "./exec.js";
-import { bootHelp, lsHelp, parseBoot, parseShell, runBoot, runLs, runStop, shellHelp, stopHelp } from "./vm.js";
-import { listVms, requireVm, vmEndpoint } from "../vm/manager.js";
+import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, stopHelp } from "./vm.js";
+import { requireVm, vmEndpoint } from "../vm/manager.js";
 
 const help = `usage: fractal-host [--connect URL] COMMAND [ARGS...]
 
@@ -65,20 +65,8 @@ async function main(argv: string[]): Promise<number> {
       if (b === "help") return void process.stdout.write(bootHelp), 0;
       return runBoot(b.opts, b.detach);
     }
-    case "shell": {
-      const sh = parseShell(args);
-      if (sh === "help") return void process.stdout.write(shellHelp), 0;
-      const running = listVms().find((v) => v.record.name === sh.name && v.state === "running");
-      if (!running) {
-        const b = parseBoot(["--name", sh.name, "--host-root", "--detach", ...sh.boot]);
-        if (b === "help") return 0;
-        await runBoot(b.opts, true);
-      }
-      const nsArg = sh.namespace === undefined ? "--namespace" : `--namespace=${sh.namespace}`;
-      const cmd = parseExec(["-i", "-t", nsArg, "--", process.env.SHELL || "/bin/sh"], process.env);
-      if (cmd === "help") return 0;
-      return runExec(await connect(url, sh.name), cmd);
-    }
+    case "shell":
+      return runShell(args, (vm) => connect(url, vm));
     case "ls":
       if (wantsHelp(args)) return void process.stdout.write(lsHelp), 0;
       return runLs();

@@ -4,8 +4,10 @@ import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { bootVm, listVms, stopVm, type BootOptions } from "../vm/manager.js";
 import { hostRootShare } from "../vm/qemu.js";
+import { removeState } from "../vm/state.js";
 import { flag, parseFlags, usageError, value, values } from "./args.js";
-import { DEFAULT_NAMESPACE } from "./exec.js";
+import type { AgentClient } from "../client.js";
+import { DEFAULT_NAMESPACE, parseExec, runExec } from "./exec.js";
 
 export const bootHelp = `usage: fractal-host boot [OPTIONS]
 
@@ -189,7 +191,7 @@ export function runLs(): number {
   for (const { record, state } of vms) {
     if (state === "stale") {
       // The listing above told the user; now clean it, as promised.
-      fs.rmSync(path.dirname(record.console), { recursive: true, force: true });
+      removeState(record.name);
       process.stderr.write(`${record.name}: QEMU (pid ${record.pid}) is gone; removed its stale state\n`);
     }
   }
@@ -234,6 +236,21 @@ export function parseShell(args: string[]): { name: string; namespace: string | 
     else boot.push(a);
   }
   return { name, namespace, boot };
+}
+
+/** `fractal-host shell`: boot a host-root VM unless it runs, then an interactive $SHELL in the namespace. */
+export async function runShell(args: string[], connect: (vm: string) => Promise<AgentClient>): Promise<number> {
+  const sh = parseShell(args);
+  if (sh === "help") return void process.stdout.write(shellHelp), 0;
+  if (!listVms().some((v) => v.record.name === sh.name && v.state === "running")) {
+    const b = parseBoot(["--name", sh.name, "--host-root", "--detach", ...sh.boot]);
+    if (b === "help") return void process.stdout.write(bootHelp), 0;
+    await runBoot(b.opts, true);
+  }
+  const nsArg = sh.namespace === undefined ? "--namespace" : `--namespace=${sh.namespace}`;
+  const cmd = parseExec(["-i", "-t", nsArg, "--", process.env.SHELL || "/bin/sh"], process.env);
+  if (cmd === "help") return 0;
+  return runExec(await connect(sh.name), cmd);
 }
 
 function usageErr(why: string): never {

@@ -134,52 +134,49 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   return rec;
 }
 
-/** Polls the agent over the serial channel until it answers a ping. */
-async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: number, accel: string) => void): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    const elapsed = Date.now() - t0;
-    progress?.(elapsed, rec.accel);
-    if (!qemuAlive(rec.pid)) {
-      removeState(rec.name);
-      throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: QEMU exited during boot. Console:\n${consoleTail(rec.console)}`);
-    }
-    if (elapsed > timeoutMs) {
-      const tail = consoleTail(rec.console);
-      await killVm(rec);
-      removeState(rec.name);
-      throw new FractalError(
-        ErrorCode.UNAVAILABLE,
-        `VM ${rec.name}: the agent did not answer within ${Math.round(timeoutMs / 1000)} s (accel ${rec.accel}); the VM was stopped. Last console lines:\n${tail}`,
-      );
-    }
+/**
+ * Pings the agent at `url` until it answers or `deadline` passes; `alive`
+ * stops the wait early (QEMU gone). One attempt lasts a while: on a serial
+ * link the Hello is repeated every 300 ms, so the agent is seen within that
+ * of coming up.
+ */
+async function untilAnswers(url: string, deadline: number, attemptMs: number, alive: () => boolean, tick?: () => void): Promise<boolean> {
+  while (Date.now() < deadline && alive()) {
+    tick?.();
     try {
-      // One attempt lasts a while: on the serial link the Hello is repeated
-      // every 300 ms, so the agent is seen within that of coming up.
-      await pingWithin(await AgentClient.connect(rec.endpoints.serial, { handshakeTimeoutMs: 5000 }), 5000);
-      if (rec.endpoints.tcp) await waitForTcp(rec, t0 + timeoutMs);
-      return;
+      await pingWithin(await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs }), attemptMs);
+      return true;
     } catch {
       await sleep(100);
     }
   }
+  return false;
 }
 
 /**
- * The agent answers on virtio-serial before DHCP has given the guest an
- * address, and `exec --vm` prefers TCP: wait until TCP answers too, so the
- * first exec after boot does not race DHCP.
+ * Waits for the agent on the serial channel, then on TCP when there is one:
+ * the agent answers on virtio-serial before DHCP has given the guest an
+ * address, and `exec --vm` prefers TCP, so the first exec must not race DHCP.
  */
-async function waitForTcp(rec: VmRecord, deadline: number): Promise<void> {
-  while (Date.now() < deadline) {
-    try {
-      await pingWithin(await AgentClient.connect(rec.endpoints.tcp!, { handshakeTimeoutMs: 3000 }), 3000); // checked by the caller
-      return;
-    } catch {
-      await sleep(200);
-    }
+async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: number, accel: string) => void): Promise<void> {
+  const t0 = Date.now();
+  const deadline = t0 + timeoutMs;
+  const alive = () => qemuAlive(rec.pid);
+  const tick = () => progress?.(Date.now() - t0, rec.accel);
+  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick);
+  const tcp = serial && (!rec.endpoints.tcp || (await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick)));
+  if (tcp) return;
+  const tail = consoleTail(rec.console);
+  if (!alive()) {
+    removeState(rec.name);
+    throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: QEMU exited during boot. Console:\n${tail}`);
   }
-  throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: the agent answers on virtio-serial but not over TCP (${rec.endpoints.tcp}); is DHCP failing? Console:\n${consoleTail(rec.console)}`);
+  await killVm(rec);
+  removeState(rec.name);
+  const what = serial
+    ? `the agent answers on virtio-serial but not over TCP (${rec.endpoints.tcp}) within ${Math.round(timeoutMs / 1000)} s (is DHCP failing?)`
+    : `the agent did not answer within ${Math.round(timeoutMs / 1000)} s (accel ${rec.accel})`;
+  throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: ${what}; the VM was stopped. Last console lines:\n${tail}`);
 }
 
 export function listVms(): VmStatus[] {
