@@ -6,14 +6,14 @@ TARGET   := bun-linux-x64-baseline
 # --bytecode: the CLI starts in ~10 ms instead of ~30 ms (measured by bench-exec).
 BUILD    := build
 
-TS_SRC   := $(shell find proto agent host -name '*.ts' -not -path 'proto/gen/*' 2>/dev/null)
+TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' 2>/dev/null)
 
 # Kernel modules the guest needs; modules.ts adds their dependencies from the
 # kernel's own metadata. KERNEL=bzImage MODULES=lib/modules/VER use your own.
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test run typecheck bench-exec bench-boot bench-ns clean FORCE
+.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns clean FORCE
 
 all: build
 
@@ -48,6 +48,17 @@ host-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@command -v go >/dev/null || { echo "Go is needed to build u-root (https://go.dev)"; exit 1; }
+
+# The container tests check our image reader against images other tools
+# write: umoci builds layers, skopeo converts to docker-archive and zstd.
+test-deps:
+	@missing=""; \
+	command -v umoci >/dev/null || missing="$$missing umoci"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 # Rebuilt only when the kernel source (Debian's, or KERNEL=/MODULES=) changes.
 $(BUILD)/kernel.source: FORCE
@@ -93,7 +104,7 @@ typecheck: proto
 	node_modules/.bin/tsc --noEmit -p .
 
 # The whole suite. The JSON report is what .ci/run counts from.
-test: build typecheck
+test: build typecheck test-deps
 	node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=$(BUILD)/test-report.json
 
 # The main job: start an agent on loopback and run a command through it.

@@ -30,9 +30,74 @@ export interface ExecOptions {
   stdin?: boolean;
   /** Run in a private mount namespace of host paths (needs a VM booted with --host-root). */
   namespace?: { local: string; remote: string }[];
+  /** Run inside this container (id, prefix or name) instead of the guest. */
+  container?: string;
+  /** With container: user[:group] by name or number, resolved in the container. */
+  userSpec?: string;
 }
 
 export type ExitResult = { kind: "exited"; code: number } | { kind: "signaled"; signal: number };
+
+/** How a container ended: its main process's status, and whether its cgroup OOM-killed something. */
+export type ContainerExitResult = ExitResult & { oomKilled: boolean };
+
+export interface ImageSummary {
+  reference: string;
+  digest: string;
+  size: number;
+  layers: number;
+  unpacked: boolean;
+  source: string;
+}
+
+export interface RunOptions {
+  image: string;
+  name?: string;
+  command?: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  tty?: { cols: number; rows: number; term?: string };
+  /** Keep the container's stdin open (and connect ours unless detached). */
+  interactive?: boolean;
+  /** Return once started; output is kept for logs/attach. */
+  detach?: boolean;
+  remove?: boolean;
+  memoryBytes?: number;
+  cpus?: number;
+  pids?: number;
+  /** Progress lines while layers are unpacked. */
+  onProgress?: (line: string) => void;
+}
+
+export interface ContainerSummary {
+  id: string;
+  name: string;
+  image: string;
+  command: string[];
+  running: boolean;
+  createdMs: number;
+  finishedMs: number;
+  exit?: ContainerExitResult;
+  pid: number;
+  tty: boolean;
+  interactive: boolean;
+}
+
+/** What RemoteProcess needs to control the thing whose streams it holds. */
+interface ProcessControl {
+  signal(sig: number, group: boolean): Promise<void>;
+  resize(cols: number, rows: number): Promise<void>;
+  closeStdin(): void;
+  wait(): Promise<ExitResult>;
+}
+
+type WireExit = { status?: { code?: number | null; signal?: number | null } | null; oomKilled?: boolean | null };
+
+function containerExit(e: WireExit | null | undefined): ContainerExitResult {
+  const st = e?.status;
+  return st?.signal ? { kind: "signaled", signal: st.signal, oomKilled: e?.oomKilled ?? false } : { kind: "exited", code: st?.code ?? 0, oomKilled: e?.oomKilled ?? false };
+}
 
 /** Shell convention: an exit code, or 128+N for death by signal N. */
 export function exitStatusOf(r: ExitResult): number {
@@ -98,6 +163,8 @@ export class AgentClient {
             stdoutStream: stdoutId,
             stderrStream: stderrId,
             namespace: o.namespace ? { entries: o.namespace } : undefined,
+            container: o.container ?? "",
+            user: o.userSpec ?? "",
           },
         },
         "exec",
@@ -108,7 +175,154 @@ export class AgentClient {
       if (stdinId) s.forget(stdinId);
       throw err;
     }
-    return new RemoteProcess(this, r.exec!.process ?? 0, r.exec!.pid ?? 0, stdin, stdout, stderr); // call() checked the kind
+    const handle = r.exec!.process ?? 0; // call() checked the kind
+    const control: ProcessControl = {
+      signal: async (signal, group) => void (await this.call({ signal: { process: handle, signal, group } }, "ok")),
+      resize: async (cols, rows) => void (await this.call({ resize: { process: handle, cols, rows } }, "ok")),
+      closeStdin: () => void this.call({ closeStdin: { process: handle } }, "ok").catch(() => {}),
+      wait: async () => {
+        const e = (await this.call({ wait: { process: handle } }, "exit")).exit!; // call() checked the kind
+        return e.signal ? { kind: "signaled", signal: e.signal } : { kind: "exited", code: e.code ?? 0 };
+      },
+    };
+    return new RemoteProcess(control, handle, r.exec!.pid ?? 0, stdin, stdout, stderr);
+  }
+
+  async images(): Promise<{ store: string; images: ImageSummary[] }> {
+    const r = (await this.call({ images: {} }, "images")).images!; // call() checked the kind
+    return {
+      store: r.store ?? "",
+      images: (r.images ?? []).map((i) => ({
+        reference: i.reference ?? "",
+        digest: i.digest ?? "",
+        size: i.size ?? 0,
+        layers: i.layers ?? 0,
+        unpacked: i.unpacked ?? false,
+        source: i.source ?? "",
+      })),
+    };
+  }
+
+  /** Creates and starts a container; unless detached, its output is on the returned process's sinks. */
+  async run(o: RunOptions): Promise<{ id: string; name: string; proc?: RemoteProcess }> {
+    const s = this.session;
+    const attached = !o.detach;
+    const stdinId = attached && o.interactive ? s.allocateStreamId() : 0;
+    const stdoutId = attached ? s.allocateStreamId() : 0;
+    const stderrId = attached && !o.tty ? s.allocateStreamId() : 0;
+    const progressId = o.onProgress ? s.allocateStreamId() : 0;
+    const stdout = stdoutId ? s.openIn(stdoutId) : undefined;
+    const stderr = stderrId ? s.openIn(stderrId) : undefined;
+    const stdin = stdinId ? s.openOut(stdinId) : undefined;
+    if (progressId) {
+      let text = "";
+      s.openIn(progressId).pipeTo({
+        data(chunk, done) {
+          text += Buffer.from(chunk).toString();
+          for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n")) {
+            o.onProgress!(text.slice(0, nl));
+            text = text.slice(nl + 1);
+          }
+          done();
+        },
+        end() {},
+      });
+    }
+    let r: Response;
+    try {
+      r = await this.call(
+        {
+          run: {
+            image: o.image,
+            name: o.name ?? "",
+            command: o.command ?? [],
+            env: Object.entries(o.env ?? {}).map(([key, value]) => ({ key, value })),
+            cwd: o.cwd ?? "",
+            user: o.user ?? "",
+            tty: o.tty ? { cols: o.tty.cols, rows: o.tty.rows, term: o.tty.term ?? "" } : undefined,
+            interactive: o.interactive ?? false,
+            remove: o.remove ?? false,
+            memoryBytes: o.memoryBytes ?? 0,
+            cpus: o.cpus ?? 0,
+            pids: o.pids ?? 0,
+            stdinStream: stdinId,
+            stdoutStream: stdoutId,
+            stderrStream: stderrId,
+            progressStream: progressId,
+          },
+        },
+        "run",
+      );
+    } catch (err) {
+      for (const id of [stdoutId, stderrId, stdinId, progressId]) if (id) s.forget(id);
+      throw err;
+    }
+    const id = r.run!.id ?? ""; // call() checked the kind
+    const name = r.run!.name ?? "";
+    if (!stdout) return { id, name };
+    return { id, name, proc: new RemoteProcess(this.containerControl(id), 0, 0, stdin, stdout, stderr) };
+  }
+
+  /** Connects to a container's output (and input when `stdin`); with `follow` until it exits. */
+  attach(container: string, o: { stdin?: boolean; logs?: boolean; follow?: boolean }): Promise<RemoteProcess> {
+    const s = this.session;
+    const stdinId = o.stdin ? s.allocateStreamId() : 0;
+    const stdoutId = s.allocateStreamId();
+    const stderrId = s.allocateStreamId();
+    const stdin = stdinId ? s.openOut(stdinId) : undefined;
+    const stdout = s.openIn(stdoutId);
+    const stderr = s.openIn(stderrId);
+    return this.call({ attach: { container, logs: o.logs ?? false, follow: o.follow ?? false, stdinStream: stdinId, stdoutStream: stdoutId, stderrStream: stderrId } }, "ok").then(
+      () => new RemoteProcess(this.containerControl(container), 0, 0, stdin, stdout, stderr),
+      (err: unknown) => {
+        for (const id of [stdoutId, stderrId, stdinId]) if (id) s.forget(id);
+        throw err;
+      },
+    );
+  }
+
+  async containerWait(container: string): Promise<ContainerExitResult> {
+    return containerExit((await this.call({ containerWait: { container } }, "containerExit")).containerExit);
+  }
+
+  async kill(container: string, signal: number): Promise<void> {
+    await this.call({ containerKill: { container, signal } }, "ok");
+  }
+
+  async stop(container: string, timeoutS = 10): Promise<ContainerExitResult> {
+    return containerExit((await this.call({ containerStop: { container, timeoutS } }, "containerExit")).containerExit);
+  }
+
+  async remove(container: string, force = false): Promise<void> {
+    await this.call({ containerRemove: { container, force } }, "ok");
+  }
+
+  async containers(all: boolean): Promise<ContainerSummary[]> {
+    const r = (await this.call({ containerList: { all } }, "containers")).containers!; // call() checked the kind
+    // Times come on the guest's clock; shift them onto ours so ages are right.
+    const skew = r.nowMs ? Date.now() - r.nowMs : 0;
+    return (r.containers ?? []).map((c) => ({
+      id: c.id ?? "",
+      name: c.name ?? "",
+      image: c.image ?? "",
+      command: c.command ?? [],
+      running: c.state === "running",
+      createdMs: (c.createdMs ?? 0) + skew,
+      finishedMs: c.finishedMs ? c.finishedMs + skew : 0,
+      exit: c.exit ? containerExit(c.exit) : undefined,
+      pid: c.pid ?? 0,
+      tty: c.tty ?? false,
+      interactive: c.interactive ?? false,
+    }));
+  }
+
+  private containerControl(container: string): ProcessControl {
+    return {
+      signal: (sig) => this.kill(container, sig),
+      resize: async (cols, rows) => void (await this.call({ containerResize: { container, cols, rows } }, "ok")),
+      closeStdin: () => {},
+      wait: () => this.containerWait(container),
+    };
   }
 
   close(): void {
@@ -134,7 +348,7 @@ export class RemoteProcess {
   private errSink: StreamSink | undefined;
 
   constructor(
-    private readonly client: AgentClient,
+    private readonly control: ProcessControl,
     readonly handle: number,
     readonly pid: number,
     private readonly stdinStream: OutStream | undefined,
@@ -168,15 +382,15 @@ export class RemoteProcess {
   /** End-of-file on stdin, after everything written so far. */
   closeStdin(): void {
     if (this.stdinStream) this.stdinStream.end();
-    else void this.client.call({ closeStdin: { process: this.handle } }, "ok").catch(() => {});
+    else this.control.closeStdin();
   }
 
-  async signal(sig: number, group = true): Promise<void> {
-    await this.client.call({ signal: { process: this.handle, signal: sig, group } }, "ok");
+  signal(sig: number, group = true): Promise<void> {
+    return this.control.signal(sig, group);
   }
 
-  async resize(cols: number, rows: number): Promise<void> {
-    await this.client.call({ resize: { process: this.handle, cols, rows } }, "ok");
+  resize(cols: number, rows: number): Promise<void> {
+    return this.control.resize(cols, rows);
   }
 
   /** The exit status, once every byte of output has been delivered to the sinks. */
@@ -184,10 +398,16 @@ export class RemoteProcess {
     // Sinks nobody attached would hold credit forever: drain them to nowhere.
     if (!this.outSink) this.onStdout(() => {});
     if (this.stderrStream && !this.errSink) this.onStderr(() => {});
-    const r = await this.client.call({ wait: { process: this.handle } }, "exit");
+    const r = await this.control.wait();
     await this.outputsDone;
-    const e = r.exit!; // call() checked the kind
-    return e.signal ? { kind: "signaled", signal: e.signal } : { kind: "exited", code: e.code ?? 0 };
+    return r;
+  }
+
+  /** Resolves when all output has arrived (for attachments that end before the exit). */
+  outputEnded(): Promise<void> {
+    if (!this.outSink) this.onStdout(() => {});
+    if (this.stderrStream && !this.errSink) this.onStderr(() => {});
+    return this.outputsDone;
   }
 
   private pipe(stream: InStream, write: (c: Uint8Array) => void | Promise<void>, ended: () => void): StreamSink {

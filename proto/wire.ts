@@ -11,6 +11,11 @@ export type Hello = fractal.v1.Hello.$Properties;
 export type HelloAck = fractal.v1.HelloAck.$Properties;
 export type ExecRequest = fractal.v1.ExecRequest.$Properties;
 export type ExitStatus = fractal.v1.ExitStatus.$Properties;
+export type RunRequest = fractal.v1.RunRequest.$Properties;
+export type AttachRequest = fractal.v1.AttachRequest.$Properties;
+export type ImageInfo = fractal.v1.ImageInfo.$Properties;
+export type ContainerInfo = fractal.v1.ContainerInfo.$Properties;
+export type ContainerExit = fractal.v1.ContainerExit.$Properties;
 export type VersionResponse = fractal.v1.VersionResponse.$Properties;
 
 /** The protocol version this build speaks; Hello ranges are checked against it. */

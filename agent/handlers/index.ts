@@ -4,6 +4,7 @@ import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { RequestHandler, Session } from "../../proto/session.js";
 import type { Request } from "../../proto/wire.js";
 import { log } from "../log.js";
+import { ContainerHandlers } from "./containers.js";
 import { ProcessHandlers } from "./process.js";
 import { ping, shutdown, version } from "./system.js";
 
@@ -19,6 +20,7 @@ function assertNever(x: never): never {
 /** Builds the request handler for one connection. */
 export function connectionHandler(session: Session): RequestHandler {
   const procs = new ProcessHandlers(session);
+  const ctrs = new ContainerHandlers(session);
   return async (req: Request) => {
     // protobufjs sets `body` to the name of the oneof field present; an
     // unknown field number (a newer client) leaves it undefined.
@@ -42,6 +44,24 @@ export function connectionHandler(session: Session): RequestHandler {
           return await procs.wait(req.wait!.process ?? 0);
         case "shutdown":
           return shutdown(req.shutdown!.reboot ?? false, agentRole.isInit);
+        case "images":
+          return ctrs.images();
+        case "run":
+          return await ctrs.run(req.run!);
+        case "containerWait":
+          return await ctrs.wait(req.containerWait!.container ?? "");
+        case "attach":
+          return ctrs.attach(req.attach!);
+        case "containerKill":
+          return await ctrs.kill(req.containerKill!.container ?? "", req.containerKill!.signal ?? 0);
+        case "containerStop":
+          return await ctrs.stop(req.containerStop!.container ?? "", req.containerStop!.timeoutS ?? 0);
+        case "containerRemove":
+          return await ctrs.remove(req.containerRemove!.container ?? "", req.containerRemove!.force ?? false);
+        case "containerList":
+          return ctrs.list(req.containerList!.all ?? false);
+        case "containerResize":
+          return ctrs.resize(req.containerResize!.container ?? "", req.containerResize!.cols ?? 0, req.containerResize!.rows ?? 0);
         default:
           return assertNever(kind);
       }

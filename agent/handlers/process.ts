@@ -8,6 +8,8 @@ import type { ExecRequest } from "../../proto/wire.js";
 import { startChild, type ExitResult } from "../process/child.js";
 import { ProcessTable } from "../process/table.js";
 import { log } from "../log.js";
+import { resizeByPidFile } from "../containers/winsize.js";
+import { containerExecArgv } from "./containers.js";
 
 const SIGHUP = 1;
 const MAX_SIGNAL = 64;
@@ -42,6 +44,8 @@ function hostRootMounted(): boolean {
 
 export class ProcessHandlers {
   private readonly table = new ProcessTable();
+  /** Processes in containers: where the runtime wrote their pid (for resize). */
+  private readonly pidFiles = new Map<number, string>();
 
   constructor(private readonly session: Session) {
     session.onClose(() => this.hangUp());
@@ -59,7 +63,17 @@ export class ProcessHandlers {
     if (req.tty?.term) env.TERM = req.tty.term;
     let cwd = req.cwd || process.cwd();
     let command = argv;
-    if (req.namespace) {
+    let pidFile: string | undefined;
+    if (req.container) {
+      // The container's environment, cwd and user apply inside it; the
+      // runtime itself runs with the agent's.
+      const ce = containerExecArgv(req, tty !== undefined);
+      command = ce.argv;
+      pidFile = ce.pidFile;
+      for (const k of Object.keys(env)) delete env[k];
+      Object.assign(env, process.env);
+      cwd = "/";
+    } else if (req.namespace) {
       if (!hostRootMounted()) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `--namespace needs the host's root at ${HOST_ROOT}: boot the VM with --host-root`);
       // The working directory is inside the namespace; the helper falls back to / when it is not there.
       command = inNamespace(argv, req.namespace, req.cwd || "/");
@@ -100,9 +114,11 @@ export class ProcessHandlers {
       child.closeStdin();
     }
     const entry = this.table.add(child);
+    if (pidFile) this.pidFiles.set(entry.handle, pidFile);
     child.done.then(() => {
       stdout?.end();
       stderr?.end();
+      if (pidFile) fs.rmSync(pidFile, { force: true });
     });
     return { exec: { process: entry.handle, pid: child.pid } };
   }
@@ -116,6 +132,8 @@ export class ProcessHandlers {
   resize(handle: number, cols: number, rows: number): ResponseBody {
     if (cols < 1 || rows < 1 || cols > 0xffff || rows > 0xffff) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `window size ${cols}x${rows} is out of range`);
     this.table.requireRunning(handle, "resize").resize(cols, rows);
+    const pidFile = this.pidFiles.get(handle);
+    if (pidFile) resizeByPidFile(pidFile, cols, rows);
     return { ok: {} };
   }
 
@@ -130,6 +148,7 @@ export class ProcessHandlers {
     // Stream ends were queued when `done` resolved, ahead of this response,
     // so the client has every byte of output before it sees the status.
     this.table.remove(handle);
+    this.pidFiles.delete(handle);
     return { exit: toWire(status) };
   }
 

@@ -22,6 +22,7 @@ const { symbols: c } = dlopen("libc.so.6", {
   sync: { args: [], returns: FFIType.void },
   reboot: { args: [FFIType.i32], returns: FFIType.i32 },
   strerror: { args: [FFIType.i32], returns: FFIType.cstring },
+  ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
   __errno_location: { args: [], returns: FFIType.ptr },
 });
 
@@ -61,7 +62,14 @@ export function mount(source: string, target: string, fstype: string, flags: num
 }
 
 export function umount(target: string): void {
-  if (c.umount2(cstr(target), 0) !== 0) throw new SysError(`umount ${target}`, errno());
+  umount2(target, 0);
+}
+
+/** Detach now, clean up when the last user goes (a container's rootfs may still be busy). */
+export const MNT_DETACH = 2;
+
+export function umount2(target: string, flags: number): void {
+  if (c.umount2(cstr(target), flags) !== 0) throw new SysError(`umount ${target}`, errno());
 }
 
 /** Loads a kernel module from a file; true if loaded now, false if it already was (or is built in). */
@@ -103,4 +111,15 @@ export function powerOff(restart: boolean): never {
   c.sync();
   c.reboot(restart ? LINUX_REBOOT_CMD_RESTART : LINUX_REBOOT_CMD_POWER_OFF);
   throw new SysError("reboot", errno());
+}
+
+const TIOCSWINSZ = 0x5414;
+
+/**
+ * Sets the window size of the terminal `fd` refers to (a PTY slave works as
+ * well as its master); the kernel then sends SIGWINCH to its foreground group.
+ */
+export function setWindowSize(fd: number, cols: number, rows: number): void {
+  const ws = new Uint16Array([rows, cols, 0, 0]);
+  if (c.ioctl(fd, TIOCSWINSZ, ptr(ws)) !== 0) throw new SysError("ioctl TIOCSWINSZ", errno());
 }

@@ -18,6 +18,8 @@ export const BARE = "\u0000bare";
 export interface Parsed {
   flags: Map<string, string[]>;
   rest: string[];
+  /** Parsing stopped at '--' (rest is what followed it). */
+  dashdash: boolean;
 }
 
 export function parseFlags(args: string[], specs: FlagSpec[], command: string): Parsed {
@@ -30,10 +32,12 @@ export function parseFlags(args: string[], specs: FlagSpec[], command: string): 
     flags.set(spec.long, [...(prev ?? []), v]);
   };
   let i = 0;
+  let dashdash = false;
   for (; i < args.length; i++) {
     const a = args[i]!;
     if (a === "--") {
       i++;
+      dashdash = true;
       break;
     }
     if (a.startsWith("--")) {
@@ -72,7 +76,7 @@ export function parseFlags(args: string[], specs: FlagSpec[], command: string): 
     }
     break;
   }
-  return { flags, rest: args.slice(i) };
+  return { flags, rest: args.slice(i), dashdash };
 }
 
 export function usageError(command: string, why: string): FractalError {

@@ -6,15 +6,18 @@ import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
 
 /** cpu's default namespace. */
 export const DEFAULT_NAMESPACE = "/lib:/lib64:/usr:/bin:/etc:/home";
-export const execHelp = `usage: fractal-host [--connect URL | --vm NAME] exec [OPTIONS] [--] CMD [ARG...]
+export const execHelp = `usage: fractal-host [--connect URL | --vm NAME] exec [OPTIONS] -- CMD [ARG...]
+       fractal-host [--connect URL | --vm NAME] exec [OPTIONS] CONTAINER CMD [ARG...]
 
-Runs CMD in the guest, with its output and exit status.
+Runs CMD in the guest (after --), or inside a running container (as docker
+exec), with its output and exit status.
 
   -i, --interactive      forward stdin (without it the command reads nothing)
   -t, --tty              run on a pseudo-terminal; the local terminal goes raw
   -e, --env K=V          set a variable (K alone copies it from here); repeatable
   -w, --workdir DIR      working directory in the guest
-  -u, --user UID[:GID]   numeric user (and group) to run as
+  -u, --user UID[:GID]   numeric user (and group) to run as; in a container
+                         also names from its /etc/passwd and /etc/group
       --vm NAME          run in the VM started by \`fractal-host boot --name NAME\`
       --namespace[=SPEC] run in a private mount namespace of host directories
                          (the VM needs --host-root), like u-root cpu's
@@ -78,6 +81,14 @@ export interface ExecCommand {
 export function parseExec(args: string[], localEnv: NodeJS.ProcessEnv): ExecCommand | "help" {
   const p = parseFlags(args, specs, "exec");
   if (flag(p, "help")) return "help";
+  // Words before '--' name a container (docker's `exec CONTAINER CMD`);
+  // guest commands follow '--'.
+  let container: string | undefined;
+  if (!p.dashdash && p.rest.length > 0) {
+    container = p.rest[0]!;
+    p.rest = p.rest[1] === "--" ? p.rest.slice(2) : p.rest.slice(1);
+    if (p.rest.length === 0) throw usageError("exec", `no command given for container ${container} (guest commands go after --)`);
+  }
   if (p.rest.length === 0) throw usageError("exec", "no command given");
   const env: Record<string, string> = {};
   for (const kv of values(p, "env")) {
@@ -87,8 +98,9 @@ export function parseExec(args: string[], localEnv: NodeJS.ProcessEnv): ExecComm
     if (eq >= 0) env[key] = kv.slice(eq + 1);
     else if (localEnv[key] !== undefined) env[key] = localEnv[key]!; // checked just before
   }
-  const options: ExecOptions = { argv: p.rest, env, cwd: value(p, "workdir"), stdin: flag(p, "interactive") };
+  const options: ExecOptions = { argv: p.rest, env, cwd: value(p, "workdir"), stdin: flag(p, "interactive"), container };
   const ns = value(p, "namespace");
+  if (ns !== undefined && container !== undefined) throw usageError("exec", "--namespace runs in the guest, not in a container");
   if (ns !== undefined) {
     if (flag(p, "env-all") && flag(p, "env-none")) throw usageError("exec", "--env-all and --env-none exclude each other");
     // Bare --namespace means cpu's default; --namespace= (or ="") means none.
@@ -102,7 +114,8 @@ export function parseExec(args: string[], localEnv: NodeJS.ProcessEnv): ExecComm
     throw usageError("exec", "--env-all and --env-none go with --namespace");
   }
   const user = value(p, "user");
-  if (user !== undefined) options.user = parseUser(user);
+  if (user !== undefined && container !== undefined) options.userSpec = user;
+  else if (user !== undefined) options.user = parseUser(user);
   if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };
   return { options, interactive: flag(p, "interactive"), vm: value(p, "vm") };
 }
@@ -145,7 +158,7 @@ export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<nu
   }
 }
 
-function forwardStdin(proc: RemoteProcess): () => void {
+export function forwardStdin(proc: RemoteProcess): () => void {
   // A pull loop: the next read waits until the agent took the last chunk
   // within its credit, so nothing buffers here without bound. (Node-style
   // pause()/resume() on process.stdin lost the 'end' event under Bun now and
@@ -170,7 +183,7 @@ function forwardStdin(proc: RemoteProcess): () => void {
   };
 }
 
-function forwardSignals(proc: RemoteProcess): () => void {
+export function forwardSignals(proc: RemoteProcess): () => void {
   const handlers: [string, () => void][] = [];
   for (const [name, num] of Object.entries(FORWARDED)) {
     // With a raw terminal Ctrl-C is just a byte; SIGINT here then means

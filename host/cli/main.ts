@@ -6,6 +6,8 @@ import { flag, parseFlags, usageError, value } from "./args.js";
 import { execHelp, parseExec, runExec } from "./exec.js";
 import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, stopHelp } from "./vm.js";
 import { requireVm, vmEndpoint } from "../vm/manager.js";
+import { containerHelp, parseRun, parseSimple, runHelp, runRun, runSimple } from "./containers.js";
+import { imagesHelp, localImages, parseImages, remoteImages, runImageCommand } from "./images.js";
 
 const help = `usage: fractal-host [--connect URL] COMMAND [ARGS...]
 
@@ -22,8 +24,17 @@ Commands:
   boot      start a VM and wait for its agent (see boot --help)
   shell     a shell in a VM with the host's root backmounted (fractal-linux)
   ls        list VMs
-  stop      power a VM off
-  exec      run a command in the guest (see exec --help)
+  stop      power a VM off (stop NAME), or stop a container (stop --vm NAME CONTAINER)
+  exec      run a command in the guest or in a container (see exec --help)
+  images    list the images in a VM's store, or in a store directory
+  image     image unpack STORE IMAGE: unpack layers into the store for sharing
+  run       run a container (see run --help)
+  ps        list containers
+  logs      show a container's output
+  attach    connect to a running container
+  kill      signal a container
+  rm        delete containers
+  wait      wait for containers to exit
   ping      check that the agent answers, and how fast
   version   show the agent's version and machine
 `;
@@ -70,9 +81,41 @@ async function main(argv: string[]): Promise<number> {
     case "ls":
       if (wantsHelp(args)) return void process.stdout.write(lsHelp), 0;
       return runLs();
-    case "stop":
-      if (wantsHelp(args)) return void process.stdout.write(stopHelp), 0;
-      return runStop(args);
+    case "stop": {
+      // `stop NAME` powers a VM off; with an agent named (--vm/--connect) it
+      // stops containers in it, as docker stop does.
+      const containerStop = gvm !== undefined || url !== undefined || args.includes("--vm") || args.some((a) => a.startsWith("--vm="));
+      if (!containerStop) {
+        if (wantsHelp(args)) return void process.stdout.write(stopHelp + "\n" + containerHelp.stop), 0;
+        return runStop(args);
+      }
+      const cmd = parseSimple("stop", args);
+      if (cmd === "help") return void process.stdout.write(containerHelp.stop!), 0;
+      return runSimple(await connect(url, cmd.vm ?? gvm), "stop", cmd);
+    }
+    case "ps":
+    case "logs":
+    case "attach":
+    case "kill":
+    case "rm":
+    case "wait": {
+      const cmd = parseSimple(command, args);
+      if (cmd === "help") return void process.stdout.write(containerHelp[command]!), 0;
+      return runSimple(await connect(url, cmd.vm ?? gvm), command, cmd);
+    }
+    case "run": {
+      const cmd = parseRun(args, process.env);
+      if (cmd === "help") return void process.stdout.write(runHelp), 0;
+      return runRun(await connect(url, cmd.vm ?? gvm), cmd);
+    }
+    case "images": {
+      const cmd = parseImages(args);
+      if (cmd === "help") return void process.stdout.write(imagesHelp), 0;
+      if (cmd.store !== undefined) return localImages(cmd.store);
+      return remoteImages(await connect(url, cmd.vm ?? gvm));
+    }
+    case "image":
+      return runImageCommand(args);
     case "exec": {
       const cmd = parseExec(args, process.env);
       if (cmd === "help") return void process.stdout.write(execHelp), 0;

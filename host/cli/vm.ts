@@ -3,7 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { bootVm, listVms, stopVm, type BootOptions } from "../vm/manager.js";
-import { hostRootShare } from "../vm/qemu.js";
+import { hostRootShare, imageStoreShare } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
 import { flag, parseFlags, usageError, value, values } from "./args.js";
 import type { AgentClient } from "../client.js";
@@ -25,6 +25,8 @@ TCG otherwise) and waits until its agent answers.
                             --virtiofs SOCKET:hostroot:/host instead
   --host-root-rw            the same, writable
   --virtiofs SOCK:TAG:PATH  attach a running virtiofsd's socket, mounted at PATH
+  --images DIR              the image store for run (OCI layouts, docker
+                            archives), shared read-only over 9p
   --tcp HOSTPORT            forward 127.0.0.1:HOSTPORT to the agent's TCP
                             listener (default: any free port)
   --no-net                  no network card at all
@@ -59,6 +61,7 @@ const bootSpecs = [
   { long: "virtiofs", value: true, repeat: true },
   { long: "host-root" },
   { long: "host-root-rw" },
+  { long: "images", value: true },
   { long: "tcp", value: true },
   { long: "no-net" },
   { long: "uart" },
@@ -101,6 +104,11 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean 
     if (!/^[\w.-]{1,31}$/.test(tag)) throw usageError("boot", `bad --share "${s}": tag must be 1-31 letters, digits, '.', '_' or '-'`);
     return { hostDir: path.resolve(hostDir), tag, readonly: ro };
   });
+  const images = value(p, "images");
+  if (images !== undefined) {
+    if (!fs.existsSync(images) || !fs.statSync(images).isDirectory()) throw usageError("boot", `--images ${images}: not a directory`);
+    shares.push(imageStoreShare(path.resolve(images)));
+  }
   // A virtiofs share at /host is the host root already: no 9p one on top.
   const virtiofsRoot = values(p, "virtiofs").some((v) => v.split(":")[2] === "/host");
   if ((flag(p, "host-root") || flag(p, "host-root-rw")) && !virtiofsRoot) shares.push(hostRootShare(!flag(p, "host-root-rw")));

@@ -20,6 +20,11 @@ export function hostRootShare(readonly: boolean): Share9p {
   return { hostDir: "/", tag: "hostroot", readonly, guestPath: "/host" };
 }
 
+/** The share `boot --images` adds: the image store, where the agent looks for it. */
+export function imageStoreShare(hostDir: string): Share9p {
+  return { hostDir, tag: "images", readonly: true, guestPath: "/var/lib/fractal/images" };
+}
+
 export interface VirtiofsShare {
   socket: string;
   tag: string;

@@ -5,12 +5,20 @@
 // so it happens here, on a locked OS thread, right before exec.
 //
 // usage: fractal-ns -root /host [-bind LOCAL=REMOTE]... [-cwd DIR] -- CMD ARGS...
+//        fractal-ns -pivotable -- CMD ARGS...
 //
 // The new root is a tmpfs holding, for each entry, REMOTE (a path on the
 // host, found under -root) bind-mounted at LOCAL; a symlink on the host (as
 // /lib -> usr/lib on merged-/usr systems) is recreated as the same symlink.
 // The guest's own /proc, /sys and /dev are bound in, and /tmp is a private
 // tmpfs, so two commands never see each other's temporary files.
+//
+// -pivotable serves the OCI runtime instead: pivot_root(2) refuses to move
+// the initramfs root (rootfs has no parent mount), so crun run from the
+// guest's root fails with EINVAL. In a private namespace the whole tree is
+// bind-mounted and moved over /, and chroot makes that copy the root: a
+// mount with a parent, which crun can pivot away from. Everything else
+// (/run, cgroups, the containers' rootfs mounts) is the same tree, shared.
 package main
 
 import (
@@ -47,6 +55,7 @@ func main() {
 	runtime.LockOSThread()
 	root := flag.String("root", "/host", "where the host's root is mounted in the guest")
 	cwd := flag.String("cwd", "/", "working directory inside the namespace")
+	pivotable := flag.Bool("pivotable", false, "run CMD from a root pivot_root(2) accepts (for the OCI runtime)")
 	var bs binds
 	flag.Var(&bs, "bind", "LOCAL=REMOTE: host path REMOTE appears at LOCAL (repeatable)")
 	flag.Parse()
@@ -54,15 +63,21 @@ func main() {
 	if len(argv) == 0 {
 		fail(exitFailed, "no command given")
 	}
-	if err := build(*root, bs); err != nil {
+	setup := func() error { return build(*root, bs) }
+	if *pivotable {
+		setup = movedRoot
+	}
+	if err := setup(); err != nil {
 		fail(exitFailed, "%v", err)
 	}
-	dir := *cwd
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		dir = "/"
-	}
-	if err := os.Chdir(dir); err != nil {
-		fail(exitFailed, "chdir %s: %v", dir, err)
+	if !*pivotable {
+		dir := *cwd
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			dir = "/"
+		}
+		if err := os.Chdir(dir); err != nil {
+			fail(exitFailed, "chdir %s: %v", dir, err)
+		}
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
@@ -123,6 +138,37 @@ func build(root string, bs binds) error {
 		return fmt.Errorf("chroot: %w", err)
 	}
 	return os.Chdir("/")
+}
+
+// movedRoot makes a bind of the whole tree the root of a private namespace.
+func movedRoot() error {
+	wd, _ := os.Getwd()
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	nr := "/run/fractal-ns"
+	if err := os.MkdirAll(nr, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("/", nr, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind / on %s: %w", nr, err)
+	}
+	if err := unix.Chdir(nr); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move root: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	if wd == "" {
+		wd = "/"
+	}
+	return os.Chdir(wd)
 }
 
 func bindHost(nr, src, local, remote string) error {

@@ -2,16 +2,20 @@
 // as JSON on stdout, what a user at that terminal would have seen. Run with
 // bun: `bun test/helpers/pty-cli.ts SCENARIO AGENT_URL`. vitest (on Node) has
 // no PTY of its own, so this helper is how tests drive `exec -t` for real.
+// AGENT_URL "vm:NAME" means --vm NAME; words after it replace the default
+// `exec -i -t --` (e.g. `run --rm -it busybox`).
 import path from "node:path";
 
 const ICANON = 0o2; // <asm-generic/termbits.h> c_lflag bits
 const ECHO = 0o10;
 
-const [scenario, url] = process.argv.slice(2);
+const [scenario, url, ...prefixArg] = process.argv.slice(2);
+const target = url!.startsWith("vm:") ? ["--vm", url!.slice(3)] : ["--connect", url!];
+const prefix = prefixArg.length > 0 ? prefixArg : ["exec", "-i", "-t", "--"];
 const cli = path.resolve(import.meta.dir, "../../build/fractal-host");
 let output = "";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(re: RegExp, ms = 20_000): Promise<void> {
+async function until(re: RegExp, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (!re.test(output)) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${re}; output so far: ${JSON.stringify(output)}`);
@@ -25,7 +29,7 @@ const scripts: Record<string, string> = {
 };
 // Inline terminal options (not a shared Bun.Terminal): only then does Bun
 // make the PTY the child's controlling terminal, which SIGWINCH needs.
-const proc = Bun.spawn([cli, "--connect", url!, "exec", "-i", "-t", "--", "sh", "-c", scripts[scenario!]!], {
+const proc = Bun.spawn([cli, ...target, ...prefix, "sh", "-c", scripts[scenario!]!], {
   terminal: {
     cols: 100,
     rows: 30,

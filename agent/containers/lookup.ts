@@ -1,0 +1,52 @@
+// Finding a container's command before the runtime is started, so a typo
+// gets docker's "not found" (127) or "permission denied" (126) with a clear
+// message instead of the runtime's exit status 1.
+import fs from "node:fs";
+import path from "node:path";
+import { ContainedTree } from "../../oci/tree.js";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+
+function executable(tree: ContainedTree, rel: string): "ok" | "missing" | "denied" {
+  // Follow symlinks inside the rootfs (busybox applets are links to it).
+  const real = tree.entry(rel, false);
+  if (real === undefined) return "missing";
+  let p = real;
+  for (let i = 0; i < 40; i++) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch {
+      return "missing";
+    }
+    if (st.isSymbolicLink()) {
+      const t = fs.readlinkSync(p);
+      const base = path.posix.dirname(path.relative(tree.root, p));
+      const next = tree.entry(t.startsWith("/") ? t.slice(1) : path.posix.join(base, t), false);
+      if (next === undefined) return "missing";
+      p = next;
+      continue;
+    }
+    return st.isFile() && (st.mode & 0o111) !== 0 ? "ok" : "denied";
+  }
+  return "missing";
+}
+
+export function checkCommand(rootfs: string, cmd: string, env: string[], cwd: string): void {
+  const tree = new ContainedTree(rootfs);
+  if (cmd.includes("/")) {
+    const rel = path.posix.join(cwd, cmd).replace(/^\/+/, "");
+    const r = executable(tree, rel);
+    if (r === "missing") throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: no such file or directory in the container`);
+    if (r === "denied") throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
+    return;
+  }
+  const pathVar = env.find((e) => e.startsWith("PATH="))?.slice(5) ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  let denied = false;
+  for (const dir of pathVar.split(":").filter((d) => d !== "")) {
+    const r = executable(tree, path.posix.join(dir, cmd).replace(/^\/+/, ""));
+    if (r === "ok") return;
+    if (r === "denied") denied = true;
+  }
+  if (denied) throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
+  throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: executable file not found in the container's PATH`);
+}

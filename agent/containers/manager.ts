@@ -1,0 +1,189 @@
+// The agent's containers, shared by every connection: a detached container
+// outlives the connection that ran it. Lookup is by id, unique id prefix or
+// name, as docker does.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { asFractalError } from "../../oci/errors.js";
+import { ImageStore, type Image } from "../../oci/store.js";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { mount } from "../sys/linux.js";
+import { Container, RUNTIME, type ContainerExit } from "./container.js";
+import { LayerCache, type Progress } from "./layers.js";
+import type { OutputSink } from "./output.js";
+import { mergeEnv, processArgs, runtimeConfig, type Limits } from "./spec.js";
+import { checkCommand } from "./lookup.js";
+import { resolveUser } from "./users.js";
+
+/** Where `boot --images` mounts the host's image store. */
+export const IMAGE_STORE = "/var/lib/fractal/images";
+export const CONTAINERS_DIR = "/run/fractal/containers";
+const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+
+export interface RunSpec {
+  image: string;
+  name: string;
+  command: string[];
+  env: string[];
+  cwd: string;
+  user: string;
+  tty?: { cols: number; rows: number };
+  interactive: boolean;
+  remove: boolean;
+  limits: Limits;
+}
+
+/** Runs the OCI runtime for a short command (kill, delete); resolves with its exit code and stderr. */
+function runtime(args: string[]): Promise<{ code: number; err: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(RUNTIME, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    p.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    p.on("error", (e) => resolve({ code: -1, err: e.message }));
+    p.on("exit", (code) => resolve({ code: code ?? -1, err: err.trim() }));
+  });
+}
+
+export class ContainerManager {
+  readonly store: ImageStore;
+  readonly layers: LayerCache;
+  private readonly containers = new Map<string, Container>();
+  /** Auto-removed (--rm) containers, kept so a wait that arrives late still gets the status. */
+  private readonly removed = new Map<string, Container>();
+
+  constructor(storeDir = IMAGE_STORE) {
+    this.store = new ImageStore(storeDir);
+    this.layers = new LayerCache(this.store);
+  }
+
+  list(all: boolean): Container[] {
+    return [...this.containers.values()].filter((c) => all || c.running);
+  }
+
+  find(ref: string): Container {
+    if (ref === "") throw new FractalError(ErrorCode.INVALID_ARGUMENT, "no container given");
+    const byName = [...this.containers.values()].find((c) => c.name === ref);
+    if (byName) return byName;
+    const byId = [...this.containers.values()].filter((c) => c.id.startsWith(ref));
+    if (byId.length === 1) return byId[0]!;
+    if (byId.length > 1) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container id prefix ${ref} is ambiguous`);
+    throw new FractalError(ErrorCode.NOT_FOUND, `no such container: ${ref}`);
+  }
+
+  /** As find, but also sees containers --rm already removed. */
+  findForWait(ref: string): Container {
+    try {
+      return this.find(ref);
+    } catch (err) {
+      const gone = this.removed.get(ref) ?? [...this.removed.values()].find((c) => c.name === ref || c.id.startsWith(ref));
+      if (gone) return gone;
+      throw err;
+    }
+  }
+
+  resolveImage(ref: string): Image {
+    try {
+      return this.store.resolve(ref);
+    } catch (err) {
+      throw asFractalError(err);
+    }
+  }
+
+  /** Creates and starts a container; `sink` (if any) sees its output from the first byte. */
+  async run(spec: RunSpec, sink?: OutputSink, progress?: Progress): Promise<Container> {
+    if (spec.name !== "" && !NAME.test(spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `invalid container name "${spec.name}": use letters, digits, '_', '.' and '-'`);
+    if (spec.name !== "" && [...this.containers.values()].some((c) => c.name === spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container name "${spec.name}" is already in use`);
+    const img = this.resolveImage(spec.image);
+    const args = processArgs(img.config, spec.command);
+    if (args.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `image ${spec.image} has no command: give one after the image name`);
+    let lowers: string[];
+    try {
+      lowers = await this.layers.lowerDirs(img, progress);
+    } catch (err) {
+      throw asFractalError(err);
+    }
+    const id = randomBytes(16).toString("hex");
+    const name = spec.name || `c-${id.slice(0, 8)}`;
+    // The name could have been taken while layers were unpacking.
+    if ([...this.containers.values()].some((c) => c.name === name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container name "${name}" is already in use`);
+    const bundle = path.join(CONTAINERS_DIR, id);
+    const rootfs = path.join(bundle, "rootfs");
+    for (const d of ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
+    const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive });
+    try {
+      mount("overlay", rootfs, "overlay", 0, `lowerdir=${lowers.join(":")},upperdir=${bundle}/upper,workdir=${bundle}/work`);
+      const user = resolveUser(rootfs, spec.user || img.config.User || "");
+      const env = mergeEnv(img.config.Env ?? [], spec.env, user.home);
+      c.init.env.push(...env);
+      const cwd = spec.cwd || img.config.WorkingDir || "/";
+      c.init.cwd = cwd;
+      checkCommand(rootfs, args[0]!, env, cwd);
+      const hostname = id.slice(0, 12);
+      fs.writeFileSync(path.join(bundle, "hostname"), `${hostname}\n`);
+      fs.writeFileSync(path.join(bundle, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t${hostname}\n`);
+      fs.writeFileSync(path.join(bundle, "resolv.conf"), fs.existsSync("/etc/resolv.conf") ? fs.readFileSync("/etc/resolv.conf") : "");
+      const cfg = runtimeConfig({
+        args,
+        env,
+        cwd,
+        user,
+        tty: spec.tty,
+        hostname,
+        rootfs,
+        bundle,
+        cgroupsPath: `/fractal/${id}/ctr`,
+        limits: spec.limits,
+      });
+      fs.writeFileSync(path.join(bundle, "config.json"), JSON.stringify(cfg, null, 1));
+      this.containers.set(id, c);
+      if (sink) c.attach(sink, false, true);
+      c.start();
+    } catch (err) {
+      this.containers.delete(id);
+      c.cleanUp();
+      throw err;
+    }
+    await c.started();
+    if (spec.remove)
+      void c.done.then(() => {
+        this.removed.set(c.id, c);
+        if (this.removed.size > 256) this.removed.delete(this.removed.keys().next().value!);
+        this.forget(c);
+      });
+    return c;
+  }
+
+  async kill(ref: string, signal: number): Promise<void> {
+    const c = this.find(ref);
+    if (!c.running) throw new FractalError(ErrorCode.NO_SUCH_PROCESS, `container ${c.name} is not running`);
+    const r = await runtime(["kill", c.id, String(signal)]);
+    // It may have exited on its own meanwhile; that is not an error.
+    if (r.code !== 0 && c.running) throw new FractalError(ErrorCode.INTERNAL, `crun kill ${c.name}: ${r.err}`);
+  }
+
+  /** SIGTERM, then SIGKILL once the grace period is over. */
+  async stop(ref: string, timeoutS: number): Promise<ContainerExit> {
+    const c = this.find(ref);
+    if (!c.running) return c.done;
+    await this.kill(c.id, 15).catch(() => {});
+    const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), timeoutS * 1000));
+    if ((await Promise.race([c.done, timer])) === "timeout") await this.kill(c.id, 9).catch(() => {});
+    return c.done;
+  }
+
+  async remove(ref: string, force: boolean): Promise<void> {
+    const c = this.find(ref);
+    if (c.running) {
+      if (!force) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container ${c.name} is running: stop it first or use rm -f`);
+      await this.kill(c.id, 9).catch(() => {});
+      await c.done;
+    }
+    this.forget(c);
+  }
+
+  private forget(c: Container): void {
+    if (!this.containers.delete(c.id)) return;
+    void runtime(["delete", "-f", c.id]).finally(() => c.cleanUp());
+  }
+}

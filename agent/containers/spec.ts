@@ -1,0 +1,96 @@
+// The OCI runtime config (runtime-spec config.json) for one container: the
+// process from the image config and the run request, docker's default
+// mounts, capabilities and masked paths, pid/mount/uts/ipc/cgroup
+// namespaces, and cgroup v2 limits. The network namespace is the guest's
+// own (as docker's --network host): the guest is the isolation boundary
+// toward the outside, containers share its network.
+import type { RunConfig } from "../../oci/store.js";
+import type { ResolvedUser } from "./users.js";
+
+export interface Limits {
+  memoryBytes: number;
+  cpus: number;
+  pids: number;
+}
+
+export interface SpecInput {
+  args: string[];
+  env: string[];
+  cwd: string;
+  user: ResolvedUser;
+  tty?: { cols: number; rows: number };
+  hostname: string;
+  rootfs: string;
+  bundle: string;
+  cgroupsPath: string;
+  limits: Limits;
+}
+
+const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// docker's default capability set.
+const CAPS = [
+  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+  "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+/** Entrypoint + (command or Cmd), as docker combines them. */
+export function processArgs(cfg: RunConfig, command: string[]): string[] {
+  return [...(cfg.Entrypoint ?? []), ...(command.length > 0 ? command : (cfg.Cmd ?? []))];
+}
+
+/** Image Env, then the request's, later names replacing earlier ones; PATH always set. */
+export function mergeEnv(image: string[], extra: string[], home: string): string[] {
+  const m = new Map<string, string>();
+  for (const kv of [DEFAULT_PATH, `HOME=${home}`, ...image, ...extra]) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) m.set(kv.slice(0, eq), kv);
+  }
+  return [...m.values()];
+}
+
+export function runtimeConfig(s: SpecInput): object {
+  const resources: Record<string, unknown> = {};
+  if (s.limits.memoryBytes > 0) resources.memory = { limit: s.limits.memoryBytes, swap: s.limits.memoryBytes };
+  if (s.limits.cpus > 0) resources.cpu = { quota: Math.round(s.limits.cpus * 100000), period: 100000 };
+  if (s.limits.pids > 0) resources.pids = { limit: s.limits.pids };
+  const bind = (src: string, dst: string, ro = false) => ({ destination: dst, type: "bind", source: `${s.bundle}/${src}`, options: ["rbind", ro ? "ro" : "rw"] });
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: s.tty !== undefined,
+      ...(s.tty ? { consoleSize: { height: s.tty.rows, width: s.tty.cols } } : {}),
+      user: { uid: s.user.uid, gid: s.user.gid, additionalGids: s.user.additionalGids },
+      args: s.args,
+      env: s.env,
+      cwd: s.cwd,
+      capabilities: { bounding: CAPS, effective: CAPS, permitted: CAPS },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1048576, soft: 1048576 }],
+      noNewPrivileges: false,
+    },
+    root: { path: s.rootfs, readonly: false },
+    hostname: s.hostname,
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+      { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
+      bind("hostname", "/etc/hostname"),
+      bind("resolv.conf", "/etc/resolv.conf"),
+      bind("hosts", "/etc/hosts"),
+    ],
+    linux: {
+      cgroupsPath: s.cgroupsPath,
+      resources,
+      namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }],
+      maskedPaths: [
+        "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+        "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+      ],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    },
+  };
+}

@@ -1,0 +1,291 @@
+// Container commands with docker's conventions: run, ps, logs, attach, kill,
+// stop, rm, wait. Each parses its flags and calls the client; exit statuses
+// propagate (128+N for a container killed by signal N, 137 for an OOM kill).
+import os from "node:os";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { exitStatusOf, type AgentClient, type ContainerSummary, type RemoteProcess, type RunOptions } from "../client.js";
+import { flag, parseFlags, usageError, value, values } from "./args.js";
+import { forwardSignals, forwardStdin } from "./exec.js";
+import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
+
+export const runHelp = `usage: fractal-host run [OPTIONS] IMAGE [CMD [ARG...]]
+
+Creates a container from IMAGE (in the store the VM was booted with
+--images) and starts it. Unless -d, its output shows here and the command
+exits with the container's status.
+
+  -d, --detach        start it and print its id; output is kept for logs/attach
+  -i, --interactive   keep stdin open (and forward ours)
+  -t, --tty           run it on a terminal (local terminal goes raw)
+      --rm            delete the container when it exits
+      --name NAME     container name (default: derived from its id)
+  -e, --env K=V       set a variable (K alone copies it from here); repeatable
+  -w, --workdir DIR   working directory inside the container
+  -u, --user U[:G]    user (and group), by name or number
+      --memory SIZE   memory limit, e.g. 64M or 1G (cgroup memory.max)
+      --cpus N        CPU limit, e.g. 0.5 (cgroup cpu.max)
+      --pids N        process limit (cgroup pids.max)
+      --vm NAME       the VM to run in
+  -h, --help          this text
+`;
+
+const runSpecs = [
+  { long: "detach", short: "d" },
+  { long: "interactive", short: "i" },
+  { long: "tty", short: "t" },
+  { long: "rm" },
+  { long: "name", value: true },
+  { long: "env", short: "e", value: true, repeat: true },
+  { long: "workdir", short: "w", value: true },
+  { long: "user", short: "u", value: true },
+  { long: "memory", short: "m", value: true },
+  { long: "cpus", value: true },
+  { long: "pids", value: true },
+  { long: "vm", value: true },
+  { long: "help", short: "h" },
+];
+
+export interface RunCommand {
+  options: RunOptions;
+  vm?: string;
+}
+
+export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunCommand | "help" {
+  const p = parseFlags(args, runSpecs, "run");
+  if (flag(p, "help")) return "help";
+  const [image, ...command] = p.rest;
+  if (!image) throw usageError("run", "no image given");
+  const env: Record<string, string> = {};
+  for (const kv of values(p, "env")) {
+    const eq = kv.indexOf("=");
+    const key = eq < 0 ? kv : kv.slice(0, eq);
+    if (key === "") throw usageError("run", `bad --env "${kv}": expected K=V`);
+    if (eq >= 0) env[key] = kv.slice(eq + 1);
+    else if (localEnv[key] !== undefined) env[key] = localEnv[key]!; // checked just before
+  }
+  const num = (name: string, ok: (n: number) => boolean) => {
+    const v = value(p, name);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || !ok(n)) throw usageError("run", `bad --${name} "${v}"`);
+    return n;
+  };
+  const memory = value(p, "memory");
+  const options: RunOptions = {
+    image,
+    command,
+    name: value(p, "name"),
+    env,
+    cwd: value(p, "workdir"),
+    user: value(p, "user"),
+    interactive: flag(p, "interactive"),
+    detach: flag(p, "detach"),
+    remove: flag(p, "rm"),
+    memoryBytes: memory === undefined ? undefined : parseBytes(memory),
+    cpus: num("cpus", (n) => n > 0 && n <= 1024),
+    pids: num("pids", (n) => Number.isInteger(n) && n > 0),
+  };
+  if (options.detach && options.remove && options.interactive) throw usageError("run", "-d with -i and --rm leaves nothing to attach to");
+  if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };
+  return { options, vm: value(p, "vm") };
+}
+
+/** 64M, 1G, 512k or plain bytes; at least 4 MiB (the kernel refuses less for a container). */
+export function parseBytes(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)[iI]?[bB]?$/.exec(s);
+  if (!m) throw usageError("run", `bad --memory "${s}": expected e.g. 64M or 1G`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase()]!; // the regex allows only these
+  const n = Math.floor(Number(m[1]) * mult);
+  if (n < 4 * 1024 * 1024) throw usageError("run", `--memory ${s} is too small: at least 4M`);
+  return n;
+}
+
+/** Forwards the terminal, stdin and signals while `proc` runs; resolves with its exit status. */
+async function follow(proc: RemoteProcess, tty: boolean, stdin: boolean): Promise<number> {
+  const restore = tty && process.stdin.isTTY ? enterRawMode() : () => {};
+  const cleanups: (() => void)[] = [restore];
+  try {
+    const out = fdWriter(1);
+    const err = fdWriter(2);
+    proc.onStdout(out.write);
+    if (!tty) proc.onStderr(err.write);
+    if (stdin) cleanups.push(forwardStdin(proc));
+    // As docker's --sig-proxy: signals we get go to the container.
+    cleanups.push(forwardSignals(proc));
+    if (tty && process.stdout.isTTY) {
+      const onResize = () => {
+        const { cols, rows } = windowSize();
+        proc.resize(cols, rows).catch(() => {});
+      };
+      process.on("SIGWINCH", onResize);
+      cleanups.push(() => process.off("SIGWINCH", onResize));
+    }
+    const status = exitStatusOf(await proc.wait());
+    await Promise.all([out.close(), err.close()]);
+    return status;
+  } finally {
+    for (const c of cleanups.reverse()) c();
+  }
+}
+
+export async function runRun(client: AgentClient, cmd: RunCommand): Promise<number> {
+  const o = cmd.options;
+  const showProgress = process.stderr.isTTY;
+  let progressShown = false;
+  const r = await client.run({
+    ...o,
+    onProgress: showProgress
+      ? (line) => {
+          progressShown = true;
+          process.stderr.write(`\r\x1b[K${line}`);
+        }
+      : undefined,
+  });
+  if (progressShown) process.stderr.write("\r\x1b[K");
+  if (!r.proc) {
+    process.stdout.write(`${r.id}\n`);
+    return 0;
+  }
+  return follow(r.proc, o.tty !== undefined, o.interactive ?? false);
+}
+
+const containerSpecs = (extra: { long: string; short?: string; value?: boolean }[]) => [...extra, { long: "vm", value: true }, { long: "help", short: "h" }];
+
+export interface SimpleCommand {
+  vm?: string;
+  names: string[];
+  flags: ReturnType<typeof parseFlags>;
+}
+
+export const containerHelp: Record<string, string> = {
+  ps: "usage: fractal-host ps [-a] [--vm NAME]\n\nLists running containers; -a includes exited ones.\n",
+  logs: "usage: fractal-host logs [-f] [--vm NAME] CONTAINER\n\nPrints a container's output so far; -f keeps following it until it exits.\n",
+  attach: "usage: fractal-host attach [--no-stdin] [--vm NAME] CONTAINER\n\nConnects to a running container's output (and input, if it runs with -i)\nuntil it exits; exits with its status.\n",
+  kill: "usage: fractal-host kill [-s SIGNAL] [--vm NAME] CONTAINER...\n\nSends SIGNAL (default KILL) to each container's main process.\n",
+  stop: "usage: fractal-host stop-container [-t SECONDS] [--vm NAME] CONTAINER...\n\nSends SIGTERM, then SIGKILL after SECONDS (default 10).\n",
+  rm: "usage: fractal-host rm [-f] [--vm NAME] CONTAINER...\n\nDeletes containers; -f kills running ones first.\n",
+  wait: "usage: fractal-host wait [--vm NAME] CONTAINER...\n\nWaits for each container to exit and prints its exit status.\n",
+};
+
+const simpleSpecs: Record<string, { long: string; short?: string; value?: boolean }[]> = {
+  ps: [{ long: "all", short: "a" }],
+  logs: [{ long: "follow", short: "f" }],
+  attach: [{ long: "no-stdin" }],
+  kill: [{ long: "signal", short: "s", value: true }],
+  stop: [{ long: "time", short: "t", value: true }],
+  rm: [{ long: "force", short: "f" }],
+  wait: [],
+};
+
+export function parseSimple(command: string, args: string[]): SimpleCommand | "help" {
+  const p = parseFlags(args, containerSpecs(simpleSpecs[command]!), command); // callers pass a known command
+  if (flag(p, "help")) return "help";
+  if (command === "ps" && p.rest.length > 0) throw usageError(command, `unexpected argument "${p.rest[0]}"`);
+  if (command !== "ps" && p.rest.length === 0) throw usageError(command, "no container given");
+  if ((command === "logs" || command === "attach") && p.rest.length > 1) throw usageError(command, "give exactly one container");
+  return { vm: value(p, "vm"), names: p.rest, flags: p };
+}
+
+const signals = os.constants.signals as Record<string, number>;
+
+export function parseSignal(s: string): number {
+  if (/^\d+$/.test(s)) {
+    const n = Number(s);
+    if (n >= 1 && n <= 64) return n;
+  }
+  const name = s.toUpperCase().startsWith("SIG") ? s.toUpperCase() : `SIG${s.toUpperCase()}`;
+  const n = signals[name];
+  if (n === undefined) throw usageError("kill", `unknown signal "${s}"`);
+  return n;
+}
+
+function ago(ms: number): string {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} seconds`;
+  if (s < 3600) return `${Math.round(s / 60)} minutes`;
+  return `${Math.round(s / 3600)} hours`;
+}
+
+export function statusText(c: ContainerSummary): string {
+  if (c.running) return `Up ${ago(c.createdMs)}`;
+  const e = c.exit;
+  if (!e) return "Created";
+  const code = exitStatusOf(e);
+  return `Exited (${code}) ${ago(c.finishedMs)} ago${e.oomKilled ? ", OOM killed" : ""}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join("").trimEnd() + "\n").join("");
+}
+
+export async function runSimple(client: AgentClient, command: string, cmd: SimpleCommand): Promise<number> {
+  const f = cmd.flags;
+  switch (command) {
+    case "ps": {
+      const list = await client.containers(flag(f, "all"));
+      const rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]];
+      for (const c of list) {
+        const command = c.command.join(" ");
+        rows.push([c.id.slice(0, 12), c.image, JSON.stringify(command.length > 20 ? `${command.slice(0, 19)}…` : command), `${ago(c.createdMs)} ago`, statusText(c), c.name]);
+      }
+      process.stdout.write(table(rows));
+      return 0;
+    }
+    case "logs": {
+      const proc = await client.attach(cmd.names[0]!, { logs: true, follow: flag(f, "follow") }); // parseSimple checked
+      const out = fdWriter(1);
+      const err = fdWriter(2);
+      proc.onStdout(out.write);
+      proc.onStderr(err.write);
+      await proc.outputEnded();
+      await Promise.all([out.close(), err.close()]);
+      return 0;
+    }
+    case "attach": {
+      const name = cmd.names[0]!; // parseSimple checked
+      const info = (await client.containers(true)).find((c) => c.name === name || c.id.startsWith(name));
+      if (!info) throw new FractalError(ErrorCode.NOT_FOUND, `no such container: ${name}`);
+      if (!info.running) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container ${info.name} is not running (use logs to see its output)`);
+      const stdin = info.interactive && !flag(f, "no-stdin");
+      const proc = await client.attach(info.id, { stdin, follow: true });
+      return follow(proc, info.tty, stdin);
+    }
+    case "kill": {
+      const sig = parseSignal(value(f, "signal") ?? "KILL");
+      for (const n of cmd.names) {
+        await client.kill(n, sig);
+        process.stdout.write(`${n}\n`);
+      }
+      return 0;
+    }
+    case "stop": {
+      const t = Number(value(f, "time") ?? 10);
+      if (!Number.isInteger(t) || t < 0) throw usageError("stop", `bad --time "${value(f, "time")}"`);
+      for (const n of cmd.names) {
+        await client.stop(n, t || 1);
+        process.stdout.write(`${n}\n`);
+      }
+      return 0;
+    }
+    case "rm": {
+      for (const n of cmd.names) {
+        await client.remove(n, flag(f, "force"));
+        process.stdout.write(`${n}\n`);
+      }
+      return 0;
+    }
+    case "wait": {
+      let last = 0;
+      for (const n of cmd.names) {
+        const e = await client.containerWait(n);
+        last = exitStatusOf(e);
+        process.stdout.write(`${last}${e.oomKilled ? " (OOM killed)" : ""}\n`);
+      }
+      return last;
+    }
+    default:
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `unknown command "${command}"`);
+  }
+}
+

@@ -1,0 +1,85 @@
+// `fractal-host images` (a VM's store, or a store directory on the host) and
+// `fractal-host image unpack STORE REF`.
+import path from "node:path";
+import { hex } from "../../oci/digest.js";
+import { asFractalError } from "../../oci/errors.js";
+import { ImageStore } from "../../oci/store.js";
+import type { AgentClient, ImageSummary } from "../client.js";
+import { unpackImage } from "../image/unpack.js";
+import { flag, parseFlags, usageError, value } from "./args.js";
+import fs from "node:fs";
+
+export const imagesHelp = `usage: fractal-host images [--vm NAME]
+       fractal-host images STORE
+
+Lists the images in a VM's store (boot --images), or in a store directory
+on this machine: reference, digest, size, layers, and whether every layer is
+unpacked (in the guest's cache or by \`image unpack\`).
+`;
+
+export const imageHelp = `usage: fractal-host image unpack STORE IMAGE
+
+Unpacks IMAGE's layers into STORE/unpacked/, once, so guests mount them as
+overlay lower layers over 9p or virtiofs instead of unpacking them.
+`;
+
+function mb(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)}MB` : `${(n / 1e3).toFixed(1)}kB`;
+}
+
+function print(images: ImageSummary[]): void {
+  const rows = [["IMAGE", "DIGEST", "SIZE", "LAYERS", "UNPACKED", "SOURCE"]];
+  for (const i of images) rows.push([i.reference || "<none>", hex(i.digest).slice(0, 12), mb(i.size), String(i.layers), i.unpacked ? "yes" : "no", i.source]);
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  for (const r of rows) process.stdout.write(r.map((x, c) => (c === r.length - 1 ? x : x.padEnd(widths[c]! + 3))).join("") + "\n");
+}
+
+export function parseImages(args: string[]): { vm?: string; store?: string } | "help" {
+  const p = parseFlags(args, [{ long: "vm", value: true }, { long: "help", short: "h" }], "images");
+  if (flag(p, "help")) return "help";
+  if (p.rest.length > 1) throw usageError("images", `unexpected argument "${p.rest[1]}"`);
+  if (p.rest.length === 1 && value(p, "vm")) throw usageError("images", "give a STORE or --vm, not both");
+  return { vm: value(p, "vm"), store: p.rest[0] };
+}
+
+export function localImages(storeDir: string): number {
+  const store = new ImageStore(path.resolve(storeDir));
+  let scan;
+  try {
+    scan = store.scan();
+  } catch (err) {
+    throw asFractalError(err);
+  }
+  print(scan.images.map((i) => ({ ...i, layers: i.layers.length, unpacked: i.layers.every((l) => fs.existsSync(store.unpackedDir(l))) })));
+  for (const p of scan.problems) process.stderr.write(`fractal-host: images: ${p.source}: ${p.message}\n`);
+  return scan.problems.length > 0 ? 1 : 0;
+}
+
+export async function remoteImages(client: AgentClient): Promise<number> {
+  const r = await client.images();
+  print(r.images);
+  return 0;
+}
+
+export async function runImageCommand(args: string[]): Promise<number> {
+  const p = parseFlags(args, [{ long: "help", short: "h" }], "image");
+  if (flag(p, "help") || p.rest.length === 0) {
+    process.stdout.write(imageHelp);
+    return flag(p, "help") ? 0 : 2;
+  }
+  const [sub, storeDir, ref, ...extra] = p.rest;
+  if (sub !== "unpack") throw usageError("image", `unknown subcommand "${sub}"`);
+  if (!storeDir || !ref) throw usageError("image unpack", "expected STORE IMAGE");
+  if (extra.length > 0) throw usageError("image unpack", `unexpected argument "${extra[0]}"`);
+  const store = new ImageStore(path.resolve(storeDir));
+  try {
+    const img = store.resolve(ref);
+    const tty = process.stderr.isTTY;
+    const report = await unpackImage(store, img, tty ? (l) => process.stderr.write(`\r\x1b[K${l}`) : undefined);
+    if (tty) process.stderr.write("\r\x1b[K");
+    for (const r of report) process.stdout.write(`${r.fresh ? "unpacked" : "present "} ${r.chainId.slice(0, 19)} ${path.relative(store.dir, r.dir)}${r.fresh ? ` (${r.entries} entries)` : ""}\n`);
+    return 0;
+  } catch (err) {
+    throw asFractalError(err);
+  }
+}
