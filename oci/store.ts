@@ -137,19 +137,26 @@ class Layout {
   readJson(d: Descriptor, what: string): unknown {
     const src = this.blob(d, what);
     const buf = readRange(src, MAX_JSON);
-    if (digestOf(buf) !== d.digest) throw new ImageError("corrupt", `${src.label}: content does not match its digest (corrupt blob ${path.relative(process.cwd(), src.file) || src.file})`);
+    if (digestOf(buf) !== d.digest) throw new ImageError("corrupt", `${src.label}: content does not match its digest (corrupt blob)`);
     return parseJson(buf, src.label);
   }
 
-  images(): Image[] {
+  /** Every image in the layout; a broken entry is reported without hiding the others. */
+  images(problem: (source: string, message: string) => void): Image[] {
     const idx = parseJson(readRange({ file: path.join(this.dir, "index.json"), offset: 0, size: -1, label: `${this.name}/index.json` }, MAX_JSON), `${this.name}/index.json`) as { manifests?: unknown[] };
     if (!Array.isArray(idx.manifests)) throw new ImageError("invalid", `${this.name}/index.json: no manifests array`);
     const out: Image[] = [];
     idx.manifests.forEach((m, i) => {
-      const d = asDescriptor(m, `${this.name}/index.json manifests[${i}]`);
-      const refName = d.annotations?.[REF_NAME] ?? "";
-      const manifest = this.pickManifest(d, 0);
-      if (manifest) out.push(this.image(manifest, this.reference(refName)));
+      const where = `${this.name}/index.json manifests[${i}]`;
+      try {
+        const d = asDescriptor(m, where);
+        const refName = d.annotations?.[REF_NAME] ?? "";
+        const manifest = this.pickManifest(d, 0);
+        if (manifest) out.push(this.image(manifest, this.reference(refName)));
+      } catch (err) {
+        if (!(err instanceof ImageError)) throw err;
+        problem(where, err.message);
+      }
     });
     return out;
   }
@@ -241,18 +248,19 @@ export class ImageStore {
     }
     const images: Image[] = [];
     const problems: StoreProblem[] = [];
+    const problem = (source: string, message: string) => problems.push({ source, message });
     const attempt = (source: string, f: () => Image[]) => {
       try {
         images.push(...f());
       } catch (err) {
-        problems.push({ source, message: (err as Error).message });
+        problem(source, (err as Error).message);
       }
     };
-    if (fs.existsSync(path.join(this.dir, "index.json"))) attempt("index.json", () => new Layout(this.dir, ".").images());
+    if (fs.existsSync(path.join(this.dir, "index.json"))) attempt("index.json", () => new Layout(this.dir, ".").images(problem));
     for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
       if (e.name === UNPACKED_DIR || e.name === "blobs") continue;
       const full = path.join(this.dir, e.name);
-      if (e.isDirectory() && fs.existsSync(path.join(full, "index.json"))) attempt(e.name, () => new Layout(full, e.name).images());
+      if (e.isDirectory() && fs.existsSync(path.join(full, "index.json"))) attempt(e.name, () => new Layout(full, e.name).images(problem));
       else if (e.isFile() && e.name.endsWith(".tar")) attempt(e.name, () => archiveImages(full, e.name));
     }
     return { images, problems };

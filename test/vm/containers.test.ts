@@ -1,0 +1,202 @@
+// Containers in one TCG guest: images written by umoci and skopeo (OCI
+// layouts, a docker-archive, zstd layers), guest-unpack and shared-unpacked
+// layers, whiteouts and opaque directories, corrupt and escaping layers,
+// the docker-style CLI, limits, and many containers at once.
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT, runCli } from "../helpers/agent.js";
+
+const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-test-"));
+const store = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-store-"));
+const env = { FRACTAL_STATE: state };
+const NAME = "ctrtest";
+const cli = (args: string[], input?: string) => runCli(args, { env, input });
+const vm = (cmd: string, ...args: string[]) => cli([cmd, "--vm", NAME, ...args]);
+const guest = async (script: string) => (await cli(["exec", "--vm", NAME, "--", "sh", "-c", script])).stdout.toString();
+const out = (r: { stdout: Buffer }) => r.stdout.toString();
+
+/** The default busybox image's one layer blob (gzip tar), as the base of the test images. */
+function busyboxLayer(): string {
+  const images = path.join(ROOT, "build/images");
+  const blob = (d: string) => path.join(images, "blobs/sha256", d.split(":")[1]!);
+  const index = JSON.parse(fs.readFileSync(path.join(images, "index.json"), "utf8"));
+  const manifest = JSON.parse(fs.readFileSync(blob(index.manifests[0].digest), "utf8"));
+  return blob(manifest.layers[0].digest);
+}
+
+beforeAll(async () => {
+  execFileSync(path.join(ROOT, "test/fixtures/make-store.sh"), [busyboxLayer(), store], { stdio: ["ignore", "ignore", "inherit"] });
+  fs.cpSync(path.join(ROOT, "build/images"), store, { recursive: true });
+  // shared:v1 is unpacked by the host; every other image by the guest.
+  const u = await cli(["image", "unpack", store, "shared:v1"]);
+  if (u.code !== 0) throw new Error(`image unpack failed: ${u.stderr}`);
+  const r = await cli(["boot", "--name", NAME, "--images", store, "--no-net", "--detach"]);
+  if (r.code !== 0) throw new Error(`boot failed (${r.code}):\n${r.stderr}`);
+}, 300_000);
+
+afterAll(async () => {
+  await cli(["stop", NAME]);
+  fs.rmSync(state, { recursive: true, force: true });
+  fs.rmSync(store, { recursive: true, force: true });
+}, 120_000);
+
+describe("images", () => {
+  it("lists OCI layouts, a docker-archive and zstd layers, on the host and in the guest", async () => {
+    for (const r of [await cli(["images", store]), await vm("images")]) {
+      const text = out(r);
+      for (const ref of ["busybox:latest", "umoci:test", "docker.io/fractal/archive:v1", "zstd:test", "shared:v1"]) expect(text).toMatch(new RegExp(`^${ref.replace(/[.:/]/g, "\\$&")}\\s+[0-9a-f]{12}\\s`, "m"));
+      expect(text).toMatch(/^umoci:test\s+\S+\s+\S+\s+3\s/m);
+      expect(text).toMatch(/^shared:v1\s+\S+\s+\S+\s+3\s+yes\s/m);
+    }
+  }, 120_000);
+
+  it("runs what umoci and skopeo wrote, with whiteouts and opaque directories honoured", async () => {
+    // Started together: their layers are the same (same diff_ids), so the
+    // guest must unpack each once even with three runs asking at once.
+    const refs = ["umoci:test", "fractal/archive:v1", "zstd:test"];
+    const runs = await Promise.all(refs.map((ref) => vm("run", "--rm", ref, "sh", "-c", "ls /data /olddir; cat /marker")));
+    for (const r of runs) {
+      expect(r.stderr).toBe("");
+      expect(out(r)).toBe("/data:\nkeep\nnew\n\n/olddir:\nc\nbase\n");
+      expect(r.code).toBe(0);
+    }
+    const cache = (await guest("ls /run/fractal/layers")).split("\n").filter((l) => l !== "");
+    expect(cache).toHaveLength(3);
+    expect(cache.join(" ")).not.toMatch(/partial/);
+    // The image's own Cmd, Env and WorkingDir.
+    const dflt = await vm("run", "--rm", "umoci:test");
+    expect(out(dflt)).toBe("hello from /data\n");
+  }, 180_000);
+
+  it("mounts layers the host unpacked straight off the share", async () => {
+    const r = await vm("run", "--rm", "shared:v1", "sh", "-c", "ls /data /olddir; cat /marker");
+    expect(out(r)).toBe("/data:\nkeep\nnew\n\n/olddir:\nc\nshared\n");
+    const d = await vm("run", "-d", "--name", "shared1", "shared:v1", "sleep", "60");
+    expect(d.code).toBe(0);
+    const mounts = await guest("cat /proc/mounts");
+    const line = mounts.split("\n").find((l) => l.includes(out(d).trim()))!;
+    expect(line).toMatch(/lowerdir=\/var\/lib\/fractal\/images\/unpacked\/[0-9a-f]{64}:\/var\/lib\/fractal\/images\/unpacked\//);
+    await vm("rm", "-f", "shared1");
+  }, 120_000);
+
+  it("refuses a corrupt or truncated blob, naming it, and keeps nothing half-unpacked", async () => {
+    const bad = await vm("run", "--rm", "corrupt:test", "true");
+    expect(bad.code).toBe(125);
+    expect(bad.stderr).toMatch(/layer sha256:[0-9a-f]{64}: .*(corrupt|does not match|decompress)/);
+    const cut = await vm("run", "--rm", "truncated:test", "true");
+    expect(cut.code).toBe(125);
+    expect(cut.stderr).toMatch(/layer sha256:[0-9a-f]{64}: .*(truncated|unexpected end|decompress)/i);
+    expect(await guest("ls /run/fractal/layers")).not.toMatch(/partial/);
+    expect(out(await vm("ps", "-a"))).not.toMatch(/corrupt|truncated/);
+  }, 120_000);
+
+  it("refuses a layer entry that climbs out, and keeps a write through a symlink inside the layer", async () => {
+    const dotdot = await vm("run", "--rm", "escape:dotdot", "true");
+    expect(dotdot.code).toBe(125);
+    expect(dotdot.stderr).toMatch(/escaped-dotdot" points outside the layer/);
+    const link = await vm("run", "--rm", "escape:link", "cat", "/run/escaped-link");
+    expect(out(link)).toBe("contained\n");
+    expect(await guest("ls /escaped-dotdot /run/escaped-link /run/fractal/escaped-dotdot 2>&1; true")).not.toMatch(/^\/\S*escaped/m);
+  }, 120_000);
+});
+
+describe("containers", () => {
+  it("propagates exit codes and says when a command is not there", async () => {
+    expect((await vm("run", "--rm", "busybox", "sh", "-c", "exit 42")).code).toBe(42);
+    const nf = await vm("run", "--rm", "busybox", "no-such-cmd");
+    expect(nf.code).toBe(127);
+    expect(nf.stderr).toMatch(/no-such-cmd: executable file not found/);
+    const img = await vm("run", "--rm", "no/such:image", "true");
+    expect(img.stderr).toMatch(/image no\/such:image not found/);
+    expect(img.code).not.toBe(0);
+  }, 120_000);
+
+  it("keeps a detached container running after its client left; logs, exec, kill, wait, rm", async () => {
+    const id = out(await vm("run", "-d", "--name", "ticker", "-e", "WHO=ticker", "busybox", "sh", "-c", "echo out-$WHO; echo err-$WHO >&2; exec sleep 600")).trim();
+    expect(id).toMatch(/^[0-9a-f]{32}$/);
+    const ps = out(await vm("ps"));
+    expect(ps).toMatch(new RegExp(`^${id.slice(0, 12)}\\s+busybox\\s.*Up .*ticker$`, "m"));
+    const logs = await vm("logs", "ticker");
+    expect(out(logs)).toBe("out-ticker\n");
+    expect(logs.stderr).toBe("err-ticker\n");
+    const ex = await vm("exec", "-u", "nobody", "-w", "/tmp", "ticker", "sh", "-c", 'echo "$(id -u) $(pwd) $WHO $(hostname)"; exit 3');
+    expect(out(ex)).toBe(`65534 /tmp ticker ${id.slice(0, 12)}\n`);
+    expect(ex.code).toBe(3);
+    expect((await vm("exec", "ticker", "no-such-cmd")).code).toBe(127);
+    const waiter = vm("wait", "ticker");
+    await vm("kill", "-s", "KILL", "ticker");
+    const w = await waiter;
+    expect(out(w)).toBe("137\n");
+    expect(out(await vm("ps", "-a"))).toMatch(/Exited \(137\) .* ticker$/m);
+    expect((await vm("rm", "ticker")).code).toBe(0);
+    expect(out(await vm("ps", "-a"))).not.toMatch(/ticker/);
+    const gone = await vm("logs", "ticker");
+    expect(gone.stderr).toMatch(/no such container: ticker/);
+  }, 180_000);
+
+  it("attaches to a running container's output and input; stop ends it", async () => {
+    await vm("run", "-d", "-i", "--name", "echoer", "busybox", "sh", "-c", 'while read l; do echo "got $l"; done; echo bye');
+    const r = await vm("attach", "echoer").then((x) => x);
+    // attach with stdin closed at once: the container sees EOF and ends.
+    expect(out(r)).toMatch(/bye\n$/);
+    await vm("run", "-d", "--name", "sleeper", "busybox", "sleep", "600");
+    const st = await vm("stop", "-t", "1", "sleeper");
+    expect(st.code).toBe(0);
+    expect(out(await vm("ps", "-a"))).toMatch(/Exited \(137\) .* sleeper$/m);
+    await vm("rm", "sleeper");
+    await vm("rm", "echoer");
+  }, 180_000);
+
+  it("gives two containers writing the same path each their own copy", async () => {
+    const [a, b] = await Promise.all(["one", "two"].map((w) => vm("run", "--rm", "busybox", "sh", "-c", `echo ${w} > /etc/shared-path; sleep 2; cat /etc/shared-path`)));
+    expect(out(a)).toBe("one\n");
+    expect(out(b)).toBe("two\n");
+    expect(out(await vm("run", "--rm", "busybox", "sh", "-c", "cat /etc/shared-path 2>&1; true"))).toMatch(/No such file/);
+  }, 120_000);
+
+  it("enforces memory and pids limits; an OOM kill is reported by run, wait and ps", async () => {
+    const hog = await vm("run", "--name", "hog", "--memory", "32M", "busybox", "sh", "-c", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived');
+    expect(hog.code).toBe(137);
+    expect(out(hog)).not.toMatch(/survived/);
+    expect(out(await vm("wait", "hog"))).toBe("137 (OOM killed)\n");
+    expect(out(await vm("ps", "-a"))).toMatch(/Exited \(137\) .*OOM killed\s+hog$/m);
+    await vm("rm", "hog");
+    const forks = await vm("run", "--rm", "--pids", "4", "busybox", "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 1 & done; wait");
+    expect(forks.stderr).toMatch(/can't fork/);
+  }, 120_000);
+
+  it("runs an interactive shell on a terminal: resize and Ctrl-C reach it", () => {
+    const bun = path.join(ROOT, "node_modules/.bin/bun");
+    const helper = path.join(ROOT, "test/helpers/pty-cli.ts");
+    const run = (scenario: string) => JSON.parse(execFileSync(bun, [helper, scenario, `vm:${NAME}`, "run", "--rm", "-it", "busybox"], { env: { ...process.env, ...env } }).toString());
+    const r = run("resize");
+    expect(r.output).toMatch(/30 100/);
+    expect(r.output).toMatch(/40 120/);
+    expect(r.exitCode).toBe(7);
+    expect(r.restored).toBe(true);
+    const c = run("ctrlc");
+    expect(c.output).toMatch(/got-INT/);
+    expect(c.exitCode).toBe(9);
+  }, 180_000);
+
+  it("runs 20 containers from one image at once in a 1 GiB guest, sharing its layer", async () => {
+    for (let i = 0; i < 20; i++) {
+      const r = await vm("run", "-d", "--name", `many${i}`, "busybox", "sleep", "600");
+      expect(r.code).toBe(0);
+    }
+    const ps = out(await vm("ps"));
+    expect(ps.split("\n").filter((l) => / many\d+$/.test(l))).toHaveLength(20);
+    const lowers = new Set(
+      (await guest("cat /proc/mounts"))
+        .split("\n")
+        .filter((l) => l.startsWith("overlay /run/fractal/containers/"))
+        .map((l) => /lowerdir=([^,]+)/.exec(l)![1]),
+    );
+    expect(lowers.size).toBe(1);
+    for (let i = 0; i < 20; i++) await vm("rm", "-f", `many${i}`);
+    expect(out(await vm("ps", "-a"))).not.toMatch(/many/);
+  }, 300_000);
+});
