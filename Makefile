@@ -13,7 +13,7 @@ TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns clean FORCE
+.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns bench-containers clean FORCE
 
 all: build
 
@@ -94,11 +94,11 @@ $(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order i
 
 $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build --compile --bytecode --target=$(TARGET) agent/main.ts --outfile $@
+	$(BUN) build --compile --bytecode --target=$(TARGET) agent/main.ts oci/hash-worker.ts --outfile $@
 
 $(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build --compile --bytecode --target=$(TARGET) host/cli/main.ts --outfile $@
+	$(BUN) build --compile --bytecode --target=$(TARGET) host/cli/main.ts oci/hash-worker.ts --outfile $@
 
 typecheck: proto
 	node_modules/.bin/tsc --noEmit -p .
@@ -119,6 +119,9 @@ bench-boot: build
 
 bench-ns: build
 	$(BUN) bench/ns.ts
+
+bench-containers: build
+	$(BUN) bench/containers.ts
 
 clean:
 	rm -rf $(BUILD) proto/gen

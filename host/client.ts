@@ -203,6 +203,31 @@ export class AgentClient {
     };
   }
 
+  /** Unpacks an image's layers into the guest's cache (as docker pull makes an image ready). */
+  async unpackImage(image: string, onProgress?: (line: string) => void): Promise<void> {
+    const progressId = onProgress ? this.progressStream(onProgress) : 0;
+    await this.call({ imageUnpack: { image, progressStream: progressId } }, "ok");
+  }
+
+  /** Opens an agent->client stream of text lines. */
+  private progressStream(onLine: (line: string) => void): number {
+    const s = this.session;
+    const id = s.allocateStreamId();
+    let text = "";
+    s.openIn(id).pipeTo({
+      data(chunk, done) {
+        text += Buffer.from(chunk).toString();
+        for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n")) {
+          onLine(text.slice(0, nl));
+          text = text.slice(nl + 1);
+        }
+        done();
+      },
+      end() {},
+    });
+    return id;
+  }
+
   /** Creates and starts a container; unless detached, its output is on the returned process's sinks. */
   async run(o: RunOptions): Promise<{ id: string; name: string; proc?: RemoteProcess }> {
     const s = this.session;
@@ -210,24 +235,10 @@ export class AgentClient {
     const stdinId = attached && o.interactive ? s.allocateStreamId() : 0;
     const stdoutId = attached ? s.allocateStreamId() : 0;
     const stderrId = attached && !o.tty ? s.allocateStreamId() : 0;
-    const progressId = o.onProgress ? s.allocateStreamId() : 0;
+    const progressId = o.onProgress ? this.progressStream(o.onProgress) : 0;
     const stdout = stdoutId ? s.openIn(stdoutId) : undefined;
     const stderr = stderrId ? s.openIn(stderrId) : undefined;
     const stdin = stdinId ? s.openOut(stdinId) : undefined;
-    if (progressId) {
-      let text = "";
-      s.openIn(progressId).pipeTo({
-        data(chunk, done) {
-          text += Buffer.from(chunk).toString();
-          for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n")) {
-            o.onProgress!(text.slice(0, nl));
-            text = text.slice(nl + 1);
-          }
-          done();
-        },
-        end() {},
-      });
-    }
     let r: Response;
     try {
       r = await this.call(

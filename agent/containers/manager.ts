@@ -90,6 +90,16 @@ export class ContainerManager {
     }
   }
 
+  /** Makes an image's layers ready (unpacked in the cache, or shared from the store). */
+  async prepare(ref: string, progress?: Progress): Promise<string[]> {
+    const img = this.resolveImage(ref);
+    try {
+      return await this.layers.lowerDirs(img, progress);
+    } catch (err) {
+      throw asFractalError(err);
+    }
+  }
+
   /** Creates and starts a container; `sink` (if any) sees its output from the first byte. */
   async run(spec: RunSpec, sink?: OutputSink, progress?: Progress): Promise<Container> {
     if (spec.name !== "" && !NAME.test(spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `invalid container name "${spec.name}": use letters, digits, '_', '.' and '-'`);
@@ -97,12 +107,7 @@ export class ContainerManager {
     const img = this.resolveImage(spec.image);
     const args = processArgs(img.config, spec.command);
     if (args.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `image ${spec.image} has no command: give one after the image name`);
-    let lowers: string[];
-    try {
-      lowers = await this.layers.lowerDirs(img, progress);
-    } catch (err) {
-      throw asFractalError(err);
-    }
+    const lowers = await this.prepare(spec.image, progress);
     const id = randomBytes(16).toString("hex");
     const name = spec.name || `c-${id.slice(0, 8)}`;
     // The name could have been taken while layers were unpacking.

@@ -82,6 +82,16 @@ export class ContainerHandlers {
     };
   }
 
+  async unpack(image: string, progressStream: number): Promise<ResponseBody> {
+    const progressOut = progressStream ? this.session.openOut(progressStream) : undefined;
+    try {
+      await containers.prepare(image, progressOut ? (line) => void progressOut.write(Buffer.from(`${line}\n`)).catch(() => {}) : undefined);
+    } finally {
+      progressOut?.end();
+    }
+    return { ok: {} };
+  }
+
   async run(req: RunRequest): Promise<ResponseBody> {
     const tty = req.tty ? { cols: req.tty.cols || 80, rows: req.tty.rows || 24 } : undefined;
     const env = (req.env ?? []).map((kv) => {

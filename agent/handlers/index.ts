@@ -60,6 +60,8 @@ export function connectionHandler(session: Session): RequestHandler {
           return await ctrs.remove(req.containerRemove!.container ?? "", req.containerRemove!.force ?? false);
         case "containerList":
           return ctrs.list(req.containerList!.all ?? false);
+        case "imageUnpack":
+          return await ctrs.unpack(req.imageUnpack!.image ?? "", req.imageUnpack!.progressStream ?? 0);
         case "containerResize":
           return ctrs.resize(req.containerResize!.container ?? "", req.containerResize!.cols ?? 0, req.containerResize!.rows ?? 0);
         default:

@@ -27,7 +27,7 @@ Commands:
   stop      power a VM off (stop NAME), or stop a container (stop --vm NAME CONTAINER)
   exec      run a command in the guest or in a container (see exec --help)
   images    list the images in a VM's store, or in a store directory
-  image     image unpack STORE IMAGE: unpack layers into the store for sharing
+  image     image unpack STORE|--vm NAME IMAGE: unpack layers ahead of a run
   run       run a container (see run --help)
   ps        list containers
   logs      show a container's output
@@ -115,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
       return remoteImages(await connect(url, cmd.vm ?? gvm));
     }
     case "image":
-      return runImageCommand(args);
+      return runImageCommand(args, (vm) => connect(url, vm), gvm);
     case "exec": {
       const cmd = parseExec(args, process.env);
       if (cmd === "help") return void process.stdout.write(execHelp), 0;

@@ -1,0 +1,166 @@
+// make bench-containers: in one VM run,
+//  (a) start-to-exit of `run --rm busybox true` against crun run directly on
+//      an already prepared bundle (same client, same connection);
+//  (b) guest-unpack of one gzip layer against busybox tar extracting the
+//      same blob in the guest;
+//  (c) guest memory per extra idle container, with 20 running.
+// Prints the figures, the ratios and the targets.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import tar from "tar-stream";
+import { hex } from "../oci/digest.js";
+import { ImageStore } from "../oci/store.js";
+import { AgentClient, exitStatusOf } from "../host/client.js";
+import { writeImage } from "../host/image/oci-layout.js";
+import { bootVm, stopVm } from "../host/vm/manager.js";
+import { imageStoreShare } from "../host/vm/qemu.js";
+
+const ROOT = path.resolve(import.meta.dir, "..");
+const BUILD = path.join(ROOT, "build");
+const RUNS = Number(process.env.BENCH_RUNS ?? 10);
+const UNPACK_RUNS = Number(process.env.BENCH_UNPACK_RUNS ?? 3);
+const GUEST_STORE = "/var/lib/fractal/images";
+process.env.FRACTAL_STATE = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-ctr-"));
+const store = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-store-"));
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** A layer shaped like a real one: ~2000 files of log-spread sizes (half random, half zeros), dirs, symlinks. */
+async function benchLayer(): Promise<{ tar: Buffer; files: number; bytes: number }> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on("data", (c: Buffer) => chunks.push(c));
+  const done = new Promise((r) => pack.on("end", r));
+  let seed = 42;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  let bytes = 0;
+  let files = 0;
+  const mtime = new Date(0);
+  for (let d = 0; d < 40; d++) {
+    pack.entry({ name: `usr/share/bench/d${d}/`, type: "directory", mode: 0o755, mtime });
+    for (let f = 0; f < 50; f++) {
+      const size = Math.floor(64 * Math.pow(2, rand() * 13)); // 64 B .. 512 KiB
+      const data = Buffer.alloc(size);
+      for (let i = 0; i < size / 2; i += 4) data.writeUInt32LE((rand() * 2 ** 32) >>> 0, i & ~3);
+      pack.entry({ name: `usr/share/bench/d${d}/f${f}`, mode: 0o644, mtime }, data);
+      bytes += size;
+      files++;
+    }
+    pack.entry({ name: `usr/share/bench/l${d}`, type: "symlink", linkname: `d${d}/f0`, mtime });
+  }
+  pack.finalize();
+  await done;
+  return { tar: Buffer.concat(chunks), files, bytes };
+}
+
+async function main(): Promise<void> {
+  fs.cpSync(path.join(BUILD, "images"), store, { recursive: true });
+  const layer = await benchLayer();
+  writeImage(store, { ref: "bench:layer", layers: [layer.tar], config: { Cmd: ["sh"] } });
+  const hostStore = new ImageStore(store);
+  const benchImg = hostStore.resolve("bench:layer");
+  const bbImg = hostStore.resolve("busybox");
+  const blobInGuest = `${GUEST_STORE}/blobs/sha256/${hex(benchImg.layers[0]!.digest!)}`;
+  const cacheDir = `/run/fractal/layers/${hex(benchImg.layers[0]!.diffId)}`;
+  const busybox = `/run/fractal/layers/${hex(bbImg.layers[0]!.diffId)}/bin/busybox`;
+
+  const rec = await bootVm({
+    name: "bench-ctr",
+    kernel: path.join(BUILD, "kernel/vmlinuz"),
+    initrd: path.join(BUILD, "initramfs.cpio"),
+    memMiB: 1024,
+    cpus: 2,
+    tcp: "none",
+    shares: [imageStoreShare(store)],
+    virtiofs: [],
+  });
+  const c = await AgentClient.connect(rec.endpoints.serial);
+  const guest = async (argv: string[]): Promise<{ ms: number; out: string; code: number }> => {
+    const t0 = performance.now();
+    const p = await c.exec({ argv });
+    let out = "";
+    p.onStdout((b) => void (out += Buffer.from(b).toString()));
+    const code = exitStatusOf(await p.wait());
+    return { ms: performance.now() - t0, out, code };
+  };
+  const must = async (argv: string[]) => {
+    const r = await guest(argv);
+    if (r.code !== 0) throw new Error(`${argv.join(" ")} exited ${r.code}`);
+    return r;
+  };
+  try {
+    await c.unpackImage("busybox");
+    // (a) A prepared bundle: a finished container's config and mounted rootfs.
+    const proto = await c.run({ image: "busybox", command: ["true"], name: "proto" });
+    await proto.proc!.wait();
+    const bundle = `/run/fractal/containers/${proto.id}`;
+    const runOurs = async () => {
+      const t0 = performance.now();
+      const r = await c.run({ image: "busybox", command: ["true"], remove: true });
+      const st = await r.proc!.wait();
+      if (exitStatusOf(st) !== 0) throw new Error("run --rm busybox true failed");
+      return performance.now() - t0;
+    };
+    let n = 0;
+    const runCrun = async () => (await must(["/bin/fractal-ns", "-pivotable", "--", "/bin/crun", "run", "--bundle", bundle, `direct${n++}`])).ms;
+    for (let i = 0; i < 2; i++) {
+      await runOurs();
+      await runCrun();
+    }
+    const ours: number[] = [];
+    const direct: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      ours.push(await runOurs());
+      direct.push(await runCrun());
+    }
+    await c.remove("proto");
+
+    // (b) The same blob, ours then busybox tar, alternating; the cache is
+    // emptied before each of ours so every run really unpacks.
+    const unpackOurs: number[] = [];
+    const unpackTar: number[] = [];
+    await must(["cat", blobInGuest]); // into the guest's page cache for both
+    for (let i = 0; i < UNPACK_RUNS; i++) {
+      await must(["rm", "-rf", cacheDir]);
+      const t0 = performance.now();
+      await c.unpackImage("bench:layer");
+      unpackOurs.push(performance.now() - t0);
+      await must(["mkdir", "-p", "/run/bench-tar"]);
+      unpackTar.push((await must([busybox, "tar", "-xzf", blobInGuest, "-C", "/run/bench-tar"])).ms);
+      await must(["rm", "-rf", "/run/bench-tar"]);
+    }
+
+    // (c) Memory per idle container.
+    const avail = async () => Number(/MemAvailable:\s+(\d+)/.exec((await must(["cat", "/proc/meminfo"])).out)![1]) / 1024;
+    const before = await avail();
+    for (let i = 0; i < 20; i++) await c.run({ image: "busybox", command: ["sleep", "100000"], name: `idle${i}`, detach: true });
+    await new Promise((r) => setTimeout(r, 2000));
+    const after = await avail();
+    const running = (await c.containers(false)).length;
+    for (let i = 0; i < 20; i++) await c.remove(`idle${i}`, true);
+
+    const v = await c.version();
+    const mb = layer.bytes / 1e6;
+    const ratioRun = median(ours) / median(direct);
+    const ratioUnpack = median(unpackTar) / median(unpackOurs);
+    const perCtr = (before - after) / 20;
+    console.log(`bench-containers (accel=${rec.accel}, 2 vCPUs, 1 GiB guest, kernel ${v.kernel}, ${os.cpus().length} host CPUs, transport virtio-serial; medians)`);
+    console.log(`(a) start to exit of \`true\` (${RUNS} runs each)`);
+    console.log(`  crun run on a prepared bundle        ${median(direct).toFixed(0)} ms`);
+    console.log(`  fractal run --rm busybox true        ${median(ours).toFixed(0)} ms   ratio ${ratioRun.toFixed(2)}x (target <= 1.2x)`);
+    console.log(`(b) unpacking one gzip layer (${layer.files} files, ${mb.toFixed(1)} MB, ${UNPACK_RUNS} runs each)`);
+    console.log(`  busybox tar -xzf                     ${median(unpackTar).toFixed(0)} ms  ${(mb / (median(unpackTar) / 1000)).toFixed(1)} MB/s`);
+    console.log(`  fractal guest-unpack (tar-stream)    ${median(unpackOurs).toFixed(0)} ms  ${(mb / (median(unpackOurs) / 1000)).toFixed(1)} MB/s   ratio ${ratioUnpack.toFixed(2)}x of tar's throughput (target >= 0.7x)`);
+    console.log(`(c) memory per idle container (${running} running busybox sleep)`);
+    console.log(`  MemAvailable ${before.toFixed(0)} MiB -> ${after.toFixed(0)} MiB: ${perCtr.toFixed(2)} MiB each (target <= 3 MiB)`);
+    console.log(`RESULT run_ratio=${ratioRun.toFixed(2)} unpack_ratio=${ratioUnpack.toFixed(2)} mib_per_container=${perCtr.toFixed(2)}`);
+  } finally {
+    c.close();
+    await stopVm("bench-ctr");
+    fs.rmSync(store, { recursive: true, force: true });
+    fs.rmSync(process.env.FRACTAL_STATE!, { recursive: true, force: true });
+  }
+}
+
+await main();
