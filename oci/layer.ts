@@ -386,7 +386,8 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
     return result;
   } catch (err) {
     rmQuiet(tmp);
-    if (err instanceof ImageError) throw err;
+    // Errors from single entries ("points outside the layer") get the layer's name.
+    if (err instanceof ImageError) throw err.message.startsWith(src.label) ? err : new ImageError(err.kind, `${src.label}: ${err.message}`);
     const e = err as NodeJS.ErrnoException;
     if (decompressing && !(e.code && e.syscall)) throw new ImageError("corrupt", `${src.label}: cannot decompress (${e.message})`);
     if (/tar|header|end of data/i.test(e.message)) throw new ImageError("corrupt", `${src.label}: not a valid tar (${e.message})`);
