@@ -7,6 +7,7 @@
 // an opaque directory gets overlay's xattr, or is reported to the caller
 // when the directory will be served over a file system that drops trusted
 // xattrs (9p does), which then spells the opacity out as whiteouts.
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import tar from "tar-stream";
@@ -57,8 +58,34 @@ function sniff(file: string, offset: number): "gzip" | "zstd" | "none" {
   return "none";
 }
 
+interface StreamHash {
+  bytes: number;
+  /** Resolves at once unless too much is waiting to be hashed. */
+  update(chunk: Uint8Array): Promise<void> | undefined;
+  digest(): Promise<string>;
+  close(): void;
+}
+
+/** sha256 on this thread: for small layers, where starting a worker costs more. */
+class InlineSha256 implements StreamHash {
+  private readonly hash = createHash("sha256");
+  bytes = 0;
+  update(chunk: Uint8Array): undefined {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    return undefined;
+  }
+  digest(): Promise<string> {
+    return Promise.resolve(`sha256:${this.hash.digest("hex")}`);
+  }
+  close(): void {}
+}
+
+/** Layers at least this big hash on worker threads (a worker takes ~0.3 s to start under TCG). */
+const WORKER_HASH_MIN = 8 << 20;
+
 /** sha256 of one byte stream on a worker thread, with bounded bytes in flight. */
-class Sha256Worker {
+class Sha256Worker implements StreamHash {
   private readonly worker: Worker;
   private inFlight = 0;
   private waiters: (() => void)[] = [];
@@ -80,7 +107,6 @@ class Sha256Worker {
     };
   }
 
-  /** Queues a chunk; resolves at once unless too much is waiting to be hashed. */
   update(chunk: Uint8Array): Promise<void> | undefined {
     if (this.failed) throw this.failed;
     this.bytes += chunk.length;
@@ -316,15 +342,22 @@ function writeFile(real: string, body: Body, h: Header): Promise<void> {
  */
 export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOptions): Promise<UnpackResult> {
   const src = layer.source;
+  let size: number;
+  try {
+    size = src.size >= 0 ? src.size : fs.statSync(src.file).size - src.offset;
+    if (!fs.statSync(src.file).isFile()) throw new Error("not a regular file");
+  } catch (err) {
+    throw new ImageError("not-found", `${src.label}: cannot read ${src.file}: ${(err as Error).message}`);
+  }
   const tmp = `${dest}.partial-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   fs.mkdirSync(path.dirname(dest), { recursive: true });
   fs.mkdirSync(tmp, { mode: 0o755 });
   const ex = new Extractor(tmp, opts);
-  const blobHash = new Sha256Worker();
-  const diffHash = new Sha256Worker();
+  const big = size >= WORKER_HASH_MIN;
+  const blobHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
+  const diffHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
   let decompressing = false;
   try {
-    const size = src.size >= 0 ? src.size : fs.statSync(src.file).size - src.offset;
     const kind = size > 0 ? sniff(src.file, src.offset) : "none";
     // Web streams: Bun runs these natively; node:stream pipelines of the
     // same stages cost three times as much under emulation.

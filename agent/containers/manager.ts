@@ -146,6 +146,7 @@ export class ContainerManager {
       c.start();
     } catch (err) {
       this.containers.delete(id);
+      c.output.close();
       c.cleanUp();
       throw err;
     }

@@ -57,6 +57,7 @@ export class OutputLog {
 
   /** The container exited and its output is complete. */
   close(): void {
+    if (this.ended) return;
     this.ended = true;
     for (const s of this.sinks) s.end();
     this.sinks.clear();

@@ -94,3 +94,16 @@ export function value(p: Parsed, name: string): string | undefined {
 export function values(p: Parsed, name: string): string[] {
   return p.flags.get(name) ?? [];
 }
+
+/** docker's -e: K=V sets, a bare K copies the variable from this environment (if set). */
+export function envFlags(kvs: string[], localEnv: NodeJS.ProcessEnv, command: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const kv of kvs) {
+    const eq = kv.indexOf("=");
+    const key = eq < 0 ? kv : kv.slice(0, eq);
+    if (key === "") throw usageError(command, `bad --env "${kv}": expected K=V`);
+    if (eq >= 0) env[key] = kv.slice(eq + 1);
+    else if (localEnv[key] !== undefined) env[key] = localEnv[key]!; // checked just before
+  }
+  return env;
+}

@@ -3,10 +3,10 @@
 // propagate (128+N for a container killed by signal N, 137 for an OOM kill).
 import os from "node:os";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { exitStatusOf, type AgentClient, type ContainerSummary, type RemoteProcess, type RunOptions } from "../client.js";
-import { flag, parseFlags, usageError, value, values } from "./args.js";
-import { forwardSignals, forwardStdin } from "./exec.js";
-import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
+import { exitStatusOf, type AgentClient, type ContainerSummary, type RunOptions } from "../client.js";
+import { envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
+import { followProcess } from "./exec.js";
+import { fdWriter, windowSize } from "./terminal.js";
 
 export const runHelp = `usage: fractal-host run [OPTIONS] IMAGE [CMD [ARG...]]
 
@@ -55,14 +55,7 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
   if (flag(p, "help")) return "help";
   const [image, ...command] = p.rest;
   if (!image) throw usageError("run", "no image given");
-  const env: Record<string, string> = {};
-  for (const kv of values(p, "env")) {
-    const eq = kv.indexOf("=");
-    const key = eq < 0 ? kv : kv.slice(0, eq);
-    if (key === "") throw usageError("run", `bad --env "${kv}": expected K=V`);
-    if (eq >= 0) env[key] = kv.slice(eq + 1);
-    else if (localEnv[key] !== undefined) env[key] = localEnv[key]!; // checked just before
-  }
+  const env = envFlags(values(p, "env"), localEnv, "run");
   const num = (name: string, ok: (n: number) => boolean) => {
     const v = value(p, name);
     if (v === undefined) return undefined;
@@ -100,34 +93,6 @@ export function parseBytes(s: string): number {
   return n;
 }
 
-/** Forwards the terminal, stdin and signals while `proc` runs; resolves with its exit status. */
-async function follow(proc: RemoteProcess, tty: boolean, stdin: boolean): Promise<number> {
-  const restore = tty && process.stdin.isTTY ? enterRawMode() : () => {};
-  const cleanups: (() => void)[] = [restore];
-  try {
-    const out = fdWriter(1);
-    const err = fdWriter(2);
-    proc.onStdout(out.write);
-    if (!tty) proc.onStderr(err.write);
-    if (stdin) cleanups.push(forwardStdin(proc));
-    // As docker's --sig-proxy: signals we get go to the container.
-    cleanups.push(forwardSignals(proc));
-    if (tty && process.stdout.isTTY) {
-      const onResize = () => {
-        const { cols, rows } = windowSize();
-        proc.resize(cols, rows).catch(() => {});
-      };
-      process.on("SIGWINCH", onResize);
-      cleanups.push(() => process.off("SIGWINCH", onResize));
-    }
-    const status = exitStatusOf(await proc.wait());
-    await Promise.all([out.close(), err.close()]);
-    return status;
-  } finally {
-    for (const c of cleanups.reverse()) c();
-  }
-}
-
 export async function runRun(client: AgentClient, cmd: RunCommand): Promise<number> {
   const o = cmd.options;
   const showProgress = process.stderr.isTTY;
@@ -146,7 +111,7 @@ export async function runRun(client: AgentClient, cmd: RunCommand): Promise<numb
     process.stdout.write(`${r.id}\n`);
     return 0;
   }
-  return follow(r.proc, o.tty !== undefined, o.interactive ?? false);
+  return followProcess(r.proc, o.tty !== undefined, o.interactive ?? false);
 }
 
 const containerSpecs = (extra: { long: string; short?: string; value?: boolean }[]) => [...extra, { long: "vm", value: true }, { long: "help", short: "h" }];
@@ -249,7 +214,7 @@ export async function runSimple(client: AgentClient, command: string, cmd: Simpl
       if (!info.running) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container ${info.name} is not running (use logs to see its output)`);
       const stdin = info.interactive && !flag(f, "no-stdin");
       const proc = await client.attach(info.id, { stdin, follow: true });
-      return follow(proc, info.tty, stdin);
+      return followProcess(proc, info.tty, stdin);
     }
     case "kill": {
       const sig = parseSignal(value(f, "signal") ?? "KILL");

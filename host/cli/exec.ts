@@ -1,7 +1,7 @@
 // `fractal-host exec`: run a command in the agent, like `ssh -t host cmd` or
 // `docker exec -it`. Exits with the remote status (128+N for signal N).
 import { AgentClient, exitStatusOf, type ExecOptions, type RemoteProcess } from "../client.js";
-import { BARE, flag, parseFlags, usageError, value, values } from "./args.js";
+import { BARE, envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
 
 /** cpu's default namespace. */
@@ -90,14 +90,7 @@ export function parseExec(args: string[], localEnv: NodeJS.ProcessEnv): ExecComm
     if (p.rest.length === 0) throw usageError("exec", `no command given for container ${container} (guest commands go after --)`);
   }
   if (p.rest.length === 0) throw usageError("exec", "no command given");
-  const env: Record<string, string> = {};
-  for (const kv of values(p, "env")) {
-    const eq = kv.indexOf("=");
-    const key = eq < 0 ? kv : kv.slice(0, eq);
-    if (key === "") throw usageError("exec", `bad --env "${kv}": expected K=V`);
-    if (eq >= 0) env[key] = kv.slice(eq + 1);
-    else if (localEnv[key] !== undefined) env[key] = localEnv[key]!; // checked just before
-  }
+  const env = envFlags(values(p, "env"), localEnv, "exec");
   const options: ExecOptions = { argv: p.rest, env, cwd: value(p, "workdir"), stdin: flag(p, "interactive"), container };
   const ns = value(p, "namespace");
   if (ns !== undefined && container !== undefined) throw usageError("exec", "--namespace runs in the guest, not in a container");
@@ -131,16 +124,22 @@ function parseUser(u: string): { uid: number; gid: number } {
 
 /** Runs the command; resolves to the exit status the CLI should exit with. */
 export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<number> {
-  const tty = cmd.options.tty !== undefined;
-  const restore = tty ? enterRawMode() : () => {};
-  const cleanups: (() => void)[] = [restore];
+  return followProcess(await client.exec(cmd.options), cmd.options.tty !== undefined, cmd.interactive);
+}
+
+/**
+ * Connects a started process (or attached container) to this terminal:
+ * output, stdin when `input`, signals, window size with a tty, raw mode.
+ * Resolves to its exit status once every byte of output was written.
+ */
+export async function followProcess(proc: RemoteProcess, tty: boolean, input: boolean): Promise<number> {
+  const cleanups: (() => void)[] = [tty ? enterRawMode() : () => {}];
   try {
-    const proc = await client.exec(cmd.options);
     const out = fdWriter(1);
     const err = fdWriter(2);
     proc.onStdout(out.write);
     if (!tty) proc.onStderr(err.write);
-    if (cmd.interactive) cleanups.push(forwardStdin(proc));
+    if (input) cleanups.push(forwardStdin(proc));
     cleanups.push(forwardSignals(proc));
     if (tty && process.stdout.isTTY) {
       const onResize = () => {
@@ -158,7 +157,7 @@ export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<nu
   }
 }
 
-export function forwardStdin(proc: RemoteProcess): () => void {
+function forwardStdin(proc: RemoteProcess): () => void {
   // A pull loop: the next read waits until the agent took the last chunk
   // within its credit, so nothing buffers here without bound. (Node-style
   // pause()/resume() on process.stdin lost the 'end' event under Bun now and
@@ -183,7 +182,7 @@ export function forwardStdin(proc: RemoteProcess): () => void {
   };
 }
 
-export function forwardSignals(proc: RemoteProcess): () => void {
+function forwardSignals(proc: RemoteProcess): () => void {
   const handlers: [string, () => void][] = [];
   for (const [name, num] of Object.entries(FORWARDED)) {
     // With a raw terminal Ctrl-C is just a byte; SIGINT here then means

@@ -90,18 +90,24 @@ func main() {
 	fail(exitFailed, "exec %s: %v", path, err)
 }
 
-func build(root string, bs binds) error {
+// privateNamespace enters a new mount namespace from which nothing
+// propagates back to the guest's, and returns the mount point both modes
+// build their root on: each namespace mounts there privately, so nothing is
+// left behind in the guest's /run.
+func privateNamespace() (string, error) {
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("unshare: %w", err)
+		return "", fmt.Errorf("unshare: %w", err)
 	}
-	// Nothing we mount may propagate back to the guest's namespace.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
+		return "", fmt.Errorf("make / private: %w", err)
 	}
-	// One mount point serves every namespace: each mounts its own tmpfs
-	// there, privately, so nothing is left behind in the guest's /run.
 	nr := "/run/fractal-ns"
-	if err := os.MkdirAll(nr, 0o755); err != nil {
+	return nr, os.MkdirAll(nr, 0o755)
+}
+
+func build(root string, bs binds) error {
+	nr, err := privateNamespace()
+	if err != nil {
 		return err
 	}
 	if err := unix.Mount("nsroot", nr, "tmpfs", 0, "mode=0755"); err != nil {
@@ -143,14 +149,8 @@ func build(root string, bs binds) error {
 // movedRoot makes a bind of the whole tree the root of a private namespace.
 func movedRoot() error {
 	wd, _ := os.Getwd()
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("unshare: %w", err)
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
-	}
-	nr := "/run/fractal-ns"
-	if err := os.MkdirAll(nr, 0o755); err != nil {
+	nr, err := privateNamespace()
+	if err != nil {
 		return err
 	}
 	if err := unix.Mount("/", nr, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
