@@ -7,6 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ImageStore } from "../../oci/store.js";
 import { ROOT, runCli } from "../helpers/agent.js";
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-test-"));
@@ -102,6 +103,18 @@ describe("images", () => {
     const link = await vm("run", "--rm", "escape:link", "cat", "/run/escaped-link");
     expect(out(link)).toBe("contained\n");
     expect(await guest("ls /escaped-dotdot /run/escaped-link /run/fractal/escaped-dotdot 2>&1; true")).not.toMatch(/^\/\S*escaped/m);
+  }, 120_000);
+
+  it("keeps owners, set-id modes, mtimes, xattrs, hard links, device nodes and fifos", async () => {
+    const r = await vm("run", "--rm", "escape:meta", "sh", "-c", 'stat -c "%u:%g %a %Y %h" /meta/owned; stat -c "%a %Y" /meta; stat -c "%F %t,%T" /meta/null; stat -c "%F" /meta/fifo; [ /meta/owned -ef /meta/hard ] && echo linked');
+    expect(r.stderr).toBe("");
+    expect(out(r)).toBe("1000:1000 4755 1234567890 2\n700 1000000000\ncharacter special file 1,3\nfifo\nlinked\n");
+    // The xattr, read in the guest from the unpacked layer (busybox has no getfattr).
+    const top = new ImageStore(store).resolve("escape:meta").layers.at(-1)!;
+    const file = `/run/fractal/layers/${top.diffId.slice(7)}/meta/owned`;
+    const code = `const {dlopen,FFIType}=require("bun:ffi");const c=dlopen("libc.so.6",{lgetxattr:{args:[FFIType.cstring,FFIType.cstring,FFIType.ptr,FFIType.u64],returns:FFIType.i64}});const b=Buffer.alloc(64);const n=Number(c.symbols.lgetxattr(Buffer.from("${file}\\0"),Buffer.from("trusted.fractal\\0"),b,64));console.log(n<0?"none":b.subarray(0,n).toString())`;
+    const x = await cli(["exec", "--vm", NAME, "-e", "BUN_BE_BUN=1", "--", "/bin/fractal-agent", "-e", code]);
+    expect(out(x)).toBe("kept\n");
   }, 120_000);
 });
 
