@@ -93,8 +93,11 @@ class Sha256Worker implements StreamHash {
   private failed?: Error;
   bytes = 0;
 
+  private done = false;
+
   constructor() {
-    this.worker = new Worker(HASH_WORKER);
+    this.worker = idleWorkers.pop() ?? new Worker(HASH_WORKER);
+    this.worker.ref();
     this.worker.onmessage = (e: MessageEvent) => {
       const m = e.data as { acked?: number; digest?: string };
       if (m.digest) return this.result?.(m.digest);
@@ -121,17 +124,32 @@ class Sha256Worker implements StreamHash {
   digest(): Promise<string> {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve) => {
-      this.result = resolve;
+      this.result = (d) => {
+        this.done = true;
+        resolve(d);
+      };
       this.worker.postMessage(null);
     });
   }
 
+  /** Back to the pool when it finished cleanly (it has reset itself); otherwise gone. */
   close(): void {
-    this.worker.terminate();
+    if (this.done && !this.failed && idleWorkers.length < MAX_IDLE_WORKERS) {
+      this.worker.onmessage = null;
+      this.worker.onerror = null;
+      // An idle worker must not keep a command-line process alive.
+      this.worker.unref();
+      idleWorkers.push(this.worker);
+    } else {
+      this.worker.terminate();
+    }
   }
 }
 
 const MAX_IN_FLIGHT = 32 << 20;
+/** Finished workers kept for the next unpack: two, as one unpack uses. */
+const MAX_IDLE_WORKERS = 2;
+const idleWorkers: Worker[] = [];
 // In a compiled binary the worker is its own entry point (see the Makefile),
 // named relative to the entry points' common root; from source, it sits next
 // to this module.
@@ -165,12 +183,10 @@ function rmQuiet(p: string): void {
 
 /** Makes room for a new entry: anything at `real` goes, except a directory the entry will reuse. */
 function clear(real: string, keepDir: boolean, tree: ContainedTree): void {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(real);
-  } catch {
-    return;
-  }
+  // No exception for the usual case, a new name: under emulation 2000 thrown
+  // ENOENTs cost a noticeable part of an unpack.
+  const st = fs.lstatSync(real, { throwIfNoEntry: false });
+  if (st === undefined) return;
   if (st.isDirectory()) {
     if (keepDir) return;
     fs.rmSync(real, { recursive: true, force: true });

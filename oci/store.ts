@@ -72,6 +72,9 @@ const REF_NAME = "org.opencontainers.image.ref.name";
 export const UNPACKED_DIR = "unpacked";
 /** JSON documents (index, manifest, config) larger than this are refused. */
 const MAX_JSON = 4 << 20;
+/** Verified manifests and configs kept in memory, by file and digest. */
+const verifiedJson = new Map<string, unknown>();
+const MAX_CACHED_JSON = 1024;
 
 interface Descriptor {
   mediaType?: string;
@@ -136,9 +139,18 @@ class Layout {
 
   readJson(d: Descriptor, what: string): unknown {
     const src = this.blob(d, what);
+    // Blobs are content-addressed: one that was read and verified under a
+    // digest can be trusted from memory the next time (a run resolves its
+    // image anew each time; re-reading it over 9p was most of a run's set-up).
+    const key = `${src.file}\0${d.digest}`;
+    const hit = verifiedJson.get(key);
+    if (hit !== undefined) return hit;
     const buf = readRange(src, MAX_JSON);
     if (digestOf(buf) !== d.digest) throw new ImageError("corrupt", `${src.label}: content does not match its digest (corrupt blob)`);
-    return parseJson(buf, src.label);
+    const doc = parseJson(buf, src.label);
+    if (verifiedJson.size >= MAX_CACHED_JSON) verifiedJson.delete(verifiedJson.keys().next().value!);
+    verifiedJson.set(key, doc);
+    return doc;
   }
 
   /** Every image in the layout; a broken entry is reported without hiding the others. */
@@ -230,6 +242,19 @@ function archiveImages(file: string, name: string): Image[] {
   });
 }
 
+/** Archives already read, by path, size and mtime: reading one means walking all its tar headers. */
+const archives = new Map<string, { stamp: string; images: Image[] }>();
+
+function cachedArchive(file: string, name: string): Image[] {
+  const st = fs.statSync(file);
+  const stamp = `${st.size}:${st.mtimeMs}:${st.ino}`;
+  const hit = archives.get(file);
+  if (hit?.stamp === stamp) return hit.images;
+  const images = archiveImages(file, name);
+  archives.set(file, { stamp, images });
+  return images;
+}
+
 export interface StoreProblem {
   source: string;
   message: string;
@@ -261,7 +286,7 @@ export class ImageStore {
       if (e.name === UNPACKED_DIR || e.name === "blobs") continue;
       const full = path.join(this.dir, e.name);
       if (e.isDirectory() && fs.existsSync(path.join(full, "index.json"))) attempt(e.name, () => new Layout(full, e.name).images(problem));
-      else if (e.isFile() && e.name.endsWith(".tar")) attempt(e.name, () => archiveImages(full, e.name));
+      else if (e.isFile() && e.name.endsWith(".tar")) attempt(e.name, () => cachedArchive(full, e.name));
     }
     return { images, problems };
   }

@@ -38,12 +38,7 @@ export class ContainedTree {
         continue;
       }
       const real = path.join(this.root, ...stack, part);
-      let st: fs.Stats | undefined;
-      try {
-        st = fs.lstatSync(real);
-      } catch {
-        st = undefined;
-      }
+      const st = fs.lstatSync(real, { throwIfNoEntry: false });
       if (st === undefined) {
         if (!create) return undefined;
         fs.mkdirSync(real, { mode: 0o755 });

@@ -91,8 +91,8 @@ export class ContainerManager {
   }
 
   /** Makes an image's layers ready (unpacked in the cache, or shared from the store). */
-  async prepare(ref: string, progress?: Progress): Promise<string[]> {
-    const img = this.resolveImage(ref);
+  async prepare(ref: string | Image, progress?: Progress): Promise<string[]> {
+    const img = typeof ref === "string" ? this.resolveImage(ref) : ref;
     try {
       return await this.layers.lowerDirs(img, progress);
     } catch (err) {
@@ -107,7 +107,7 @@ export class ContainerManager {
     const img = this.resolveImage(spec.image);
     const args = processArgs(img.config, spec.command);
     if (args.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `image ${spec.image} has no command: give one after the image name`);
-    const lowers = await this.prepare(spec.image, progress);
+    const lowers = await this.prepare(img, progress);
     const id = randomBytes(16).toString("hex");
     const name = spec.name || `c-${id.slice(0, 8)}`;
     // The name could have been taken while layers were unpacking.
