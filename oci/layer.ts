@@ -372,7 +372,10 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
   const big = size >= WORKER_HASH_MIN;
   const blobHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
   const diffHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
-  let decompressing = false;
+  // Set when reading the blob (or decompressing it) failed, as opposed to
+  // parsing or writing what came out.
+  let readFailed = false;
+  let compressed = false;
   try {
     const kind = size > 0 ? sniff(src.file, src.offset) : "none";
     // Web streams: Bun runs these natively; node:stream pipelines of the
@@ -390,7 +393,7 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
         }),
       );
     if (kind !== "none") {
-      decompressing = true;
+      compressed = true;
       // "zstd" is missing from TypeScript's CompressionFormat; Bun supports it.
       const format = kind as unknown as ConstructorParameters<typeof DecompressionStream>[0];
       plain = plain.pipeThrough(new DecompressionStream(format) as unknown as TransformStream<Uint8Array, Uint8Array>);
@@ -410,7 +413,10 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
     const reader = plain.getReader();
     try {
       for (;;) {
-        const { value, done } = await reader.read();
+        const { value, done } = await reader.read().catch((e: unknown) => {
+          readFailed = true;
+          throw e;
+        });
         if (done) break;
         // Whatever follows the tar's end blocks is still hashed.
         await diffHash.update(value);
@@ -420,7 +426,6 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
       void reader.cancel().catch(() => {});
       throw err;
     }
-    decompressing = false;
     extract.end(undefined);
     await finished;
     const label = src.label;
@@ -438,7 +443,7 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
     // Errors from single entries ("points outside the layer") get the layer's name.
     if (err instanceof ImageError) throw err.message.startsWith(src.label) ? err : new ImageError(err.kind, `${src.label}: ${err.message}`);
     const e = err as NodeJS.ErrnoException;
-    if (decompressing && !(e.code && e.syscall)) throw new ImageError("corrupt", `${src.label}: cannot decompress (${e.message})`);
+    if (readFailed && compressed && !(e.code && e.syscall)) throw new ImageError("corrupt", `${src.label}: cannot decompress (${e.message})`);
     if (/tar|header|end of data/i.test(e.message)) throw new ImageError("corrupt", `${src.label}: not a valid tar (${e.message})`);
     throw new ImageError("invalid", `${src.label}: ${e.message}`);
   } finally {
