@@ -1,7 +1,7 @@
 // Content digests as OCI writes them ("sha256:<64 hex>"). Only sha256 is
 // accepted: it is what every image tool produces, and a digest we cannot
 // verify must not be trusted.
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { ImageError } from "./errors.js";
 
 const SHA256 = /^sha256:[0-9a-f]{64}$/;
@@ -12,10 +12,6 @@ export function checkDigest(d: unknown, what: string): string {
 }
 
 export const hex = (digest: string) => digest.slice("sha256:".length);
-
-export function sha256(): Hash {
-  return createHash("sha256");
-}
 
 export function digestOf(data: Uint8Array | string): string {
   return `sha256:${createHash("sha256").update(data).digest("hex")}`;

@@ -16,7 +16,7 @@ import type { Layer } from "./store.js";
 import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from "./sys.js";
 import { ContainedTree, entryPath } from "./tree.js";
 
-export const OPAQUE_XATTR = "trusted.overlay.opaque";
+const OPAQUE_XATTR = "trusted.overlay.opaque";
 const WH = ".wh.";
 const OPQ = ".wh..wh..opq";
 
@@ -276,12 +276,7 @@ class Extractor {
       case "link": {
         const targetRel = entryPath(h.linkname ?? "");
         const target = this.tree.entry(targetRel, false);
-        let st: fs.Stats | undefined;
-        try {
-          st = target === undefined ? undefined : fs.lstatSync(target);
-        } catch {
-          st = undefined;
-        }
+        const st = target === undefined ? undefined : fs.lstatSync(target, { throwIfNoEntry: false });
         if (!st || st.isDirectory()) throw new ImageError("invalid", `entry "${h.name}": hard link target "${h.linkname}" is not a file in this layer`);
         clear(real, false, this.tree);
         fs.linkSync(target!, real);
@@ -360,8 +355,9 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
   const src = layer.source;
   let size: number;
   try {
-    size = src.size >= 0 ? src.size : fs.statSync(src.file).size - src.offset;
-    if (!fs.statSync(src.file).isFile()) throw new Error("not a regular file");
+    const st = fs.statSync(src.file);
+    if (!st.isFile()) throw new Error("not a regular file");
+    size = src.size >= 0 ? src.size : st.size - src.offset;
   } catch (err) {
     throw new ImageError("not-found", `${src.label}: cannot read ${src.file}: ${(err as Error).message}`);
   }
@@ -420,7 +416,7 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
         if (done) break;
         // Whatever follows the tar's end blocks is still hashed.
         await diffHash.update(value);
-        if (!extract.write(value)) await Promise.race([drained(extract), finished]);
+        if (!extract.write(value)) await drained(extract);
       }
     } catch (err) {
       void reader.cancel().catch(() => {});

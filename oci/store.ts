@@ -67,7 +67,8 @@ const LAYER_TYPES: Record<string, Compression> = {
   "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
   "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
 };
-const REF_NAME = "org.opencontainers.image.ref.name";
+/** The annotation an OCI layout names its images by. */
+export const REF_NAME = "org.opencontainers.image.ref.name";
 /** Where `fractal-host image unpack` puts layers, one directory per ChainID. */
 export const UNPACKED_DIR = "unpacked";
 /** JSON documents (index, manifest, config) larger than this are refused. */

@@ -65,22 +65,27 @@ export class ContainedTree {
     return parent === undefined ? undefined : path.join(parent, path.posix.basename(rel));
   }
 
-  /** Reads a file inside the tree, following symlinks the contained way; undefined if absent. */
-  readFile(rel: string): string | undefined {
+  /**
+   * Follows `rel` to what it finally names, symlinks resolved the contained
+   * way: its real path and lstat, or undefined if anything on the way is missing.
+   */
+  resolve(rel: string): { real: string; st: fs.Stats } | undefined {
     let p = this.entry(rel, false);
     for (let i = 0; p !== undefined && i < MAX_LINKS; i++) {
-      let st: fs.Stats;
-      try {
-        st = fs.lstatSync(p);
-      } catch {
-        return undefined;
-      }
-      if (!st.isSymbolicLink()) return st.isFile() ? fs.readFileSync(p, "utf8") : undefined;
+      const st = fs.lstatSync(p, { throwIfNoEntry: false });
+      if (st === undefined) return undefined;
+      if (!st.isSymbolicLink()) return { real: p, st };
       const target = fs.readlinkSync(p);
       const base = path.posix.dirname(path.relative(this.root, p));
       p = this.entry(target.startsWith("/") ? target.slice(1) : path.posix.join(base, target), false);
     }
     return undefined;
+  }
+
+  /** Reads a file inside the tree, following symlinks the contained way; undefined if absent. */
+  readFile(rel: string): string | undefined {
+    const r = this.resolve(rel);
+    return r?.st.isFile() ? fs.readFileSync(r.real, "utf8") : undefined;
   }
 }
 

@@ -1,34 +1,15 @@
 // Finding a container's command before the runtime is started, so a typo
 // gets docker's "not found" (127) or "permission denied" (126) with a clear
 // message instead of the runtime's exit status 1.
-import fs from "node:fs";
 import path from "node:path";
 import { ContainedTree } from "../../oci/tree.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 
 function executable(tree: ContainedTree, rel: string): "ok" | "missing" | "denied" {
-  // Follow symlinks inside the rootfs (busybox applets are links to it).
-  const real = tree.entry(rel, false);
-  if (real === undefined) return "missing";
-  let p = real;
-  for (let i = 0; i < 40; i++) {
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(p);
-    } catch {
-      return "missing";
-    }
-    if (st.isSymbolicLink()) {
-      const t = fs.readlinkSync(p);
-      const base = path.posix.dirname(path.relative(tree.root, p));
-      const next = tree.entry(t.startsWith("/") ? t.slice(1) : path.posix.join(base, t), false);
-      if (next === undefined) return "missing";
-      p = next;
-      continue;
-    }
-    return st.isFile() && (st.mode & 0o111) !== 0 ? "ok" : "denied";
-  }
-  return "missing";
+  // Symlinks are followed inside the rootfs (busybox applets are links to it).
+  const r = tree.resolve(rel);
+  if (r === undefined) return "missing";
+  return r.st.isFile() && (r.st.mode & 0o111) !== 0 ? "ok" : "denied";
 }
 
 export function checkCommand(rootfs: string, cmd: string, env: string[], cwd: string): void {

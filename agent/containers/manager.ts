@@ -71,6 +71,10 @@ export class ContainerManager {
     throw new FractalError(ErrorCode.NOT_FOUND, `no such container: ${ref}`);
   }
 
+  private checkNameFree(name: string): void {
+    if ([...this.containers.values()].some((c) => c.name === name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container name "${name}" is already in use`);
+  }
+
   /** As find, but also sees containers --rm already removed. */
   findForWait(ref: string): Container {
     try {
@@ -103,15 +107,15 @@ export class ContainerManager {
   /** Creates and starts a container; `sink` (if any) sees its output from the first byte. */
   async run(spec: RunSpec, sink?: OutputSink, progress?: Progress): Promise<Container> {
     if (spec.name !== "" && !NAME.test(spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `invalid container name "${spec.name}": use letters, digits, '_', '.' and '-'`);
-    if (spec.name !== "" && [...this.containers.values()].some((c) => c.name === spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container name "${spec.name}" is already in use`);
+    if (spec.name !== "") this.checkNameFree(spec.name);
     const img = this.resolveImage(spec.image);
     const args = processArgs(img.config, spec.command);
     if (args.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `image ${spec.image} has no command: give one after the image name`);
     const lowers = await this.prepare(img, progress);
     const id = randomBytes(16).toString("hex");
     const name = spec.name || `c-${id.slice(0, 8)}`;
-    // The name could have been taken while layers were unpacking.
-    if ([...this.containers.values()].some((c) => c.name === name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container name "${name}" is already in use`);
+    // Again: the name could have been taken while layers were unpacking.
+    this.checkNameFree(name);
     const bundle = path.join(CONTAINERS_DIR, id);
     const rootfs = path.join(bundle, "rootfs");
     for (const d of ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });

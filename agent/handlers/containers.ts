@@ -41,6 +41,13 @@ function streamSink(session: Session, stdoutId: number, stderrId: number, tty: b
   };
 }
 
+/** Progress as text lines on the client's stream, if it asked for one. */
+function progressLines(session: Session, streamId: number): { line?: (l: string) => void; end(): void } {
+  if (!streamId) return { end() {} };
+  const out = session.openOut(streamId);
+  return { line: (l) => void out.write(Buffer.from(`${l}\n`)).catch(() => {}), end: () => out.end() };
+}
+
 function pipeStdin(session: Session, streamId: number, c: Container): void {
   if (!streamId) return;
   const input = session.openIn(streamId);
@@ -83,11 +90,11 @@ export class ContainerHandlers {
   }
 
   async unpack(image: string, progressStream: number): Promise<ResponseBody> {
-    const progressOut = progressStream ? this.session.openOut(progressStream) : undefined;
+    const progress = progressLines(this.session, progressStream);
     try {
-      await containers.prepare(image, progressOut ? (line) => void progressOut.write(Buffer.from(`${line}\n`)).catch(() => {}) : undefined);
+      await containers.prepare(image, progress.line);
     } finally {
-      progressOut?.end();
+      progress.end();
     }
     return { ok: {} };
   }
@@ -104,7 +111,7 @@ export class ContainerHandlers {
       if (!Number.isFinite(n) || n < 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `run: bad ${what} ${n}`);
       return n;
     };
-    const progressOut = req.progressStream ? this.session.openOut(req.progressStream) : undefined;
+    const progress = progressLines(this.session, req.progressStream ?? 0);
     const sink = req.stdoutStream ? streamSink(this.session, req.stdoutStream, req.stderrStream ?? 0, tty !== undefined) : undefined;
     let c: Container;
     try {
@@ -122,13 +129,13 @@ export class ContainerHandlers {
           limits: { memoryBytes: limit(req.memoryBytes, "memory limit"), cpus: limit(req.cpus, "CPU limit"), pids: limit(req.pids, "pids limit") },
         },
         sink,
-        progressOut ? (line) => void progressOut.write(Buffer.from(`${line}\n`)).catch(() => {}) : undefined,
+        progress.line,
       );
     } catch (err) {
       sink?.end();
       throw err;
     } finally {
-      progressOut?.end();
+      progress.end();
     }
     pipeStdin(this.session, req.stdinStream ?? 0, c);
     return { run: { id: c.id, name: c.name } };

@@ -54,7 +54,7 @@ export class ProcessHandlers {
   exec(req: ExecRequest): ResponseBody {
     const argv = req.argv ?? [];
     if (argv.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, "exec: argv is empty");
-    const env: Record<string, string> = req.replaceEnv ? {} : { ...(process.env as Record<string, string>) };
+    let env: Record<string, string> = req.replaceEnv ? {} : { ...(process.env as Record<string, string>) };
     for (const kv of req.env ?? []) {
       if (!kv.key || kv.key.includes("=")) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `exec: bad environment variable name "${kv.key ?? ""}"`);
       env[kv.key] = kv.value ?? "";
@@ -70,8 +70,7 @@ export class ProcessHandlers {
       const ce = containerExecArgv(req, tty !== undefined);
       command = ce.argv;
       pidFile = ce.pidFile;
-      for (const k of Object.keys(env)) delete env[k];
-      Object.assign(env, process.env);
+      env = { ...(process.env as Record<string, string>) };
       cwd = "/";
     } else if (req.namespace) {
       if (!hostRootMounted()) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `--namespace needs the host's root at ${HOST_ROOT}: boot the VM with --host-root`);

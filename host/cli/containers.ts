@@ -6,6 +6,7 @@ import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { exitStatusOf, type AgentClient, type ContainerSummary, type RunOptions } from "../client.js";
 import { envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { followProcess } from "./exec.js";
+import { table } from "./table.js";
 import { fdWriter, windowSize } from "./terminal.js";
 
 export const runHelp = `usage: fractal-host run [OPTIONS] IMAGE [CMD [ARG...]]
@@ -179,11 +180,6 @@ export function statusText(c: ContainerSummary): string {
   return `Exited (${code}) ${ago(c.finishedMs)} ago${e.oomKilled ? ", OOM killed" : ""}`;
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join("").trimEnd() + "\n").join("");
-}
-
 export async function runSimple(client: AgentClient, command: string, cmd: SimpleCommand): Promise<number> {
   const f = cmd.flags;
   switch (command) {
@@ -194,7 +190,7 @@ export async function runSimple(client: AgentClient, command: string, cmd: Simpl
         const command = c.command.join(" ");
         rows.push([c.id.slice(0, 12), c.image, JSON.stringify(command.length > 20 ? `${command.slice(0, 19)}…` : command), `${ago(c.createdMs)} ago`, statusText(c), c.name]);
       }
-      process.stdout.write(table(rows));
+      process.stdout.write(table(rows, 3));
       return 0;
     }
     case "logs": {

@@ -1,5 +1,6 @@
 // `fractal-host images` (a VM's store, or a store directory on the host) and
 // `fractal-host image unpack STORE REF`.
+import fs from "node:fs";
 import path from "node:path";
 import { hex } from "../../oci/digest.js";
 import { asFractalError } from "../../oci/errors.js";
@@ -7,7 +8,7 @@ import { ImageStore } from "../../oci/store.js";
 import type { AgentClient, ImageSummary } from "../client.js";
 import { unpackImage } from "../image/unpack.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
-import fs from "node:fs";
+import { table } from "./table.js";
 
 export const imagesHelp = `usage: fractal-host images [--vm NAME]
        fractal-host images STORE
@@ -33,8 +34,7 @@ function mb(n: number): string {
 function print(images: ImageSummary[]): void {
   const rows = [["IMAGE", "DIGEST", "SIZE", "LAYERS", "UNPACKED", "SOURCE"]];
   for (const i of images) rows.push([i.reference || "<none>", hex(i.digest).slice(0, 12), mb(i.size), String(i.layers), i.unpacked ? "yes" : "no", i.source]);
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  for (const r of rows) process.stdout.write(r.map((x, c) => (c === r.length - 1 ? x : x.padEnd(widths[c]! + 3))).join("") + "\n");
+  process.stdout.write(table(rows, 3));
 }
 
 export function parseImages(args: string[]): { vm?: string; store?: string } | "help" {

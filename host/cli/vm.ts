@@ -6,6 +6,7 @@ import { bootVm, listVms, stopVm, type BootOptions } from "../vm/manager.js";
 import { hostRootShare, imageStoreShare } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
 import { flag, parseFlags, usageError, value, values } from "./args.js";
+import { table } from "./table.js";
 import type { AgentClient } from "../client.js";
 import { DEFAULT_NAMESPACE, parseExec, runExec } from "./exec.js";
 
@@ -194,8 +195,7 @@ export function runLs(): number {
   for (const { record: r, state } of vms) {
     rows.push([r.name, state, r.accel, String(r.pid), `${r.memMiB}M`, String(r.cpus), [r.endpoints.vsock, r.endpoints.tcp, r.endpoints.serial, r.endpoints.uart].filter(Boolean).join(" ")]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  for (const row of rows) process.stdout.write(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join("  ") + "\n");
+  process.stdout.write(table(rows, 2));
   for (const { record, state } of vms) {
     if (state === "stale") {
       // The listing above told the user; now clean it, as promised.

@@ -1,7 +1,8 @@
 // Writes OCI image layouts (image-spec v1.1: oci-layout, index.json,
 // blobs/sha256/...) from in-memory layers. Deterministic by construction:
 // the same inputs give the same bytes, so the same digests.
-import { createHash } from "node:crypto";
+import { digestOf, hex } from "../../oci/digest.js";
+import { REF_NAME } from "../../oci/store.js";
 import fs from "node:fs";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
@@ -9,7 +10,7 @@ import { gzipSync } from "node:zlib";
 export const MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json";
 export const MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
-export const REF_NAME = "org.opencontainers.image.ref.name";
+export { REF_NAME };
 
 export interface Descriptor {
   mediaType: string;
@@ -28,13 +29,9 @@ export interface ImageSpec {
   created?: string;
 }
 
-export function sha256(b: Buffer): string {
-  return `sha256:${createHash("sha256").update(b).digest("hex")}`;
-}
-
 function writeBlob(dir: string, data: Buffer, mediaType: string): Descriptor {
-  const digest = sha256(data);
-  const file = path.join(dir, "blobs", "sha256", digest.slice("sha256:".length));
+  const digest = digestOf(data);
+  const file = path.join(dir, "blobs", "sha256", hex(digest));
   fs.mkdirSync(path.dirname(file), { recursive: true });
   if (!fs.existsSync(file)) fs.writeFileSync(file, data);
   return { mediaType, digest, size: data.length };
@@ -51,7 +48,7 @@ export function writeImage(dir: string, img: ImageSpec): Descriptor {
     architecture: "amd64",
     os: "linux",
     config: img.config,
-    rootfs: { type: "layers", diff_ids: img.layers.map(sha256) },
+    rootfs: { type: "layers", diff_ids: img.layers.map((l) => digestOf(l)) },
     history: img.layers.map(() => ({ created: img.created ?? "1970-01-01T00:00:00Z", created_by: "fractal image builder" })),
   };
   const configDesc = writeBlob(dir, Buffer.from(JSON.stringify(config)), MEDIA_CONFIG);

@@ -1,0 +1,6 @@
+// Column output as docker and ls print it: each column as wide as its widest
+// cell plus a gap, the last one unpadded.
+export function table(rows: string[][], gap: number): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + gap))).join("").trimEnd() + "\n").join("");
+}
