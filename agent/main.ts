@@ -2,6 +2,7 @@
 // exit on an error, so failures are logged and serving goes on.
 import { parseArgs } from "node:util";
 import { exitStatusFor } from "../proto/errors.js";
+import { authGate, tlsIdentity, type AuthFlags } from "./auth/config.js";
 import { log } from "./log.js";
 import { serve } from "./server.js";
 import { agentRole } from "./handlers/index.js";
@@ -11,8 +12,9 @@ const usage = `usage: fractal-agent [--init] --listen URL [--listen URL]...
 
 Serves the fractal protocol on every URL given:
   tcp://HOST:PORT          TCP (e.g. tcp://127.0.0.1:5000)
+  tls://HOST:PORT          TCP over TLS (needs --tls-cert and --tls-key)
   unix:///PATH             unix-domain socket
-  ws://HOST:PORT[/P]       WebSocket
+  ws://HOST:PORT[/P]       WebSocket (wss:// over TLS)
   vsock://:PORT            vsock, any CID
   virtio-serial://NAME     a virtio-serial port by name
   serial:///dev/ttyS1      a UART, put in raw mode
@@ -22,6 +24,15 @@ Serves the fractal protocol on every URL given:
                  and read more settings from the kernel command line
                  (fractal.listen=URL, fractal.share=TAG:/path, ...)
   --listen URL   a listener (repeatable)
+  --auth MODE    which connections must prove a key: network (TCP,
+                 WebSocket, TLS; the default), all, or none
+  --authorized-keys FILE
+                 keys that may connect, one per line:
+                 [allow=TYPE,...] ssh-ed25519 BASE64 [comment]
+                 (guest init: /etc/fractal/authorized_keys and
+                 fractal.key=[ALLOW:]BASE64 on the kernel command line)
+  --tls-cert FILE, --tls-key FILE
+                 PEM certificate chain and key for tls:// and wss://
   --version      print the version and exit
   --help         this text
 `;
@@ -35,6 +46,10 @@ async function main(): Promise<void> {
     ({ values } = parseArgs({
       options: {
         listen: { type: "string", multiple: true, default: [] },
+        auth: { type: "string" },
+        "authorized-keys": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
         init: { type: "boolean" },
         version: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -62,16 +77,33 @@ async function main(): Promise<void> {
     const { boot, startNetwork } = await import("./boot/init.js");
     const cfg = await boot();
     const listen = [...values.listen, ...cfg.listen];
-    await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true });
+    const flags: AuthFlags = { ...authFlags(values), init: { keys: cfg.keys, auth: cfg.auth } };
+    let gate;
+    let tls;
+    try {
+      gate = authGate(flags);
+      tls = tlsIdentity(flags);
+    } catch (err) {
+      // A broken key file must not leave the guest unreachable over its
+      // host-only channels: refuse every network login instead.
+      log("error", `${(err as Error).message}; network connections will be refused`);
+      gate = authGate({ auth: "network" });
+    }
+    await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls });
     await startNetwork();
     return;
   }
   try {
-    await serve({ listen: values.listen });
+    const flags = authFlags(values);
+    await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags) });
   } catch (err) {
     process.stderr.write(`fractal-agent: ${(err as Error).message}\n`);
     process.exit(exitStatusFor(err));
   }
+}
+
+function authFlags(v: { auth?: string; "authorized-keys"?: string; "tls-cert"?: string; "tls-key"?: string }): AuthFlags {
+  return { auth: v.auth, authorizedKeys: v["authorized-keys"], tlsCert: v["tls-cert"], tlsKey: v["tls-key"] };
 }
 
 void main();

@@ -13,6 +13,7 @@ import path from "node:path";
 import { formatEndpoint, type Endpoint } from "../proto/endpoint.js";
 import { encodeFrame } from "../proto/frame.js";
 import type { Link } from "../proto/link.js";
+import type { Authenticator } from "../proto/session.js";
 import type { Frame } from "../proto/wire.js";
 import { fileLink } from "../proto/file-link.js";
 import { log } from "./log.js";
@@ -47,7 +48,7 @@ function devicePath(ep: Endpoint): string | undefined {
 }
 
 /** Serves one serial endpoint forever; never throws. */
-export function serveSerial(ep: Endpoint): void {
+export function serveSerial(ep: Endpoint, authenticator?: Authenticator): void {
   const where = formatEndpoint(ep);
   let waitingLogged = false;
   const open = () => {
@@ -67,14 +68,14 @@ export function serveSerial(ep: Endpoint): void {
       setTimeout(open, 1000);
       return;
     }
-    runEpochs(fd, where, () => setTimeout(open, REOPEN_DELAY_MS));
+    runEpochs(fd, where, authenticator, () => setTimeout(open, REOPEN_DELAY_MS));
   };
   log("info", `listening on ${where}`);
   open();
 }
 
 /** Splits one device into a sequence of per-session links. */
-function runEpochs(fd: number, where: string, onDeviceClosed: () => void): void {
+function runEpochs(fd: number, where: string, authenticator: Authenticator | undefined, onDeviceClosed: () => void): void {
   let current: Epoch | undefined;
   // EOF ends the host's session; the fd stays open for the next one.
   const device = fileLink(fd, where, {
@@ -98,7 +99,7 @@ function runEpochs(fd: number, where: string, onDeviceClosed: () => void): void 
       },
     );
     current = epoch;
-    serveLink(epoch.link);
+    serveLink(epoch.link, authenticator);
     if (firstBytes) epoch.feed(firstBytes);
   };
   device.onData((b) => current?.feed(b));

@@ -1,9 +1,10 @@
 // The agent's serving loop: listeners in, sessions out. An error on one
 // connection is logged and ends that connection only.
 import { formatEndpoint, parseEndpoint } from "../proto/endpoint.js";
-import { listen, type Listener } from "../proto/listen.js";
+import { listen, type ListenOptions, type Listener } from "../proto/listen.js";
 import type { Link } from "../proto/link.js";
-import { Session } from "../proto/session.js";
+import { Session, type Authenticator } from "../proto/session.js";
+import type { AuthGate } from "./auth/authenticator.js";
 import { connectionHandler } from "./handlers/index.js";
 import { log } from "./log.js";
 import { AGENT_VERSION } from "./version.js";
@@ -14,10 +15,11 @@ export interface Agent {
 }
 
 /** Accepts connections on a link; usable for transports that are not listeners (serial). */
-export function serveLink(link: Link): Session {
+export function serveLink(link: Link, authenticator?: Authenticator): Session {
   let session!: Session;
   session = Session.accept(link, {
     name: `fractal-agent ${AGENT_VERSION}`,
+    authenticator,
     onRequest: (req, s) => handler(req, s),
     onProtocolError: (err, fromPeer) => log("warn", `${link.description}: ${fromPeer ? "peer reported a protocol error" : "bad input from peer"}: ${err.message}`),
   });
@@ -33,6 +35,10 @@ export function serveLink(link: Link): Session {
 
 export interface ServeOptions {
   listen: string[];
+  /** Which connections must authenticate, and with which keys. */
+  gate: AuthGate;
+  /** Certificate and key for tls:// and wss:// listeners. */
+  tls?: ListenOptions["tls"];
   /** Guest mode: a listener that fails is logged and skipped, never fatal. */
   tolerant?: boolean;
 }
@@ -41,7 +47,7 @@ export async function serve(opts: ServeOptions): Promise<Agent> {
   const listeners: Listener[] = [];
   for (const url of opts.listen) {
     try {
-      const l = await listenOne(url);
+      const l = await listenOne(url, opts);
       if (l) listeners.push(l);
     } catch (err) {
       if (!opts.tolerant) throw err;
@@ -56,17 +62,21 @@ export async function serve(opts: ServeOptions): Promise<Agent> {
   };
 }
 
-async function listenOne(url: string): Promise<Listener | undefined> {
+async function listenOne(url: string, opts: ServeOptions): Promise<Listener | undefined> {
   const ep = parseEndpoint(url);
   if (ep.kind === "serial" || ep.kind === "virtio-serial") {
     const { serveSerial } = await import("./serial.js");
-    serveSerial(ep);
+    serveSerial(ep, opts.gate.forConnection(ep.kind, "", formatEndpoint(ep)));
     return undefined;
   }
-  const l = await listen(ep, (link) => {
-    log("info", `${link.description}: connected`);
-    serveLink(link);
-  });
+  const l = await listen(
+    ep,
+    (link) => {
+      log("info", `${link.description}: connected`);
+      serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description));
+    },
+    { tls: opts.tls },
+  );
   log("info", `listening on ${formatEndpoint(l.endpoint)}`);
   return l;
 }

@@ -1,12 +1,13 @@
 // AgentClient: the host's API to an agent, in domain types. The CLI and the
 // tests use this; only this file converts to and from wire messages.
-import { dial } from "../proto/dial.js";
+import { dial, type DialOptions } from "../proto/dial.js";
 import type { Endpoint } from "../proto/endpoint.js";
 import { ErrorCode, FractalError } from "../proto/errors.js";
 import type { Link } from "../proto/link.js";
 import { Session, type RequestBody, type SessionOptions } from "../proto/session.js";
 import type { InStream, OutStream, StreamSink } from "../proto/stream.js";
 import type { Response } from "../proto/wire.js";
+import { loadSigner } from "./keys.js";
 
 export interface AgentInfo {
   agentVersion: string;
@@ -107,13 +108,31 @@ export function exitStatusOf(r: ExitResult): number {
 export class AgentClient {
   private constructor(readonly session: Session) {}
 
-  static async connect(url: string | Endpoint, opts: SessionOptions = {}): Promise<AgentClient> {
-    return AgentClient.over(await dial(url), opts);
+  /**
+   * Dials and shakes hands. An agent that asks for a key gets opts.signer, or
+   * else the key in $FRACTAL_KEY or ~/.config/fractal/key.
+   */
+  static async connect(url: string | Endpoint, opts: SessionOptions & { dial?: DialOptions } = {}): Promise<AgentClient> {
+    return AgentClient.over(await dial(url, opts.dial), opts);
   }
 
   /** Speaks the protocol over an already connected link. */
   static async over(link: Link, opts: SessionOptions = {}): Promise<AgentClient> {
-    return new AgentClient(await Session.connect(link, { name: "fractal-host", ...opts }));
+    let signer;
+    try {
+      signer = opts.signer ?? loadSigner(process.env.FRACTAL_KEY || undefined);
+    } catch (err) {
+      link.close();
+      throw err;
+    }
+    try {
+      return new AgentClient(await Session.connect(link, { name: "fractal-host", ...opts, signer }));
+    } catch (err) {
+      if (err instanceof FractalError && err.code === ErrorCode.UNAUTHENTICATED && !signer) {
+        throw new FractalError(err.code, `${err.message}: make one with \`fractal-host keygen\` and authorise its .pub (boot does that for its VMs)`);
+      }
+      throw err;
+    }
   }
 
   /** Round-trip time of one ping, in milliseconds. */

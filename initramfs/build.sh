@@ -7,6 +7,9 @@
 # byte-identical.
 #
 # usage: build.sh OUT.cpio AGENT MODULES_OUT_DIR
+# AUTHORIZED_KEYS=FILE bakes keys allowed on the agent's network listeners
+# in (/etc/fractal/authorized_keys, like cpud's key.pub); TLS_CERT and
+# TLS_KEY bake in an identity for tls:// and wss:// listeners.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(realpath -m "$1")
@@ -14,6 +17,13 @@ agent=$(realpath "$2")
 mods=$(realpath "$3")
 crun=${CRUN:-$(command -v crun || true)}
 [ -x "$crun" ] || { echo "build.sh: crun not found (apt-get install crun, or CRUN=/path/to/crun)" >&2; exit 1; }
+extra=()
+for pair in "${AUTHORIZED_KEYS:-}:etc/fractal/authorized_keys" "${TLS_CERT:-}:etc/fractal/tls.crt" "${TLS_KEY:-}:etc/fractal/tls.key"; do
+  src=${pair%%:*}
+  [ -n "$src" ] || continue
+  [ -r "$src" ] || { echo "build.sh: cannot read $src" >&2; exit 1; }
+  extra+=(-files "$(realpath "$src"):${pair#*:}")
+done
 cd "$here"
 # Every tool in go.mod except u-root itself is a command for the image.
 cmds=$(awk '/^tool \(/ {t=1; next} t && /^\)/ {t=0} t && $1 != "github.com/u-root/u-root" {print $1}' go.mod)
@@ -27,6 +37,7 @@ go tool u-root -o "$out.tmp" \
   -files "$crun:bin/crun" \
   -files "$helper:bin/fractal-ns" \
   -files "$mods:lib/modules" \
+  "${extra[@]}" \
   $cmds 2>&1 | grep -v -E "WARN|Some packages may not compile|golang.org/doc/install|golang.org/dl" || true
 [ -s "$out.tmp" ] || { echo "build.sh: u-root produced no archive" >&2; exit 1; }
 mv "$out.tmp" "$out"

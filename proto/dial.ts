@@ -1,5 +1,6 @@
 // Client side of every transport: an endpoint URL in, a connected Link out.
 import net from "node:net";
+import tls from "node:tls";
 import WebSocket from "ws";
 import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
@@ -11,16 +12,28 @@ import fs from "node:fs";
 
 export const DIAL_TIMEOUT_MS = 10_000;
 
-export async function dial(url: string | Endpoint, timeoutMs = DIAL_TIMEOUT_MS): Promise<Link> {
+export interface DialOptions {
+  timeoutMs?: number;
+  /** tls:// and wss://: PEM certificates to trust instead of the system's (a self-signed agent's own). */
+  tlsCa?: string;
+}
+
+export async function dial(url: string | Endpoint, opts: DialOptions = {}): Promise<Link> {
   const ep = typeof url === "string" ? parseEndpoint(url) : url;
   const where = formatEndpoint(ep);
+  const timeoutMs = opts.timeoutMs ?? DIAL_TIMEOUT_MS;
   switch (ep.kind) {
     case "tcp":
       return socketLink(await connectSocket(net.connect({ host: ep.host, port: ep.port }), where, timeoutMs), `tcp ${ep.host}:${ep.port}`);
+    case "tls": {
+      const sock = tls.connect({ host: ep.host, port: ep.port, ca: opts.tlsCa, servername: net.isIP(ep.host) ? undefined : ep.host });
+      return socketLink(await connectSocket(sock, where, timeoutMs, "secureConnect"), `tls ${ep.host}:${ep.port}`);
+    }
     case "unix":
       return socketLink(await connectSocket(net.connect({ path: ep.path }), where, timeoutMs), `unix ${ep.path}`);
-    case "ws": {
-      const ws = new WebSocket(`ws://${ep.host.includes(":") ? `[${ep.host}]` : ep.host}:${ep.port}${ep.path}`);
+    case "ws":
+    case "wss": {
+      const ws = new WebSocket(`${ep.kind}://${ep.host.includes(":") ? `[${ep.host}]` : ep.host}:${ep.port}${ep.path}`, { ca: opts.tlsCa });
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => {
           ws.terminate();
@@ -35,7 +48,7 @@ export async function dial(url: string | Endpoint, timeoutMs = DIAL_TIMEOUT_MS):
           reject(unreachable(where, err.message));
         });
       });
-      return wsLink(ws, `ws ${ep.host}:${ep.port}`);
+      return wsLink(ws, `${ep.kind} ${ep.host}:${ep.port}`);
     }
     case "vsock": {
       const { vsockConnectFd } = await import("./vsock.js");
@@ -103,13 +116,13 @@ function hybridVsockHandshake(sock: net.Socket, port: number, where: string, tim
   });
 }
 
-function connectSocket(sock: net.Socket, where: string, timeoutMs: number): Promise<net.Socket> {
+function connectSocket(sock: net.Socket, where: string, timeoutMs: number, event = "connect"): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       sock.destroy();
       reject(unreachable(where, "timed out"));
     }, timeoutMs);
-    sock.once("connect", () => {
+    sock.once(event, () => {
       clearTimeout(timer);
       sock.removeAllListeners("error");
       resolve(sock);

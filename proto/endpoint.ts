@@ -1,5 +1,6 @@
 // Endpoint URLs name where an agent listens or a client connects:
 //   tcp://HOST:PORT        unix:///path/to.sock     ws://HOST:PORT[/path]
+//   tls://HOST:PORT        wss://HOST:PORT[/path]   (TCP and WebSocket over TLS)
 //   vsock://CID:PORT       (listen: vsock://:PORT, any CID)
 //   hvsock:///path.sock:PORT  Firecracker / cloud-hypervisor hybrid vsock (client only)
 //   serial:///dev/ttyS1    a serial line; on the host also a unix socket that
@@ -12,6 +13,8 @@ export type Endpoint =
   | { kind: "tcp"; host: string; port: number }
   | { kind: "unix"; path: string }
   | { kind: "ws"; host: string; port: number; path: string }
+  | { kind: "tls"; host: string; port: number }
+  | { kind: "wss"; host: string; port: number; path: string }
   | { kind: "vsock"; cid: number; port: number }
   | { kind: "hvsock"; path: string; port: number }
   | { kind: "serial"; path: string }
@@ -25,19 +28,21 @@ export function parseEndpoint(url: string): Endpoint {
   if (!m) throw bad(url, "expected SCHEME://ADDRESS, e.g. tcp://127.0.0.1:5000");
   const [, scheme, rest] = m as unknown as [string, string, string];
   switch (scheme) {
-    case "tcp": {
+    case "tcp":
+    case "tls": {
       const { host, port } = hostPort(url, rest);
-      return { kind: "tcp", host, port };
+      return { kind: scheme, host, port };
     }
     case "unix":
       if (!rest.startsWith("/")) throw bad(url, "unix sockets need an absolute path: unix:///path/to.sock");
       return { kind: "unix", path: rest };
-    case "ws": {
+    case "ws":
+    case "wss": {
       const slash = rest.indexOf("/");
       const addr = slash < 0 ? rest : rest.slice(0, slash);
       const path = slash < 0 ? "/" : rest.slice(slash);
       const { host, port } = hostPort(url, addr);
-      return { kind: "ws", host, port, path };
+      return { kind: scheme, host, port, path };
     }
     case "vsock": {
       const m2 = /^(-1|\d*):(\d+)$/.exec(rest);
@@ -57,18 +62,20 @@ export function parseEndpoint(url: string): Endpoint {
       if (!/^[\w.-]+$/.test(rest)) throw bad(url, "expected virtio-serial://PORT-NAME, e.g. virtio-serial://org.fractal.agent");
       return { kind: "virtio-serial", name: rest };
     default:
-      throw bad(url, `unknown scheme "${scheme}" (known: tcp, unix, ws, vsock, hvsock, serial, virtio-serial)`);
+      throw bad(url, `unknown scheme "${scheme}" (known: tcp, tls, unix, ws, wss, vsock, hvsock, serial, virtio-serial)`);
   }
 }
 
 export function formatEndpoint(e: Endpoint): string {
   switch (e.kind) {
     case "tcp":
-      return `tcp://${hostText(e.host)}:${e.port}`;
+    case "tls":
+      return `${e.kind}://${hostText(e.host)}:${e.port}`;
     case "unix":
       return `unix://${e.path}`;
     case "ws":
-      return `ws://${hostText(e.host)}:${e.port}${e.path}`;
+    case "wss":
+      return `${e.kind}://${hostText(e.host)}:${e.port}${e.path}`;
     case "vsock":
       return `vsock://${e.cid === ANY_CID ? "" : e.cid}:${e.port}`;
     case "hvsock":

@@ -18,6 +18,8 @@ export interface Link {
   onClose(cb: (err?: Error) => void): void;
   /** For logs: "tcp 127.0.0.1:5000", "unix /run/x.sock", ... */
   readonly description: string;
+  /** Network links: the peer's address, which failed logins are counted against. */
+  readonly peer?: string;
   /**
    * Serial links can tear (a peer reconnects mid-frame): decoders on them
    * skip junk to the next valid frame instead of failing.

@@ -1,7 +1,9 @@
 // Server side of every transport: an endpoint URL in, a stream of Links out.
 import fs from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
+import tls from "node:tls";
 import { WebSocketServer } from "ws";
 import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
@@ -14,11 +16,19 @@ export interface Listener {
   close(): Promise<void>;
 }
 
-export async function listen(url: string | Endpoint, onLink: (link: Link) => void): Promise<Listener> {
+export interface ListenOptions {
+  /** Certificate chain and private key (PEM) for tls:// and wss://. */
+  tls?: { cert: string; key: string };
+}
+
+export async function listen(url: string | Endpoint, onLink: (link: Link) => void, opts: ListenOptions = {}): Promise<Listener> {
   const ep = typeof url === "string" ? parseEndpoint(url) : url;
   switch (ep.kind) {
-    case "tcp": {
-      const server = net.createServer((sock) => onLink(socketLink(sock, `tcp ${sock.remoteAddress}:${sock.remotePort}`)));
+    case "tcp":
+    case "tls": {
+      const accept = (sock: net.Socket) => onLink({ ...socketLink(sock, `${ep.kind} ${sock.remoteAddress}:${sock.remotePort}`), peer: sock.remoteAddress ?? "" });
+      const server = ep.kind === "tls" ? tls.createServer(tlsOptions(ep, opts), accept) : net.createServer(accept);
+      if (ep.kind === "tls") server.on("tlsClientError", () => {}); // a failed TLS handshake ends that socket only
       await bind(server, ep, () => server.listen(ep.port, ep.host));
       const port = (server.address() as net.AddressInfo).port; // bound TCP servers report AddressInfo
       return { endpoint: { ...ep, port }, close: () => closeServer(server) };
@@ -41,12 +51,16 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
         },
       };
     }
-    case "ws": {
-      const server = http.createServer((_req, res) => {
+    case "ws":
+    case "wss": {
+      const upgradeOnly = (_req: http.IncomingMessage, res: http.ServerResponse) => {
         res.writeHead(426, { "content-type": "text/plain" }).end("fractal agent: WebSocket upgrade required\n");
-      });
+      };
+      const server = ep.kind === "wss" ? https.createServer(tlsOptions(ep, opts), upgradeOnly) : http.createServer(upgradeOnly);
       const wss = new WebSocketServer({ server, path: ep.path, maxPayload: 16 << 20 });
-      wss.on("connection", (ws, req) => onLink(wsLink(ws, `ws ${req.socket.remoteAddress}:${req.socket.remotePort}`)));
+      wss.on("connection", (ws, req) =>
+        onLink({ ...wsLink(ws, `${ep.kind} ${req.socket.remoteAddress}:${req.socket.remotePort}`), peer: req.socket.remoteAddress ?? "" }),
+      );
       await bind(server, ep, () => server.listen(ep.port, ep.host));
       const port = (server.address() as net.AddressInfo).port; // bound TCP servers report AddressInfo
       return {
@@ -70,6 +84,11 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       // Serial lines are not listeners: the agent serves them with serveSerial().
       throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${formatEndpoint(ep)} cannot be listened on here`);
   }
+}
+
+function tlsOptions(ep: Endpoint, opts: ListenOptions): tls.TlsOptions {
+  if (!opts.tls) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${formatEndpoint(ep)} needs a certificate and key (--tls-cert, --tls-key)`);
+  return { cert: opts.tls.cert, key: opts.tls.key, minVersion: "TLSv1.2" };
 }
 
 function bind(server: net.Server, ep: Endpoint, start: () => void): Promise<void> {

@@ -7,6 +7,7 @@
 // the link is not backed up, round-robin across streams. So a stalled stream
 // (no credit) or a slow link never delays a ping behind bulk bytes queued in
 // this process.
+import { newChallenge, type Signer } from "./auth.js";
 import { ErrorCode, FractalError, ProtocolViolation, codeName } from "./errors.js";
 import { FrameDecoder, MAX_DATA_CHUNK, MAX_FRAME, encodeDataPrefix, encodeFrame } from "./frame.js";
 import type { Link } from "./link.js";
@@ -38,8 +39,25 @@ export interface SessionOptions {
   features?: string[];
   /** Server only: serves each request; errors become Error responses. */
   onRequest?: RequestHandler;
+  /** Server: connections must authenticate with a key this accepts. */
+  authenticator?: Authenticator;
+  /** Client: answers the agent's challenge if it sends one. */
+  signer?: Signer;
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
+}
+
+/** Who an authenticated connection belongs to, and what it may ask for. */
+export interface Principal {
+  name: string;
+  /** Request types this connection may send; "all" allows every one. */
+  allowed: readonly string[];
+}
+
+/** Server side of authentication: checks a key's answer to the challenge. */
+export interface Authenticator {
+  /** Returns who holds the key, or throws a FractalError saying why not. */
+  verify(publicKey: Uint8Array, signature: Uint8Array, challenge: Uint8Array): Principal;
 }
 
 type Pending = { resolve: (r: Response) => void; reject: (e: FractalError) => void };
@@ -50,6 +68,8 @@ export class Session implements StreamHost {
   private peerWindow = DEFAULT_WINDOW;
   private peerMaxFrame = MAX_FRAME;
   private handshaken = false;
+  /** Set between HelloAck and Auth on a connection that must authenticate. */
+  private challenge: Uint8Array | undefined;
   private closedErr: FractalError | undefined;
   private readonly closeCbs: ((err: FractalError) => void)[] = [];
   private readonly ins = new Map<number, InStream>();
@@ -69,6 +89,8 @@ export class Session implements StreamHost {
   version = 0;
   features: string[] = [];
   peerName = "";
+  /** The authenticated key, once Auth succeeded; undefined on unauthenticated links. */
+  principal: Principal | undefined;
 
   private constructor(
     readonly link: Link,
@@ -264,6 +286,12 @@ export class Session implements StreamHost {
       if (this.link.resync) return;
       throw new ProtocolViolation(ErrorCode.HANDSHAKE_REQUIRED, `expected Hello as the first frame, got ${f.kind ?? "an unknown frame"}`, true);
     }
+    // Until the key is proven nothing but Auth gets through: no request, no
+    // stream byte, no credit.
+    const awaited = this.role === "server" ? "auth" : "authOk";
+    if (this.challenge && f.kind !== awaited && f.kind !== "protocolError" && !(f.kind === "hello" && this.link.rehello)) {
+      throw new ProtocolViolation(ErrorCode.UNAUTHENTICATED, `authentication required: expected ${awaited}, got ${f.kind ?? "an unknown frame"}`, true);
+    }
     switch (f.kind) {
       case "hello":
         return this.onHello(f.hello!);
@@ -283,6 +311,10 @@ export class Session implements StreamHost {
         return this.onStreamReset(f.streamReset!.stream ?? 0, f.streamReset!.reason ?? "");
       case "protocolError":
         return this.onPeerError(f.protocolError!);
+      case "auth":
+        return this.onAuth(f.auth!);
+      case "authOk":
+        return this.onAuthOk(f.authOk!);
       default:
         // An unknown field number: the frame was well-formed, so we can go on.
         throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unknown frame type (a newer peer?)", false);
@@ -314,6 +346,7 @@ export class Session implements StreamHost {
     const ours = this.opts.features ?? [];
     this.features = (h.features ?? []).filter((x) => ours.includes(x));
     this.handshaken = true;
+    if (this.opts.authenticator) this.challenge = newChallenge();
     this.sendFrame({
       helloAck: {
         version,
@@ -321,8 +354,33 @@ export class Session implements StreamHost {
         initialWindow: this.window,
         maxFrame: this.opts.maxFrame ?? MAX_FRAME,
         agent: this.opts.name ?? "fractal-agent",
+        authChallenge: this.challenge,
       },
     });
+    if (!this.challenge) this.handshakeDone();
+  }
+
+  private onAuth(a: NonNullable<Frame["auth"]>): void {
+    const challenge = this.challenge;
+    if (this.role !== "server" || !challenge || !this.opts.authenticator) {
+      throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected Auth", true);
+    }
+    let p: Principal;
+    try {
+      p = this.opts.authenticator.verify(a.publicKey ?? new Uint8Array(0), a.signature ?? new Uint8Array(0), challenge);
+    } catch (err) {
+      throw new ProtocolViolation(ErrorCode.UNAUTHENTICATED, err instanceof Error ? err.message : String(err), true);
+    }
+    this.challenge = undefined;
+    this.principal = p;
+    this.sendFrame({ authOk: { keyName: p.name, allowed: [...p.allowed] } });
+    this.handshakeDone();
+  }
+
+  private onAuthOk(a: NonNullable<Frame["authOk"]>): void {
+    if (this.role !== "client" || !this.challenge) throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected AuthOk", true);
+    this.challenge = undefined;
+    this.principal = { name: a.keyName ?? "", allowed: a.allowed ?? [] };
     this.handshakeDone();
   }
 
@@ -343,7 +401,15 @@ export class Session implements StreamHost {
     this.peerMaxFrame = clampFrame(a.maxFrame);
     this.peerName = a.agent ?? "";
     this.handshaken = true;
-    this.handshakeDone();
+    const challenge = a.authChallenge ?? new Uint8Array(0);
+    if (challenge.length === 0) return this.handshakeDone();
+    if (!this.opts.signer) {
+      this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `${this.link.description}: the agent requires a key and none was given`));
+      return;
+    }
+    // The AuthOk (or a fatal UNAUTHENTICATED error) completes the handshake.
+    this.challenge = challenge;
+    this.sendFrame({ auth: { publicKey: this.opts.signer.publicKey, signature: this.opts.signer.sign(challenge) } });
   }
 
   private onRequest(req: Request): void {
@@ -419,7 +485,8 @@ export class Session implements StreamHost {
     const v = new ProtocolViolation(e.code ?? ErrorCode.ERROR_UNSPECIFIED, e.message ?? "", e.fatal ?? false);
     this.opts.onProtocolError?.(v, true);
     if (v.fatal || !this.handshaken) {
-      this.teardown(new FractalError(v.code, `protocol error from peer (${codeName(v.code)}): ${v.message}`));
+      const what = v.code === ErrorCode.UNAUTHENTICATED ? "the agent refused authentication" : `protocol error from peer (${codeName(v.code)})`;
+      this.teardown(new FractalError(v.code, `${what}: ${v.message}`));
       this.link.close();
     }
   }

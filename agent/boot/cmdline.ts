@@ -1,6 +1,10 @@
 // Settings from the kernel command line, so one initramfs serves every VM
 // and every machine: fractal.listen=URL (repeatable, or comma-separated),
-// fractal.share=TAG:/path[:virtiofs], fractal.hostname=NAME, fractal.log=PATH.
+// fractal.share=TAG:/path[:virtiofs], fractal.hostname=NAME, fractal.log=PATH,
+// fractal.key=[ALLOW:]BASE64 (repeatable; see agent/auth/keys.ts) and
+// fractal.auth=network|all|none.
+import { parseAuthMode, type AuthMode } from "../auth/authenticator.js";
+import { parseCmdlineKey, type AuthorizedKey } from "../auth/keys.js";
 
 export interface Share {
   tag: string;
@@ -14,6 +18,8 @@ export interface BootConfig {
   shares: Share[];
   hostname: string;
   logFile: string;
+  keys: AuthorizedKey[];
+  auth?: AuthMode;
   /** Problems found while parsing: logged, never fatal. */
   errors: string[];
 }
@@ -26,7 +32,7 @@ function words(cmdline: string): string[] {
 }
 
 export function parseCmdline(cmdline: string): BootConfig {
-  const cfg: BootConfig = { listen: [], shares: [], hostname: "fractal", logFile: "/run/fractal/agent.log", errors: [] };
+  const cfg: BootConfig = { listen: [], shares: [], hostname: "fractal", logFile: "/run/fractal/agent.log", keys: [], errors: [] };
   for (const w of words(cmdline)) {
     const eq = w.indexOf("=");
     if (!w.startsWith("fractal.") || eq < 0) continue;
@@ -50,6 +56,15 @@ export function parseCmdline(cmdline: string): BootConfig {
         break;
       case "log":
         cfg.logFile = value;
+        break;
+      case "key":
+      case "auth":
+        try {
+          if (key === "key") cfg.keys.push(parseCmdlineKey(value));
+          else cfg.auth = parseAuthMode(value, "fractal.auth");
+        } catch (err) {
+          cfg.errors.push((err as Error).message);
+        }
         break;
       default:
         cfg.errors.push(`unknown setting fractal.${key}`);

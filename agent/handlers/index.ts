@@ -3,6 +3,7 @@
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { RequestHandler, Session } from "../../proto/session.js";
 import type { Request } from "../../proto/wire.js";
+import { checkAllowed, requestType } from "../auth/policy.js";
 import { log } from "../log.js";
 import { ContainerHandlers } from "./containers.js";
 import { ProcessHandlers } from "./process.js";
@@ -26,6 +27,7 @@ export function connectionHandler(session: Session): RequestHandler {
     // unknown field number (a newer client) leaves it undefined.
     const kind = (req as { body?: RequestKind }).body;
     if (kind === undefined) throw new FractalError(ErrorCode.UNKNOWN_MESSAGE, "unknown request type (a newer client?)");
+    checkAllowed(session.principal, requestType(req, kind));
     try {
       switch (kind) {
         case "ping":

@@ -1,7 +1,9 @@
 // fractal-host: parses the global flags and the command word, then calls the
 // command's library function. Errors print one line and map to an exit status.
 import { exitStatusFor, FractalError, ErrorCode } from "../../proto/errors.js";
+import fs from "node:fs";
 import { AgentClient } from "../client.js";
+import { runKeygen } from "./keys.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 import { execHelp, parseExec, runExec } from "./exec.js";
 import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, stopHelp } from "./vm.js";
@@ -17,7 +19,12 @@ Global options:
   --connect URL   the agent: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT,
                   vsock://CID:PORT, hvsock:///PATH.sock:PORT or
                   serial:///PATH (default: $FRACTAL_CONNECT)
+                  (tls://HOST:PORT and wss:// for TLS)
   --vm NAME       the agent of a VM started by boot
+  --key FILE      the key for agents that ask for one
+                  (default: $FRACTAL_KEY or ~/.config/fractal/key)
+  --tls-ca FILE   PEM certificates to trust for tls:// and wss:// (an agent's
+                  self-signed one; default: $FRACTAL_TLS_CA, else the system's)
   -h, --help      this text
 
 Commands:
@@ -36,12 +43,15 @@ Commands:
   rm        delete containers
   wait      wait for containers to exit
   ping      check that the agent answers, and how fast
+  keygen    make a key for connecting to agents
   version   show the agent's version and machine
 `;
 
 const globalSpecs = [
   { long: "connect", value: true },
   { long: "vm", value: true },
+  { long: "key", value: true },
+  { long: "tls-ca", value: true },
   { long: "help", short: "h" },
 ];
 
@@ -49,7 +59,14 @@ async function connect(url: string | undefined, vm: string | undefined): Promise
   if (url && vm) throw usageError("fractal-host", "give --connect or --vm, not both");
   const target = vm ? vmEndpoint(requireVm(vm)) : (url ?? process.env.FRACTAL_CONNECT);
   if (!target) throw usageError("fractal-host", "no agent given: use --vm NAME, --connect URL or set FRACTAL_CONNECT");
-  return AgentClient.connect(target);
+  const ca = process.env.FRACTAL_TLS_CA;
+  let tlsCa: string | undefined;
+  try {
+    tlsCa = ca ? fs.readFileSync(ca, "utf8") : undefined;
+  } catch (err) {
+    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `cannot read --tls-ca ${ca}: ${(err as Error).message}`);
+  }
+  return AgentClient.connect(target, { dial: { tlsCa } });
 }
 
 const wantsHelp = (args: string[]) => args.includes("--help") || args.includes("-h");
@@ -69,15 +86,20 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined && !flag(g, "help") ? 2 : 0;
   }
   const url = value(g, "connect");
+  // Global key and CA flags reach the library (and boot) as its environment.
+  if (value(g, "key") !== undefined) process.env.FRACTAL_KEY = value(g, "key");
+  if (value(g, "tls-ca") !== undefined) process.env.FRACTAL_TLS_CA = value(g, "tls-ca");
   const gvm = value(g, "vm");
   switch (command) {
     case "boot": {
       const b = parseBoot(args);
       if (b === "help") return void process.stdout.write(bootHelp), 0;
-      return runBoot(b.opts, b.detach);
+      return runBoot(b.opts, b.detach, b.authorize);
     }
     case "shell":
       return runShell(args, (vm) => connect(url, vm));
+    case "keygen":
+      return runKeygen(args);
     case "ls":
       if (wantsHelp(args)) return void process.stdout.write(lsHelp), 0;
       return runLs();

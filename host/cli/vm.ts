@@ -9,6 +9,7 @@ import { flag, parseFlags, usageError, value, values } from "./args.js";
 import { table } from "./table.js";
 import type { AgentClient } from "../client.js";
 import { DEFAULT_NAMESPACE, parseExec, runExec } from "./exec.js";
+import { guestKeyArgs } from "./keys.js";
 
 export const bootHelp = `usage: fractal-host boot [OPTIONS]
 
@@ -36,6 +37,12 @@ TCG otherwise) and waits until its agent answers.
   --kernel K                kernel image (default: build/kernel/vmlinuz)
   --initrd I                initramfs (default: build/initramfs.cpio)
   --append ARGS             extra kernel command line
+  --authorize FILE          also let these keys in (authorized_keys lines,
+                            "[allow=TYPES] ssh-ed25519 BASE64 [comment]");
+                            your own key (--key, $FRACTAL_KEY or
+                            ~/.config/fractal/key, made if missing) always is
+  --auth MODE               which agent connections need a key: network
+                            (TCP; the default), all, or none
   --timeout SECONDS         give up waiting for the agent (default: 180 on TCG, 60 otherwise)
   -d, --detach              return once the agent answers (default: stay and
                             show the console; Ctrl-C stops the VM)
@@ -69,6 +76,8 @@ const bootSpecs = [
   { long: "kernel", value: true },
   { long: "initrd", value: true },
   { long: "append", value: true, repeat: true },
+  { long: "authorize", value: true, repeat: true },
+  { long: "auth", value: true },
   { long: "timeout", value: true },
   { long: "detach", short: "d" },
   { long: "help", short: "h" },
@@ -91,7 +100,7 @@ export function parseSize(s: string): number {
   return Math.floor(mib);
 }
 
-export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean } | "help" {
+export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean; authorize: string[] } | "help" {
   const p = parseFlags(args, bootSpecs, "boot");
   if (flag(p, "help")) return "help";
   if (p.rest.length > 0) throw usageError("boot", `unexpected argument "${p.rest[0]}"`);
@@ -128,6 +137,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean 
   if (timeout !== undefined && !(Number(timeout) > 0)) throw usageError("boot", `bad --timeout "${timeout}"`);
   return {
     detach: flag(p, "detach"),
+    authorize: values(p, "authorize"),
     opts: {
       name: value(p, "name") ?? "fractal",
       memMiB: parseSize(value(p, "mem") ?? "1G"),
@@ -137,17 +147,27 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean 
       tcp,
       kernel: path.resolve(value(p, "kernel") ?? defaultArtifact("kernel/vmlinuz", "FRACTAL_KERNEL")),
       initrd: path.resolve(value(p, "initrd") ?? defaultArtifact("initramfs.cpio", "FRACTAL_INITRD")),
-      append: values(p, "append").flatMap((a) => a.split(/\s+/).filter((x) => x !== "")),
+      append: [
+        ...authArg(value(p, "auth")),
+        ...values(p, "append").flatMap((a) => a.split(/\s+/).filter((x) => x !== "")),
+      ],
       timeoutMs: timeout !== undefined ? Number(timeout) * 1000 : undefined,
       uart: flag(p, "uart"),
     },
   };
 }
 
-export async function runBoot(opts: BootOptions, detach: boolean): Promise<number> {
+function authArg(mode: string | undefined): string[] {
+  if (mode === undefined) return [];
+  if (!["network", "all", "none"].includes(mode)) throw usageError("boot", `bad --auth "${mode}": expected network, all or none`);
+  return [`fractal.auth=${mode}`];
+}
+
+export async function runBoot(opts: BootOptions, detach: boolean, authorize: string[] = []): Promise<number> {
   const tty = process.stderr.isTTY;
   const rec = await bootVm({
     ...opts,
+    append: [...guestKeyArgs(authorize), ...(opts.append ?? [])],
     progress: tty ? (ms, accel) => process.stderr.write(`\rbooting ${opts.name} (${accel}) ${(ms / 1000).toFixed(0)}s `) : undefined,
   });
   if (tty) process.stderr.write("\r\x1b[K");
@@ -253,7 +273,7 @@ export async function runShell(args: string[], connect: (vm: string) => Promise<
   if (!listVms().some((v) => v.record.name === sh.name && v.state === "running")) {
     const b = parseBoot(["--name", sh.name, "--host-root", "--detach", ...sh.boot]);
     if (b === "help") return void process.stdout.write(bootHelp), 0;
-    await runBoot(b.opts, true);
+    await runBoot(b.opts, true, b.authorize);
   }
   const nsArg = sh.namespace === undefined ? "--namespace" : `--namespace=${sh.namespace}`;
   const cmd = parseExec(["-i", "-t", nsArg, "--", process.env.SHELL || "/bin/sh"], process.env);

@@ -12,17 +12,33 @@ export interface RunningAgent {
   tcp: string;
   ws: string;
   unix: string;
+  /** Every URL the agent listens on, in the order it reported them. */
+  urls: string[];
+  dir: string;
   proc: ChildProcess;
   log: () => string;
   stop(): Promise<void>;
 }
 
+export interface AgentOptions {
+  /** authorized_keys lines; default: the test key (FRACTAL_KEY's .pub) with every right. */
+  authorizedKeys?: string[];
+  /** More flags, e.g. TLS listeners. */
+  args?: string[];
+  /** Listeners to wait for before resolving (default 3: TCP, WebSocket, unix). */
+  listeners?: number;
+}
+
 /** Starts build/fractal-agent listening on TCP, WebSocket and unix; resolves once all three are bound. */
-export async function startAgent(): Promise<RunningAgent> {
+export async function startAgent(opts: AgentOptions = {}): Promise<RunningAgent> {
   if (!fs.existsSync(AGENT_BIN)) throw new Error(`${AGENT_BIN} is missing: run make build`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-test-"));
   const sock = path.join(dir, "agent.sock");
-  const proc = spawn(AGENT_BIN, ["--listen", "tcp://127.0.0.1:0", "--listen", "ws://127.0.0.1:0", "--listen", `unix://${sock}`], {
+  const keys = path.join(dir, "authorized_keys");
+  fs.writeFileSync(keys, (opts.authorizedKeys ?? [fs.readFileSync(`${process.env.FRACTAL_KEY}.pub`, "utf8")]).join("\n"));
+  const args = ["--listen", "tcp://127.0.0.1:0", "--listen", "ws://127.0.0.1:0", "--listen", `unix://${sock}`, "--authorized-keys", keys, ...(opts.args ?? [])];
+  const want = opts.listeners ?? 3;
+  const proc = spawn(AGENT_BIN, args, {
     stdio: ["ignore", "ignore", "pipe"],
   });
   let log = "";
@@ -32,7 +48,7 @@ export async function startAgent(): Promise<RunningAgent> {
     proc.stderr!.on("data", (b: Buffer) => {
       log += b.toString();
       for (const m of b.toString().matchAll(/listening on (\S+)/g)) found.push(m[1]!);
-      if (found.length === 3) {
+      if (found.length === want) {
         clearTimeout(timer);
         resolve(found);
       }
@@ -43,6 +59,8 @@ export async function startAgent(): Promise<RunningAgent> {
     tcp: urls.find((u) => u.startsWith("tcp://"))!,
     ws: urls.find((u) => u.startsWith("ws://"))!,
     unix: urls.find((u) => u.startsWith("unix://"))!,
+    urls,
+    dir,
     proc,
     log: () => log,
     async stop() {

@@ -1,7 +1,9 @@
 // Hostile and broken peers against the compiled agent: each gets a clear
 // protocol error, and every other connection keeps being served.
+import fs from "node:fs";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { signerFromPem } from "../../proto/auth.js";
 import { parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
 import { FrameDecoder, HEADER_SIZE, encodeFrame } from "../../proto/frame.js";
@@ -53,7 +55,11 @@ async function raw(handshake = true): Promise<Raw> {
   };
   if (handshake) {
     r.send(encodeFrame({ hello: { minVersion: 1, maxVersion: 1 } }));
-    await r.next((f) => !!f.helloAck);
+    const ack = (await r.next((f) => !!f.helloAck)).helloAck!;
+    // TCP connections must prove the test key before anything else counts.
+    const key = signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+    r.send(encodeFrame({ auth: { publicKey: key.publicKey, signature: key.sign(ack.authChallenge!) } }));
+    await r.next((f) => !!f.authOk);
   }
   return r;
 }

@@ -1,0 +1,53 @@
+// `fractal-host keygen`, and the kernel command-line words with which boot
+// authorises keys in its guest.
+import fs from "node:fs";
+import { publicKeyBlob } from "../../proto/auth.js";
+import { defaultKeyPath, loadSigner, publicKeyArg, writeNewKey } from "../keys.js";
+import { flag, parseFlags, usageError, value } from "./args.js";
+
+export const keygenHelp = `usage: fractal-host keygen [-f FILE]
+
+Makes an Ed25519 key pair for connecting to agents: FILE (private, mode 600)
+and FILE.pub (one line, "ssh-ed25519 BASE64 user@host", to authorise in an
+agent's authorized_keys or an initramfs build's AUTHORIZED_KEYS).
+
+  -f, --file FILE   where to write (default: $FRACTAL_KEY or ~/.config/fractal/key)
+`;
+
+export function runKeygen(args: string[]): number {
+  const p = parseFlags(args, [{ long: "file", short: "f", value: true }, { long: "help", short: "h" }], "keygen");
+  if (flag(p, "help")) return void process.stdout.write(keygenHelp), 0;
+  if (p.rest.length > 0) throw usageError("keygen", `unexpected argument "${p.rest[0]}"`);
+  const file = value(p, "file") ?? (process.env.FRACTAL_KEY || defaultKeyPath());
+  const line = writeNewKey(file);
+  process.stdout.write(`wrote ${file} and ${file}.pub\n${line}\n`);
+  return 0;
+}
+
+/**
+ * fractal.key= words for a guest: the user's own key (made on first use, as
+ * docker-machine does, so `boot` then `exec` just works), and every line of
+ * the --authorize files with its allow= list.
+ */
+export function guestKeyArgs(authorizeFiles: string[]): string[] {
+  let signer = loadSigner(process.env.FRACTAL_KEY || undefined);
+  if (!signer) {
+    const file = defaultKeyPath();
+    writeNewKey(file);
+    process.stderr.write(`made a key for connecting to VMs: ${file}\n`);
+    signer = loadSigner(file)!; // just written
+  }
+  const args = [`fractal.key=${publicKeyBlob(signer.publicKey)}`];
+  for (const f of authorizeFiles) {
+    let text: string;
+    try {
+      text = fs.readFileSync(f, "utf8");
+    } catch (err) {
+      throw usageError("boot", `--authorize ${f}: ${(err as Error).message}`);
+    }
+    text.split("\n").forEach((line, i) => {
+      if (line.trim() !== "" && !line.trim().startsWith("#")) args.push(`fractal.key=${publicKeyArg(line, `${f}:${i + 1}`)}`);
+    });
+  }
+  return args;
+}

@@ -1,0 +1,216 @@
+// Authentication and per-key policy on the compiled agent: network listeners
+// (TCP, WebSocket, TLS, WSS) demand a known Ed25519 key, replays and guesses
+// fail, failures are rate-limited and logged, and an observer key can look
+// but not touch.
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { signerFromPem } from "../../proto/auth.js";
+import { parseEndpoint } from "../../proto/endpoint.js";
+import { ErrorCode } from "../../proto/errors.js";
+import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
+import type { Frame } from "../../proto/wire.js";
+import { runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
+
+let agent: RunningAgent;
+let keys: string;
+const pub = (f: string) => fs.readFileSync(`${f}.pub`, "utf8").trim();
+
+beforeAll(async () => {
+  keys = fs.mkdtempSync("/tmp/fractal-auth-keys-");
+  for (const k of ["observer", "stranger", "locked"]) await runCli(["keygen", "-f", path.join(keys, k)]);
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    "-keyout", path.join(keys, "tls.key"), "-out", path.join(keys, "tls.crt"),
+  ], { stdio: "ignore" });
+  agent = await startAgent({
+    authorizedKeys: [pub(process.env.FRACTAL_KEY!), `allow=observer ${pub(path.join(keys, "observer"))}`],
+    args: ["--listen", "tls://127.0.0.1:0", "--listen", "wss://127.0.0.1:0", "--tls-cert", path.join(keys, "tls.crt"), "--tls-key", path.join(keys, "tls.key")],
+    listeners: 5,
+  });
+});
+afterAll(async () => {
+  await agent?.stop();
+  fs.rmSync(keys, { recursive: true, force: true });
+});
+
+const url = (scheme: string) => agent.urls.find((u) => u.startsWith(`${scheme}://`))!;
+const cli = (args: string[], env: Record<string, string> = {}) => runCli(args, { env: { FRACTAL_TLS_CA: path.join(keys, "tls.crt"), ...env } });
+
+/** A hand-driven connection: the frames the agent sends, and whether it hung up. */
+async function rawTcp(): Promise<{ send: (f: Frame) => void; next: (pred: (f: Frame) => boolean) => Promise<Frame>; closed: Promise<void> }> {
+  const ep = parseEndpoint(agent.tcp);
+  if (ep.kind !== "tcp") throw new Error("expected tcp");
+  const sock = net.connect(ep.port, ep.host);
+  await new Promise((r) => sock.once("connect", r));
+  const dec = new FrameDecoder();
+  const frames: Frame[] = [];
+  let wake = () => {};
+  sock.on("data", (b: Buffer) => {
+    frames.push(...dec.push(b));
+    wake();
+  });
+  const closed = new Promise<void>((r) => sock.once("close", () => r()));
+  return {
+    send: (f) => void sock.write(encodeFrame(f)),
+    closed,
+    async next(pred) {
+      for (;;) {
+        const i = frames.findIndex(pred);
+        if (i >= 0) return frames.splice(i, 1)[0]!;
+        const more = new Promise<void>((r) => (wake = r));
+        await Promise.race([more, closed.then(() => Promise.reject(new Error("closed before the expected frame")))]);
+      }
+    },
+  };
+}
+
+describe("authentication", () => {
+  it("serves a known key over TCP, WebSocket, TLS and WSS", async () => {
+    for (const scheme of ["tcp", "ws", "tls", "wss"]) {
+      const r = await cli(["--connect", url(scheme), "exec", "--", "echo", `over ${scheme}`]);
+      expect(r.stderr).toBe("");
+      expect(r.stdout.toString()).toBe(`over ${scheme}\n`);
+      expect(r.code).toBe(0);
+    }
+  });
+
+  it("refuses a connection without a key, naming what to do, on every network listener", async () => {
+    for (const scheme of ["tcp", "ws", "tls", "wss"]) {
+      const r = await cli(["--connect", url(scheme), "ping"], { FRACTAL_KEY: "", XDG_CONFIG_HOME: keys });
+      expect(r.code).toBe(125);
+      expect(r.stderr).toMatch(/requires a key and none was given.*fractal-host keygen/);
+    }
+  });
+
+  it("lets unix sockets in without a key (a host-only channel)", async () => {
+    const r = await cli(["--connect", agent.unix, "exec", "--", "echo", "local"], { FRACTAL_KEY: "", XDG_CONFIG_HOME: keys });
+    expect(r.stdout.toString()).toBe("local\n");
+    expect(r.code).toBe(0);
+  });
+
+  it("refuses a key it does not know, and logs it", async () => {
+    const r = await cli(["--connect", agent.tcp, "--key", path.join(keys, "stranger"), "exec", "--", "true"]);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/refused authentication: key SHA256:\S+ is not authorised/);
+    expect(agent.log()).toMatch(/authentication failed: key SHA256:\S+ is not authorised/);
+  });
+
+  it("refuses TLS to a client that does not trust the agent's certificate", async () => {
+    const r = await runCli(["--connect", url("tls"), "ping"]);
+    expect(r.code).toBe(125);
+    expect(r.stderr).toMatch(/cannot connect to tls:\/\/127\.0\.0\.1:\d+: self.signed certificate/);
+  });
+
+  it("gives each connection a fresh challenge, so a recorded answer does not open another", async () => {
+    const key = signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+    const first = await rawTcp();
+    first.send({ hello: { minVersion: 1, maxVersion: 1 } });
+    const c1 = (await first.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
+    const recorded = { publicKey: key.publicKey, signature: key.sign(c1) };
+    first.send({ auth: recorded });
+    await first.next((f) => !!f.authOk);
+
+    const replay = await rawTcp();
+    replay.send({ hello: { minVersion: 1, maxVersion: 1 } });
+    const c2 = (await replay.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
+    expect(c2.length).toBe(32);
+    expect(Buffer.from(c2).equals(Buffer.from(c1))).toBe(false);
+    replay.send({ auth: recorded });
+    const e = (await replay.next((f) => !!f.protocolError)).protocolError!;
+    expect(e.code).toBe(ErrorCode.UNAUTHENTICATED);
+    expect(e.message).toMatch(/bad signature/);
+    await replay.closed;
+  });
+
+  it("serves nothing before Auth: a request first ends the connection and runs nothing", async () => {
+    const marker = path.join(keys, "must-not-exist");
+    const r = await rawTcp();
+    r.send({ hello: { minVersion: 1, maxVersion: 1 } });
+    await r.next((f) => !!f.helloAck);
+    r.send({ request: { id: 1, exec: { argv: ["touch", marker] } } });
+    const e = (await r.next((f) => !!f.protocolError)).protocolError!;
+    expect(e.code).toBe(ErrorCode.UNAUTHENTICATED);
+    expect(e.fatal).toBe(true);
+    await r.closed;
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+});
+
+describe("per-key policy", () => {
+  const observer = () => path.join(keys, "observer");
+
+  it("lets an observer key list and ping", async () => {
+    const ps = await cli(["--connect", agent.tcp, "--key", observer(), "ps", "-a"]);
+    expect(ps.code).toBe(0);
+    expect(ps.stdout.toString()).toMatch(/^CONTAINER ID/);
+    expect((await cli(["--connect", agent.tcp, "--key", observer(), "ping"])).code).toBe(0);
+  });
+
+  it("refuses an observer key's exec with permission denied, and nothing runs", async () => {
+    const marker = path.join(keys, "observer-was-here");
+    const r = await cli(["--connect", agent.tcp, "--key", observer(), "exec", "--", "touch", marker]);
+    expect(r.code).toBe(126);
+    expect(r.stderr).toMatch(/permission denied: key "\S+" may not send exec requests/);
+    expect(fs.existsSync(marker)).toBe(false);
+    // The connection was not spoiled for what the key may do.
+    expect((await cli(["--connect", agent.tcp, "--key", observer(), "ps"])).code).toBe(0);
+  });
+
+  it("refuses an observer key's run and kill", async () => {
+    const run = await cli(["--connect", agent.tcp, "--key", observer(), "run", "--rm", "busybox", "true"]);
+    expect(run.code).toBe(126);
+    expect(run.stderr).toMatch(/may not send run requests/);
+    const kill = await cli(["--connect", agent.tcp, "--key", observer(), "kill", "nothing"]);
+    expect(kill.code).toBe(126);
+    expect(kill.stderr).toMatch(/may not send container_kill requests/);
+  });
+});
+
+describe("failed attempts", () => {
+  it("locks out an address after five failures within a minute, and logs each", async () => {
+    // A separate agent: the lockout would otherwise refuse the other tests' connections too.
+    const a = await startAgent();
+    try {
+      const bad = ["--connect", a.tcp, "--key", path.join(keys, "locked"), "ping"];
+      for (let i = 0; i < 5; i++) expect((await cli(bad)).stderr).toMatch(/is not authorised/);
+      const sixth = await cli(bad);
+      expect(sixth.stderr).toMatch(/too many failed attempts from 127\.0\.0\.1; try again in \d+ s/);
+      // Even the right key waits out the lockout: a guesser learns nothing meanwhile.
+      const good = await cli(["--connect", a.tcp, "ping"]);
+      expect(good.stderr).toMatch(/too many failed attempts/);
+      expect(a.log().match(/authentication failed/g)?.length).toBe(5);
+      // Host-only channels are not locked out.
+      expect((await cli(["--connect", a.unix, "ping"])).code).toBe(0);
+    } finally {
+      await a.stop();
+    }
+  });
+});
+
+describe("keygen", () => {
+  it("writes a private key only its owner can read, and never overwrites one", async () => {
+    const f = path.join(keys, "fresh");
+    const r = await runCli(["keygen", "-f", f]);
+    expect(r.code).toBe(0);
+    expect(fs.statSync(f).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(`${f}.pub`, "utf8")).toMatch(/^ssh-ed25519 [A-Za-z0-9+/=]+ \S+\n$/);
+    const before = fs.readFileSync(f);
+    const again = await runCli(["keygen", "-f", f]);
+    expect(again.code).toBe(125);
+    expect(again.stderr).toMatch(/exists: not overwriting it/);
+    expect(fs.readFileSync(f).equals(before)).toBe(true);
+  });
+
+  it("refuses a key file others can read", async () => {
+    const f = path.join(keys, "loose");
+    await runCli(["keygen", "-f", f]);
+    fs.chmodSync(f, 0o644);
+    const r = await cli(["--connect", agent.tcp, "--key", f, "ping"]);
+    expect(r.code).toBe(126);
+    expect(r.stderr).toMatch(/readable by others \(mode 644\): chmod 600 it/);
+  });
+});

@@ -1,0 +1,93 @@
+// Key files, command-line keys and the failed-attempt limit, without an agent.
+import { describe, expect, it } from "vitest";
+import { generateKey, parsePublicKeyBlob, signerFromPem } from "../../proto/auth.js";
+import { AuthGate, FAILURE_WINDOW_MS, MAX_FAILURES } from "../../agent/auth/authenticator.js";
+import { parseAuthorizedKeys, parseCmdlineKey } from "../../agent/auth/keys.js";
+import { checkAllowed } from "../../agent/auth/policy.js";
+import { parseCmdline } from "../../agent/boot/cmdline.js";
+
+const pair = () => {
+  const k = generateKey("t");
+  return { signer: signerFromPem(k.privatePem, "t"), line: k.publicLine };
+};
+
+describe("authorized keys", () => {
+  it("reads keys with and without allow= lists, skipping comments", () => {
+    const a = pair();
+    const b = pair();
+    const keys = parseAuthorizedKeys(`# ours\n${a.line}\n\nallow=observer,exec ${b.line.replace(" t", " watcher")}\n`, "ak");
+    expect(keys.map((k) => k.name)).toEqual(["t", "watcher"]);
+    expect(keys[0]!.allowed).toEqual(["all"]);
+    expect(keys[1]!.allowed).toEqual(expect.arrayContaining(["ping", "container_list", "logs", "exec"]));
+    expect(keys[1]!.allowed).not.toContain("run");
+  });
+
+  it("names the file, line and problem of a bad entry", () => {
+    const a = pair();
+    expect(() => parseAuthorizedKeys(`${a.line}\nssh-rsa AAAAB3NzaC1yc2E x`, "ak")).toThrow(/ak:2: expected "\[allow=TYPES\] ssh-ed25519/);
+    expect(() => parseAuthorizedKeys(`allow=observer,format_disk ${a.line}`, "ak")).toThrow(/ak:1: unknown request type "format_disk"/);
+    expect(() => parseAuthorizedKeys("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQ==", "ak")).toThrow(/ak:1: not an ssh-ed25519 key/);
+    expect(() => parseAuthorizedKeys("ssh-ed25519 !!!", "ak")).toThrow(/ak:1: the key is not base64/);
+  });
+
+  it("takes keys from the kernel command line, and reports bad ones without failing boot", () => {
+    const a = pair();
+    const blob = a.line.split(" ")[1]!;
+    const cfg = parseCmdline(`console=ttyS0 fractal.key=${blob} fractal.key=observer:${blob} fractal.key=junk fractal.auth=all`);
+    expect(cfg.keys.length).toBe(2);
+    expect(Buffer.from(cfg.keys[0]!.key).equals(Buffer.from(a.signer.publicKey))).toBe(true);
+    expect(cfg.keys[1]!.allowed).toContain("logs");
+    expect(cfg.auth).toBe("all");
+    expect(cfg.errors.join("\n")).toMatch(/fractal.key: the key is not base64|fractal.key: not an ssh-ed25519 key/);
+    expect(() => parseCmdlineKey(`exec:${blob}`)).not.toThrow();
+    expect(Buffer.from(parsePublicKeyBlob(blob, "x")).length).toBe(32);
+  });
+});
+
+describe("auth gate", () => {
+  it("asks only network connections for a key unless told otherwise", () => {
+    const g = new AuthGate("network", []);
+    expect(g.forConnection("tcp", "1.2.3.4", "t")).toBeDefined();
+    expect(g.forConnection("wss", "1.2.3.4", "t")).toBeDefined();
+    expect(g.forConnection("unix", "", "u")).toBeUndefined();
+    expect(g.forConnection("virtio-serial", "", "s")).toBeUndefined();
+    expect(new AuthGate("all", []).forConnection("vsock", "", "v")).toBeDefined();
+    expect(new AuthGate("none", []).forConnection("tcp", "1.2.3.4", "t")).toBeUndefined();
+  });
+
+  it("locks an address out after repeated failures, lets others in, and forgives after the window", () => {
+    const good = pair();
+    const bad = pair();
+    let now = 1_000_000;
+    const g = new AuthGate("network", parseAuthorizedKeys(good.line, "ak"), () => now);
+    const challenge = new Uint8Array(32).fill(7);
+    const attempt = (who: ReturnType<typeof pair>, peer: string) =>
+      g.forConnection("tcp", peer, peer)!.verify(who.signer.publicKey, who.signer.sign(challenge), challenge);
+    for (let i = 0; i < MAX_FAILURES; i++) expect(() => attempt(bad, "10.0.0.9")).toThrow(/is not authorised/);
+    expect(() => attempt(good, "10.0.0.9")).toThrow(/too many failed attempts from 10\.0\.0\.9; try again in 60 s/);
+    expect(attempt(good, "10.0.0.10").name).toBe("t");
+    now += FAILURE_WINDOW_MS + 1;
+    expect(attempt(good, "10.0.0.9").name).toBe("t");
+  });
+
+  it("refuses a signature over another challenge, and malformed keys", () => {
+    const good = pair();
+    const g = new AuthGate("network", parseAuthorizedKeys(good.line, "ak"));
+    const a = g.forConnection("tcp", "p", "p")!;
+    const c1 = new Uint8Array(32).fill(1);
+    const c2 = new Uint8Array(32).fill(2);
+    expect(() => a.verify(good.signer.publicKey, good.signer.sign(c1), c2)).toThrow(/bad signature/);
+    expect(() => a.verify(new Uint8Array(5), new Uint8Array(64), c1)).toThrow(/malformed key \(5 bytes\)/);
+  });
+});
+
+describe("policy", () => {
+  it("allows what a key lists and explains what it refuses", () => {
+    const p = { name: "watch", allowed: ["ping", "attach"] };
+    expect(() => checkAllowed(p, "ping")).not.toThrow();
+    expect(() => checkAllowed(p, "logs")).not.toThrow();
+    expect(() => checkAllowed(p, "exec")).toThrow(/permission denied: key "watch" may not send exec requests \(allowed: ping, attach\)/);
+    expect(() => checkAllowed(undefined, "exec")).not.toThrow();
+    expect(() => checkAllowed({ name: "root", allowed: ["all"] }, "shutdown")).not.toThrow();
+  });
+});
