@@ -15,13 +15,23 @@ export interface Agent {
 }
 
 /** Accepts connections on a link; usable for transports that are not listeners (serial). */
+/** Protocol errors logged per connection. */
+const MAX_LOGGED_ERRORS = 3;
+
 export function serveLink(link: Link, authenticator?: Authenticator): Session {
   let session!: Session;
+  let protocolErrors = 0;
   session = Session.accept(link, {
     name: `fractal-agent ${AGENT_VERSION}`,
     authenticator,
     onRequest: (req, s) => handler(req, s),
-    onProtocolError: (err, fromPeer) => log("warn", `${link.description}: ${fromPeer ? "peer reported a protocol error" : "bad input from peer"}: ${err.message}`),
+    onProtocolError: (err, fromPeer) => {
+      // A hostile peer can make errors as fast as it can send: a few tell
+      // the story, the rest would only flood the console and the log file.
+      if (++protocolErrors > MAX_LOGGED_ERRORS) return;
+      const more = protocolErrors === MAX_LOGGED_ERRORS ? " (further protocol errors on this connection are not logged)" : "";
+      log("warn", `${link.description}: ${fromPeer ? "peer reported a protocol error" : "bad input from peer"}: ${err.message.slice(0, 200)}${more}`);
+    },
   });
   // Built after accept so the handler can hook the session's close.
   const handler = connectionHandler(session);

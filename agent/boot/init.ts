@@ -46,6 +46,23 @@ function mounted(): Map<string, string> {
   return m;
 }
 
+/** The log lives on tmpfs (guest RAM): past this size it moves to FILE.1 and starts over. */
+const LOG_ROTATE_BYTES = 4 << 20;
+
+function rotatingFile(file: string): (line: string) => void {
+  let fd = fs.openSync(file, "a");
+  let size = fs.fstatSync(fd).size;
+  return (line) => {
+    if (size > LOG_ROTATE_BYTES) {
+      fs.closeSync(fd);
+      fs.renameSync(file, `${file}.1`);
+      fd = fs.openSync(file, "a");
+      size = 0;
+    }
+    size += fs.writeSync(fd, line);
+  };
+}
+
 function step(what: string, fn: () => void): void {
   try {
     fn();
@@ -168,8 +185,7 @@ export async function boot(): Promise<BootConfig> {
   const cfg = parseCmdline(cmdline);
   step("open log file", () => {
     fs.mkdirSync(path.dirname(cfg.logFile), { recursive: true });
-    const fd = fs.openSync(cfg.logFile, "a");
-    addLogSink((line) => fs.writeSync(fd, line));
+    addLogSink(rotatingFile(cfg.logFile));
   });
   log("info", `boot: agent started at uptime ${started} s`);
   for (const e of cfg.errors) log("warn", `boot: ${e}`);
