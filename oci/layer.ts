@@ -19,6 +19,13 @@ import { ContainedTree, entryPath } from "./tree.js";
 const OPAQUE_XATTR = "trusted.overlay.opaque";
 const WH = ".wh.";
 const OPQ = ".wh..wh..opq";
+/**
+ * Tar bytes allowed between entries (headers, pax records, padding, the end
+ * blocks). More means data no entry accounts for: an endless stream of
+ * zeros after the archive's end, or a giant pax header tar-stream would
+ * hold in memory.
+ */
+const SLACK_BYTES = 1 << 20;
 
 export interface UnpackOptions {
   /** "xattr": mark opaque directories for overlay; "record": only list them in the result. */
@@ -225,17 +232,37 @@ class Extractor {
   readonly dirs: DirMeta[] = [];
   readonly opaque: string[] = [];
   entries = 0;
+  /** Uncompressed bytes seen so far; kept current by unpackLayer. */
+  expanded = 0;
+  /** Past this many uncompressed bytes without a new entry the stream is refused. */
+  budget = SLACK_BYTES;
+  /** File bytes this layer may still write: the free space when it started. */
+  private room: number;
 
   constructor(
     readonly root: string,
     private readonly opts: UnpackOptions,
   ) {
     this.tree = new ContainedTree(root);
+    const st = fs.statfsSync(root);
+    this.room = st.bavail * st.bsize;
   }
 
   /** Handles one entry; `body` is consumed here. */
   async entry(h: Header, body: Body): Promise<void> {
+    // An entry refused before its body is read is destroyed with the error
+    // that refused it; the error reaches the caller through next(err), not
+    // as an unhandled 'error' event.
+    body.on("error", () => {});
     this.entries++;
+    const size = h.size ?? 0;
+    // Refused from the header, before a byte is written: a declared size
+    // that cannot fit (an 8 GiB "file" in a 1 KiB blob, a decompression bomb).
+    if (size > this.room) {
+      throw new ImageError("invalid", `entry "${h.name}" declares ${human(size)}, more than the ${human(this.room)} left where layers are unpacked`);
+    }
+    this.room -= size;
+    this.budget = this.expanded + size + SLACK_BYTES;
     const rel = entryPath(h.name);
     const base = path.posix.basename(rel);
     if (rel === "") return drain(body);
@@ -274,7 +301,12 @@ class Extractor {
         applyXattrs(real, h);
         return drain(body);
       case "link": {
-        const targetRel = entryPath(h.linkname ?? "");
+        let targetRel: string;
+        try {
+          targetRel = entryPath(h.linkname ?? "");
+        } catch {
+          throw new ImageError("invalid", `entry "${h.name}": hard link target "${h.linkname}" points outside the layer`);
+        }
         const target = this.tree.entry(targetRel, false);
         const st = target === undefined ? undefined : fs.lstatSync(target, { throwIfNoEntry: false });
         if (!st || st.isDirectory()) throw new ImageError("invalid", `entry "${h.name}": hard link target "${h.linkname}" is not a file in this layer`);
@@ -306,6 +338,16 @@ class Extractor {
       applyMeta(d.real, d.header, false);
     }
   }
+}
+
+function human(n: number): string {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} bytes` : `${n.toFixed(1)} ${units[i]}`;
 }
 
 function drain(body: Body): Promise<void> {
@@ -416,6 +458,10 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
         if (done) break;
         // Whatever follows the tar's end blocks is still hashed.
         await diffHash.update(value);
+        ex.expanded += value.length;
+        if (ex.expanded > ex.budget) {
+          throw new ImageError("invalid", `more than ${human(SLACK_BYTES)} of data that no tar entry accounts for (after entry ${ex.entries}): trailing garbage or an oversized header`);
+        }
         if (!extract.write(value)) await drained(extract);
       }
     } catch (err) {

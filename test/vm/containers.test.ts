@@ -105,6 +105,19 @@ describe("images", () => {
     expect(await guest("ls /escaped-dotdot /run/escaped-link /run/fractal/escaped-dotdot 2>&1; true")).not.toMatch(/^\/\S*escaped/m);
   }, 120_000);
 
+  it("lets no container open a disk or memory device a layer smuggled in; refuses an endless stream in the guest too", async () => {
+    const r = await vm("run", "--rm", "hostile:devices", "sh", "-c", "stat -c %F /dev-sda; head -c1 /dev-sda; head -c1 /dev-mem; echo done");
+    expect(out(r)).toBe("block special file\ndone\n");
+    expect(r.stderr).toMatch(/dev-sda: Operation not permitted/);
+    expect(r.stderr).toMatch(/dev-mem: Operation not permitted/);
+    const t = await vm("run", "--rm", "hostile:trailer", "true");
+    expect(t.code).toBe(125);
+    expect(t.stderr).toMatch(/layer sha256:[0-9a-f]{64}: more than 1\.0 MiB of data that no tar entry accounts for/);
+    expect(await guest("ls /run/fractal/layers | grep -c partial; true")).toBe("0\n");
+    // The agent is still serving.
+    expect(out(await vm("run", "--rm", "busybox", "echo", "alive"))).toBe("alive\n");
+  }, 180_000);
+
   it("keeps owners, set-id modes, mtimes, xattrs, hard links, device nodes and fifos", async () => {
     const r = await vm("run", "--rm", "escape:meta", "sh", "-c", 'stat -c "%u:%g %a %Y %h" /meta/owned; stat -c "%a %Y" /meta; stat -c "%F %t,%T" /meta/null; stat -c "%F" /meta/fifo; [ /meta/owned -ef /meta/hard ] && echo linked');
     expect(r.stderr).toBe("");
