@@ -49,8 +49,21 @@ export function mergeEnv(image: string[], extra: string[], home: string): string
   return [...m.values()];
 }
 
+/**
+ * Docker's device rules: nothing may be opened but the usual character
+ * devices, whatever nodes an image ships (a layer can carry /dev/sda or
+ * /dev/mem as easily as a file). Creating nodes stays allowed, as in docker.
+ */
+const DEVICE_RULES = [
+  { allow: false, access: "rwm" },
+  { allow: true, type: "c", access: "m" },
+  { allow: true, type: "b", access: "m" },
+  ...[[1, 3], [1, 5], [1, 7], [1, 8], [1, 9], [5, 0], [5, 1], [5, 2], [10, 200]].map(([major, minor]) => ({ allow: true, type: "c", major, minor, access: "rwm" })),
+  { allow: true, type: "c", major: 136, access: "rwm" }, // PTY slaves
+];
+
 export function runtimeConfig(s: SpecInput): object {
-  const resources: Record<string, unknown> = {};
+  const resources: Record<string, unknown> = { devices: DEVICE_RULES };
   if (s.limits.memoryBytes > 0) resources.memory = { limit: s.limits.memoryBytes, swap: s.limits.memoryBytes };
   if (s.limits.cpus > 0) resources.cpu = { quota: Math.round(s.limits.cpus * 100000), period: 100000 };
   if (s.limits.pids > 0) resources.pids = { limit: s.limits.pids };

@@ -7,6 +7,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeFrame } from "../../proto/frame.js";
 import { ROOT, runCli } from "../helpers/agent.js";
+import { catThrough } from "../helpers/noloss.js";
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-vm-test-"));
 const env = { FRACTAL_STATE: state };
@@ -57,6 +58,14 @@ describe("fractal-host boot", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.toString()).toMatch(new RegExp(`fractal.hostname=${NAME}`));
   });
+
+  it("carries 32 MiB through cat over virtio-serial with a pausing reader, byte for byte", async () => {
+    const r = await catThrough(["--connect", record(NAME).endpoints.serial], 32 << 20, 7, env);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.bytes).toBe(32 << 20);
+    expect(r.received).toBe(r.sent);
+  }, 300_000);
 
   it("runs commands over TCP (user-mode network) with exit codes", async () => {
     const r = await cli(["--connect", record(NAME).endpoints.tcp!, "exec", "--", "sh", "-c", "hostname; exit 7"]);
