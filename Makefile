@@ -91,7 +91,7 @@ $(BUILD)/marker.cpio: initramfs/marker.sh initramfs/marker/main.go initramfs/go.
 
 # AUTHORIZED_KEYS=FILE (and TLS_CERT=, TLS_KEY=) bake keys into the image;
 # without them `boot` hands the guest the user's key on the command line.
-$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum initramfs/nshelper/main.go $(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY) | host-deps
+$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum $(wildcard initramfs/nshelper/*.go) $(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY) | host-deps
 	AUTHORIZED_KEYS="$(AUTHORIZED_KEYS)" TLS_CERT="$(TLS_CERT)" TLS_KEY="$(TLS_KEY)" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
 
 $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile

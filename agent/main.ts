@@ -89,6 +89,10 @@ async function main(): Promise<void> {
       log("error", `${(err as Error).message}; network connections will be refused`);
       gate = authGate({ auth: "network" });
     }
+    // Containers a killed predecessor left running are ours again, before
+    // the first client can ask for them.
+    const { containers } = await import("./handlers/containers.js");
+    containers.adoptAll();
     await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls });
     await startNetwork();
     return;

@@ -32,7 +32,7 @@ export GOFLAGS=-mod=mod
 helper=$(dirname "$out")/fractal-ns
 CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-buildid= -o "$helper" ./nshelper
 go tool u-root -o "$out.tmp" \
-  -uinitcmd="/bin/fractal-agent --init" \
+  -uinitcmd="/bin/fractal-ns -supervise -- /bin/fractal-agent --init" \
   -files "$agent:bin/fractal-agent" \
   -files "$crun:bin/crun" \
   -files "$helper:bin/fractal-ns" \

@@ -163,6 +163,7 @@ function run(argv: string[]): Promise<number> {
  * need no network, and a TCP listener on 0.0.0.0 serves once DHCP is done.
  */
 export async function startNetwork(): Promise<void> {
+  if (restarts() > 0) return;
   await run(["ip", "link", "set", "dev", "lo", "up"]);
   const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo") : [];
   if (nics.length === 0) return;
@@ -171,6 +172,11 @@ export async function startNetwork(): Promise<void> {
   void run(["dhclient", "-ipv6=false", ...nics]).then((code) => {
     if (code === 0) log("info", `boot: DHCP configured ${nics.join(", ")}`);
   });
+}
+
+/** How many times the supervisor (fractal-ns -supervise) restarted the agent. */
+function restarts(): number {
+  return Number(process.env.FRACTAL_AGENT_RESTARTS ?? 0) || 0;
 }
 
 /** Runs the init duties listeners depend on; resolves with the settings from the kernel command line. */
@@ -187,6 +193,12 @@ export async function boot(): Promise<BootConfig> {
     fs.mkdirSync(path.dirname(cfg.logFile), { recursive: true });
     addLogSink(rotatingFile(cfg.logFile));
   });
+  if (restarts() > 0) {
+    // The supervisor restarted us: the machine is set up already, only
+    // this process is new.
+    log("warn", `boot: agent restarted (${restarts()} times) at uptime ${started} s`);
+    return cfg;
+  }
   log("info", `boot: agent started at uptime ${started} s`);
   for (const e of cfg.errors) log("warn", `boot: ${e}`);
   loadModules();

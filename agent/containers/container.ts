@@ -1,13 +1,17 @@
 // One container: its bundle directory, its overlay root, the OCI runtime
 // process that runs it, and its output log. The runtime (crun) is started
-// through the namespace helper's -pivotable mode, so it can pivot_root even
-// though the guest's root is the initramfs; `crun run` stays in the
-// foreground as our child, which gives us the exit status without a shim.
+// by a shim (fractal-ns -shim) that holds the container's stdio as FIFOs in
+// the bundle and records its exit status there, so a container outlives the
+// agent: a restarted agent finds the bundle (container.json), reopens the
+// FIFOs and goes on logging and serving it. crun itself runs through the
+// namespace helper's -pivotable mode, so it can pivot_root even though the
+// guest's root is the initramfs.
 import fs from "node:fs";
 import path from "node:path";
+import { S_IFIFO, mknod } from "../../oci/sys.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { log } from "../log.js";
-import { startChild, type Child, type ExitResult } from "../process/child.js";
+import type { ExitResult } from "../process/child.js";
 import { MNT_DETACH, umount2 } from "../sys/linux.js";
 import { OutputLog, type OutputSink } from "./output.js";
 import { resizeByPidFile } from "./winsize.js";
@@ -16,6 +20,9 @@ export const RUNTIME = "/bin/crun";
 export const NS_HELPER = "/bin/fractal-ns";
 /** Every container's cgroup lives under this one; crun's own is a child of ours. */
 export const CGROUP_ROOT = "/sys/fs/cgroup/fractal";
+/** What a bundle keeps about its container, for an agent that restarts. */
+const RECORD = "container.json";
+const SIGUSR1 = 10;
 
 export interface ContainerExit {
   status: ExitResult;
@@ -32,15 +39,19 @@ export interface ContainerInit {
   bundle: string;
   tty?: { cols: number; rows: number };
   interactive: boolean;
+  /** --rm: removed once it exits. */
+  remove: boolean;
+  createdMs: number;
 }
 
 export class Container {
-  readonly createdMs = Date.now();
   finishedMs = 0;
   exit?: ContainerExit;
   readonly output: OutputLog;
-  private child?: Child;
+  private stdinFd = -1;
   private stdinOpen: boolean;
+  private shimPid = 0;
+  private startedShim = false;
   readonly done: Promise<ContainerExit>;
   private resolveDone!: (e: ContainerExit) => void;
 
@@ -50,17 +61,37 @@ export class Container {
     this.done = new Promise((r) => (this.resolveDone = r));
   }
 
+  /** A container a previous agent started, from its bundle; undefined if the bundle is not one. */
+  static adopt(bundle: string): Container | undefined {
+    let init: ContainerInit;
+    try {
+      init = JSON.parse(fs.readFileSync(path.join(bundle, RECORD), "utf8")) as ContainerInit;
+    } catch {
+      return undefined;
+    }
+    if (init.bundle !== bundle) return undefined;
+    const c = new Container(init);
+    c.shimPid = Number(readQuiet(path.join(bundle, "shim.pid")) ?? 0);
+    c.startedShim = true;
+    c.connect(false);
+    return c;
+  }
+
   get id(): string {
     return this.init.id;
   }
   get name(): string {
     return this.init.name;
   }
-  get running(): boolean {
-    return this.child !== undefined && this.exit === undefined;
+  get createdMs(): number {
+    return this.init.createdMs;
   }
+  get running(): boolean {
+    return this.startedShim && this.exit === undefined;
+  }
+  /** The container's first process, as the runtime reported it (0 before it started). */
   get pid(): number {
-    return this.child?.pid ?? 0;
+    return Number(readQuiet(this.pidFile) ?? 0);
   }
   get rootfs(): string {
     return path.join(this.init.bundle, "rootfs");
@@ -71,16 +102,65 @@ export class Container {
   get cgroup(): string {
     return path.join(CGROUP_ROOT, this.id);
   }
+  private fifo(name: "stdin" | "stdout" | "stderr"): string {
+    return path.join(this.init.bundle, name);
+  }
 
-  /** Starts `crun run`; output flows to the log and to sinks attached before this call. */
+  /** Starts the shim and through it `crun run`; output flows to the log and to sinks attached before this call. */
   start(): void {
-    const { bundle, tty } = this.init;
-    this.child = startChild(
-      { argv: [NS_HELPER, "-pivotable", "--", RUNTIME, "run", "--bundle", bundle, "--pid-file", this.pidFile, this.id], env: process.env as Record<string, string>, cwd: bundle, tty },
-      { stdout: (c) => this.output.write(1, c), stderr: (c) => this.output.write(2, c) },
-    );
-    if (!this.init.interactive && !tty) this.child.closeStdin();
-    void this.child.done.then((status) => this.finish(status));
+    const { bundle } = this.init;
+    fs.writeFileSync(path.join(bundle, RECORD), JSON.stringify(this.init));
+    const fifos: ("stdin" | "stdout" | "stderr")[] = this.init.interactive ? ["stdout", "stderr", "stdin"] : ["stdout", "stderr"];
+    for (const f of fifos) mknod(this.fifo(f), S_IFIFO, 0o600);
+    const console = this.init.tty ? ["--console-socket", path.join(bundle, "console.sock")] : [];
+    const argv = [
+      NS_HELPER, "-shim", bundle, ...(this.init.interactive ? ["-stdin"] : []), ...(this.init.tty ? ["-console", console[1]!] : []), "--",
+      NS_HELPER, "-pivotable", "--", RUNTIME, "run", ...console, "--bundle", bundle, "--pid-file", this.pidFile, this.id,
+    ];
+    const shim = Bun.spawn(argv, { cwd: bundle, stdio: ["ignore", "ignore", "ignore"], env: process.env as Record<string, string> });
+    this.shimPid = shim.pid;
+    fs.writeFileSync(path.join(bundle, "shim.pid"), `${shim.pid}\n`);
+    this.startedShim = true;
+    // Until the shim has its ends open, our own writers stand in for them:
+    // a FIFO with no writer at all reads as EOF, which would mean "exited".
+    const bridge = this.connect(true);
+    void (async () => {
+      const exitFile = path.join(bundle, "exit");
+      while (!fs.existsSync(this.pidFile) && !fs.existsSync(exitFile) && shim.exitCode === null && shim.signalCode === null) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      for (const fd of bridge) fs.closeSync(fd);
+    })();
+  }
+
+  /** Opens the FIFOs and pumps output into the log until the shim is gone; returns the bridge writers asked for. */
+  private connect(bridge = false): number[] {
+    const flags = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK;
+    const outs = [fs.openSync(this.fifo("stdout"), flags), fs.openSync(this.fifo("stderr"), flags)];
+    const writers = bridge ? [fs.openSync(this.fifo("stdout"), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK), fs.openSync(this.fifo("stderr"), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)] : [];
+    const pumps = [this.pump(outs[0]!, 1), this.pump(outs[1]!, 2)];
+    // Read-write: opening never waits for the shim, and a writer exists
+    // while we are here; the shim's own writer covers the time we are not.
+    if (this.stdinOpen) this.stdinFd = fs.openSync(this.fifo("stdin"), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    void Promise.all(pumps).then(() => this.finish());
+    return writers;
+  }
+
+  /** Copies one FIFO into the log; it ends when the shim and the container have closed their write ends. */
+  private async pump(fd: number, kind: 1 | 2): Promise<void> {
+    const reader = Bun.file(fd).stream().getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        // Waiting for attached clients paces the container: a full FIFO blocks its writes.
+        await this.output.write(kind, value);
+      }
+    } catch (err) {
+      log("warn", `container ${this.name}: reading its output: ${(err as Error).message}`);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /**
@@ -93,10 +173,16 @@ export class Container {
     }
   }
 
-  private finish(status: ExitResult): void {
+  private finish(): void {
+    const text = readQuiet(path.join(this.init.bundle, "exit"));
+    const m = /^(exited|signaled) (\d+)/.exec(text ?? "");
+    // No status: the shim itself was killed; the container went with it.
+    const status: ExitResult = !m ? { kind: "exited", code: 255 } : m[1] === "signaled" ? { kind: "signaled", signal: Number(m[2]) } : { kind: "exited", code: Number(m[2]) };
+    if (!m) log("warn", `container ${this.name}: its shim ended without recording an exit status`);
     const exit = { status, oomKilled: oomKills(this.cgroup) > 0 };
     this.exit = exit;
-    this.finishedMs = Date.now();
+    this.finishedMs = fileMtime(path.join(this.init.bundle, "exit")) ?? Date.now();
+    this.closeStdinFd();
     this.output.close();
     log("info", `container ${this.name} (${this.id.slice(0, 12)}) exited: ${describe(exit)}`);
     this.resolveDone(exit);
@@ -107,13 +193,34 @@ export class Container {
   }
 
   async writeStdin(chunk: Uint8Array): Promise<void> {
-    if (this.stdinOpen && this.running) await this.child!.writeStdin(chunk);
+    let off = 0;
+    while (off < chunk.length && this.acceptsStdin && this.stdinFd >= 0) {
+      try {
+        off += fs.writeSync(this.stdinFd, chunk, off);
+      } catch (err) {
+        // A full FIFO: the container is not reading yet; try again shortly.
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
   }
 
   closeStdin(): void {
     if (!this.stdinOpen || !this.running) return;
     this.stdinOpen = false;
-    this.child!.closeStdin();
+    this.closeStdinFd();
+    try {
+      // The shim drops its writer too, so the container reads EOF.
+      if (this.shimPid > 0) process.kill(this.shimPid, SIGUSR1);
+    } catch {
+      // the shim is gone: so is the container
+    }
+  }
+
+  private closeStdinFd(): void {
+    if (this.stdinFd < 0) return;
+    fs.closeSync(this.stdinFd);
+    this.stdinFd = -1;
   }
 
   get acceptsStdin(): boolean {
@@ -123,7 +230,6 @@ export class Container {
   resize(cols: number, rows: number): void {
     if (!this.init.tty) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container ${this.name} has no terminal to resize`);
     if (!this.running) return;
-    this.child!.resize(cols, rows);
     resizeByPidFile(this.pidFile, cols, rows);
   }
 
@@ -141,6 +247,18 @@ export class Container {
       // crun never created it
     }
   }
+}
+
+function readQuiet(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+function fileMtime(file: string): number | undefined {
+  return fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs;
 }
 
 function oomKills(cgroup: string): number {

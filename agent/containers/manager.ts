@@ -8,6 +8,7 @@ import path from "node:path";
 import { asFractalError } from "../../oci/errors.js";
 import { ImageStore, type Image } from "../../oci/store.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { log } from "../log.js";
 import { mount } from "../sys/linux.js";
 import { Container, RUNTIME, type ContainerExit } from "./container.js";
 import { LayerCache, type Progress } from "./layers.js";
@@ -119,7 +120,7 @@ export class ContainerManager {
     const bundle = path.join(CONTAINERS_DIR, id);
     const rootfs = path.join(bundle, "rootfs");
     for (const d of ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
-    const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive });
+    const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs: Date.now() });
     try {
       mount("overlay", rootfs, "overlay", 0, `lowerdir=${lowers.join(":")},upperdir=${bundle}/upper,workdir=${bundle}/work`);
       const user = resolveUser(rootfs, spec.user || img.config.User || "");
@@ -155,13 +156,40 @@ export class ContainerManager {
       throw err;
     }
     await c.started();
-    if (spec.remove)
-      void c.done.then(() => {
-        this.removed.set(c.id, c);
-        if (this.removed.size > 256) this.removed.delete(this.removed.keys().next().value!);
-        this.forget(c);
-      });
+    this.removeWhenDone(c);
     return c;
+  }
+
+  private removeWhenDone(c: Container): void {
+    if (!c.init.remove) return;
+    void c.done.then(() => {
+      this.removed.set(c.id, c);
+      if (this.removed.size > 256) this.removed.delete(this.removed.keys().next().value!);
+      this.forget(c);
+    });
+  }
+
+  /**
+   * Takes over the containers a previous agent left running (or finished
+   * while no agent was there): an agent that was killed and restarted
+   * lists, attaches to and stops them as if it had started them.
+   */
+  adoptAll(dir = CONTAINERS_DIR): number {
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return 0;
+    }
+    for (const n of names) {
+      if (this.containers.has(n)) continue;
+      const c = Container.adopt(path.join(dir, n));
+      if (!c) continue;
+      this.containers.set(c.id, c);
+      this.removeWhenDone(c);
+      log("info", `found container ${c.name} (${c.id.slice(0, 12)}) ${c.exit ? "exited" : "left by a previous agent"}`);
+    }
+    return this.containers.size;
   }
 
   async kill(ref: string, signal: number): Promise<void> {

@@ -6,6 +6,8 @@
 //
 // usage: fractal-ns -root /host [-bind LOCAL=REMOTE]... [-cwd DIR] -- CMD ARGS...
 //        fractal-ns -pivotable -- CMD ARGS...
+//        fractal-ns -shim BUNDLE [-stdin] [-console SOCK] -- CMD ARGS...   (shim.go)
+//        fractal-ns -supervise -- AGENT ARGS...            (supervise.go)
 //
 // The new root is a tmpfs holding, for each entry, REMOTE (a path on the
 // host, found under -root) bind-mounted at LOCAL; a symlink on the host (as
@@ -56,12 +58,24 @@ func main() {
 	root := flag.String("root", "/host", "where the host's root is mounted in the guest")
 	cwd := flag.String("cwd", "/", "working directory inside the namespace")
 	pivotable := flag.Bool("pivotable", false, "run CMD from a root pivot_root(2) accepts (for the OCI runtime)")
+	shim := flag.String("shim", "", "keep the stdio FIFOs in this bundle directory for CMD, and record its exit there")
+	shimStdin := flag.Bool("stdin", false, "with -shim: CMD reads the stdin FIFO (else /dev/null)")
+	shimConsole := flag.String("console", "", "with -shim: receive the container's terminal on this socket (the runtime's --console-socket)")
+	sup := flag.Bool("supervise", false, "run CMD and restart it whenever it ends (the guest's uinit)")
 	var bs binds
 	flag.Var(&bs, "bind", "LOCAL=REMOTE: host path REMOTE appears at LOCAL (repeatable)")
 	flag.Parse()
 	argv := flag.Args()
 	if len(argv) == 0 {
 		fail(exitFailed, "no command given")
+	}
+	if *sup {
+		supervise(argv)
+		return
+	}
+	if *shim != "" {
+		runShim(*shim, *shimStdin, *shimConsole, argv)
+		return
 	}
 	setup := func() error { return build(*root, bs) }
 	if *pivotable {

@@ -229,3 +229,68 @@ describe("containers", () => {
     expect(out(await vm("ps", "-a"))).not.toMatch(/many/);
   }, 300_000);
 });
+
+describe("faults", () => {
+  const until = async (what: string, check: () => Promise<boolean>, ms = 90_000) => {
+    const end = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  };
+
+  it("hangs up an interactive exec whose host went away; a detached container keeps running", async () => {
+    await vm("run", "-d", "--name", "steady", "busybox", "sh", "-c", "trap 'echo stopping; exit 0' TERM; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done");
+    const marker = "/tmp/hup-seen";
+    let ready = false;
+    // In the container, for busybox's sh: the guest's own shell (u-root's gosh) has no traps.
+    const r = runCli(["exec", "--vm", NAME, "-i", "steady", "--", "sh", "-c", `trap 'echo hup > ${marker}; exit 0' HUP; echo ready; while :; do sleep 0.1; done`], {
+      env,
+      input: undefined,
+      started: (p) => {
+        p.stdout!.on("data", (b: Buffer) => {
+          if (!ready && b.toString().includes("ready")) {
+            ready = true;
+            p.kill("SIGKILL"); // the host side vanishes without a goodbye
+          }
+        });
+      },
+    });
+    // runCli ends stdin at once; the remote shell does not read it.
+    expect((await r).signal).toBe("SIGKILL");
+    await until("the process saw SIGHUP", async () => out(await vm("exec", "steady", "--", "sh", "-c", `cat ${marker} 2>/dev/null; true`)) === "hup\n", 30_000);
+    expect(out(await vm("ps"))).toMatch(/Up .*steady$/m);
+  }, 120_000);
+
+  it("restarts an agent killed with SIGKILL; it finds the running container again, streams it and stops it", async () => {
+    const before = out(await vm("logs", "steady")).split("\n").filter((l) => l.startsWith("tick")).length;
+    // The agent dies mid-request: this exec gets no answer, only a hang-up.
+    const killed = await vm("exec", "--", "sh", "-c", "kill -9 $(pidof fractal-agent)");
+    expect(killed.code).toBe(125);
+    await until("the agent answers again", async () => (await vm("ping")).code === 0);
+    const ps = out(await vm("ps"));
+    expect(ps).toMatch(/Up .*steady$/m);
+    // Its output went on being kept while no agent read it, and still flows.
+    await new Promise((r) => setTimeout(r, 1000));
+    const ticks = out(await vm("logs", "steady")).split("\n").filter((l) => l.startsWith("tick"));
+    expect(ticks.length).toBeGreaterThan(before + 3);
+    expect(ticks.map((l) => Number(l.split(" ")[1]))).toEqual(ticks.map((_, i) => i)); // none lost, none twice
+    const stop = await vm("stop", "steady");
+    expect(stop.code).toBe(0);
+    expect(out(await vm("ps", "-a"))).toMatch(/Exited \(0\) .*steady$/m);
+    expect(out(await vm("logs", "steady"))).toMatch(/stopping\n$/);
+    expect(await guest("cat /run/fractal/agent.log")).toMatch(/found container steady \(\w+\) left by a previous agent/);
+    await vm("rm", "steady");
+  }, 180_000);
+
+  it("keeps a container's stdin across an agent restart, and ends it when the client closes it", async () => {
+    expect((await vm("run", "-d", "-i", "--name", "reader", "busybox", "sh", "-c", "while read l; do echo got $l; done; echo eof")).code).toBe(0);
+    await guest("kill -9 $(pidof fractal-agent); true");
+    await until("the agent answers again", async () => (await vm("ping")).code === 0);
+    expect(out(await vm("ps"))).toMatch(/Up .*reader$/m);
+    const a = await cli(["attach", "--vm", NAME, "reader"], "one\ntwo\n");
+    expect(out(a)).toBe("got one\ngot two\neof\n");
+    expect(out(await vm("wait", "reader"))).toBe("0\n");
+    await vm("rm", "reader");
+  }, 180_000);
+});
