@@ -13,7 +13,7 @@ TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns bench-containers clean FORCE
+.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability clean FORCE
 
 all: build
 
@@ -124,6 +124,10 @@ bench-ns: build
 
 bench-containers: build
 	$(BUN) bench/containers.ts
+
+# Issue 6's long runs: 1M fuzzed frames, 20k execs, 1 GiB per link, agent kills.
+bench-reliability: build
+	$(BUN) bench/reliability.ts
 
 clean:
 	rm -rf $(BUILD) proto/gen

@@ -134,7 +134,15 @@ describe("fractal-host boot", () => {
   it("detects a VM whose QEMU died and cleans its state", async () => {
     const b = await cli(["boot", "--name", "stale1", "--no-net", "--mem", "512M", "--detach"]);
     expect(b.code).toBe(0);
+    // A command is running when the VM is killed under it: it ends at once, saying so.
+    const t0 = Date.now();
+    const running = cli(["exec", "--vm", "stale1", "--", "sleep", "600"]);
+    await new Promise((r) => setTimeout(r, 3000));
     process.kill(record("stale1").pid, "SIGKILL");
+    const cut = await running;
+    expect(cut.code).toBe(125);
+    expect(cut.stderr).toMatch(/connection (closed|lost)/);
+    expect(Date.now() - t0).toBeLessThan(30_000);
     await new Promise((r) => setTimeout(r, 500));
     const ls = await cli(["ls"]);
     expect(ls.stdout.toString()).toMatch(/stale1\s+stale/);
@@ -142,6 +150,25 @@ describe("fractal-host boot", () => {
     const e = await cli(["exec", "--vm", "stale1", "--", "true"]);
     expect(e.code).toBe(127);
     expect(e.stderr).toMatch(/no VM named stale1/);
+  }, 300_000);
+
+  it("gives clear errors, not a hang, when a shared directory disappears from the host", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-vanishing-"));
+    fs.writeFileSync(path.join(dir, "file"), "here\n");
+    const b = await cli(["boot", "--name", "shares1", "--no-net", "--mem", "512M", "--share", `${dir}:vanish`, "--detach"]);
+    expect(b.code).toBe(0);
+    try {
+      fs.rmSync(dir, { recursive: true });
+      const t0 = Date.now();
+      const r = await cli(["exec", "--vm", "shares1", "--", "sh", "-c", `ls ${dir}; cat ${dir}/file; echo more > ${dir}/new; echo done`]);
+      expect(r.stdout.toString()).toMatch(/done\n$/);
+      expect(r.stderr).toMatch(/no such file or directory/i);
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      // The agent is unharmed.
+      expect((await cli(["exec", "--vm", "shares1", "--", "true"])).code).toBe(0);
+    } finally {
+      await cli(["stop", "shares1"]);
+    }
   }, 300_000);
 
   it("stops the VM gracefully through its agent", async () => {

@@ -195,6 +195,9 @@ describe("containers", () => {
     await vm("rm", "hog");
     const forks = await vm("run", "--rm", "--pids", "4", "busybox", "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 1 & done; wait");
     expect(forks.stderr).toMatch(/can't fork/);
+    // Nothing else was affected: the agent, the guest and new containers work.
+    expect(out(await vm("run", "--rm", "busybox", "echo", "unaffected"))).toBe("unaffected\n");
+    expect((await vm("exec", "--", "true")).code).toBe(0);
   }, 120_000);
 
   it("runs an interactive shell on a terminal: resize and Ctrl-C reach it", () => {
