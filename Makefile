@@ -13,7 +13,7 @@ TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability clean FORCE
+.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench clean FORCE
 
 all: build
 
@@ -91,8 +91,19 @@ $(BUILD)/marker.cpio: initramfs/marker.sh initramfs/marker/main.go initramfs/go.
 
 # AUTHORIZED_KEYS=FILE (and TLS_CERT=, TLS_KEY=) bake keys into the image;
 # without them `boot` hands the guest the user's key on the command line.
-$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum $(wildcard initramfs/nshelper/*.go) $(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY) | host-deps
+# Rebuilt when the choice of files changes, as for the kernel.
+$(BUILD)/initramfs.keys: FORCE
+	@mkdir -p $(BUILD)
+	@echo "$(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY)" | cmp -s - $@ || echo "$(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY)" > $@
+
+$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum $(wildcard initramfs/nshelper/*.go) $(BUILD)/initramfs.keys $(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY) | host-deps
 	AUTHORIZED_KEYS="$(AUTHORIZED_KEYS)" TLS_CERT="$(TLS_CERT)" TLS_KEY="$(TLS_KEY)" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
+
+# bench-peers' guest: the same initramfs plus dropbear (Debian's
+# dropbear-bin), so fractal and ssh are measured against one VM.
+$(BUILD)/peers.cpio: $(BUILD)/initramfs.cpio
+	@command -v dropbear >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dropbear-bin; }
+	EXTRA_FILES="$$(command -v dropbear):bin/dropbear" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
 
 $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
@@ -128,6 +139,15 @@ bench-containers: build
 # Issue 6's long runs: 1M fuzzed frames, 20k execs, 1 GiB per link, agent kills.
 bench-reliability: build
 	$(BUN) bench/reliability.ts
+
+# fractal against ssh (dropbear) in one guest, over one link.
+bench-peers: build $(BUILD)/peers.cpio
+	$(BUN) bench/peers.ts
+
+# Every comparison, then bench/results.{md,json,svg} from their records.
+# A failing bench stops the run (its figures would be missing).
+bench: bench-exec bench-boot bench-ns bench-containers bench-peers bench-reliability
+	$(BUN) bench/collect.ts
 
 clean:
 	rm -rf $(BUILD) proto/gen

@@ -11,6 +11,7 @@ import { AgentClient } from "../host/client.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
 import { qemuBinary, usableAccel } from "../host/vm/qemu.js";
 import { stateRoot } from "../host/vm/state.js";
+import { compared, env as benchEnv, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const BUILD = path.join(ROOT, "build");
@@ -102,5 +103,9 @@ console.log(`  fractal initramfs, agent answers ping     ${(f / 1000).toFixed(2)
 console.log(`  same, gzip-compressed initramfs           ${(g / 1000).toFixed(2)} s   (${mb(gz)} MB, gzip took ${(gzipMs / 1000).toFixed(1)} s on the host)   ratio ${(g / m).toFixed(2)}x`);
 console.log(`  where the time goes (last uncompressed boot): ${timeline(last.log, last.dmesg)}`);
 console.log(`RESULT boot_ratio=${(f / m).toFixed(2)} gzip_ratio=${(g / m).toFixed(2)}`);
+record("boot", [
+  compared("boot until the agent answers", "s", f / 1000, "minimal initramfs (marker)", m / 1000, true, benchEnv(accel, "virtio-serial"), "<= 1.5x the minimal"),
+  compared("boot, gzip initramfs", "s", g / 1000, "minimal initramfs (marker)", m / 1000, true, benchEnv(accel, "virtio-serial")),
+]);
 fs.rmSync(process.env.FRACTAL_STATE!, { recursive: true, force: true });
 fs.rmSync(gz, { force: true });

@@ -15,6 +15,7 @@ import { AgentClient, exitStatusOf } from "../host/client.js";
 import { writeImage } from "../host/image/oci-layout.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
 import { imageStoreShare } from "../host/vm/qemu.js";
+import { compared, env as benchEnv, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const BUILD = path.join(ROOT, "build");
@@ -155,6 +156,12 @@ async function main(): Promise<void> {
     console.log(`(c) memory per idle container (${running} running busybox sleep)`);
     console.log(`  MemAvailable ${before.toFixed(0)} MiB -> ${after.toFixed(0)} MiB: ${perCtr.toFixed(2)} MiB each (target <= 3 MiB)`);
     console.log(`RESULT run_ratio=${ratioRun.toFixed(2)} unpack_ratio=${ratioUnpack.toFixed(2)} mib_per_container=${perCtr.toFixed(2)}`);
+    const e = benchEnv(rec.accel, "virtio-serial", v.kernel);
+    record("containers", [
+      compared("run --rm busybox true", "ms", median(ours), "crun run, prepared bundle", median(direct), true, e, "<= 1.2x"),
+      compared("unpack a 128 MB gzip layer", "ms", median(unpackOurs), "busybox tar -xzf", median(unpackTar), true, e, ">= 0.7x"),
+      { figure: "memory per idle container", unit: "MiB", fractal: perCtr, lowerIsBetter: true, target: "<= 3 MiB", env: e },
+    ]);
   } finally {
     c.close();
     await stopVm("bench-ctr");

@@ -7,6 +7,7 @@
 import net from "node:net";
 import path from "node:path";
 import { AgentClient } from "../host/client.js";
+import { compared, env as benchEnv, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const AGENT = path.join(ROOT, "build/fractal-agent");
@@ -117,6 +118,12 @@ async function main(): Promise<void> {
     console.log(`  plain loopback TCP socket            ${mbps(best(base)).toFixed(0)} MB/s`);
     console.log(`  fractal-host exec > /dev/null        ${mbps(best(ours)).toFixed(0)} MB/s   ratio ${(best(base) / best(ours)).toFixed(2)}x of raw`);
     console.log(`RESULT exec_overhead_ms=${(m.lib - m.local).toFixed(2)} cli_overhead_ms=${(m.cli - m.local).toFixed(2)} throughput_ratio=${(best(base) / best(ours)).toFixed(2)}`);
+    const e = benchEnv("none (agent on the host)", "loopback TCP");
+    record("exec", [
+      compared("exec -- true via the CLI", "ms", m.cli, "local spawn of true", m.local, true, e),
+      compared("exec -- true, open connection", "ms", m.lib, "local spawn of true", m.local, true, e),
+      compared("stdout throughput, 1 GiB", "MB/s", mbps(best(ours)), "plain TCP socket", mbps(best(base)), false, e),
+    ]);
   } finally {
     agent.kill();
     raw.close();

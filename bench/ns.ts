@@ -9,6 +9,7 @@ import path from "node:path";
 import { AgentClient } from "../host/client.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
 import { hostRootShare } from "../host/vm/qemu.js";
+import { compared, env as benchEnv, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const BUILD = path.join(ROOT, "build");
@@ -89,6 +90,12 @@ async function main(): Promise<void> {
     console.log(`  in the guest, warm (guest page cache) ${mbps(warm.ms)} MB/s   ratio ${(median(hostRead) / warm.ms).toFixed(2)}x`);
     console.log(`  9p mount: ${opts}`);
     console.log(`RESULT startup_ratio=${(median(g) / median(h)).toFixed(1)} read_cold_ratio=${(median(hostRead) / cold.ms).toFixed(2)} read_warm_ratio=${(median(hostRead) / warm.ms).toFixed(2)}`);
+    const e = benchEnv(rec.accel, "virtio-serial + 9p");
+    record("ns", [
+      compared("host tool start-up via --namespace", "ms", median(g), "same tool on the host", median(h), true, e),
+      compared("read 256 MiB host file, cold", "ms", cold.ms, "on the host", median(hostRead), true, e),
+      compared("read 256 MiB host file, warm", "ms", warm.ms, "on the host", median(hostRead), true, e),
+    ]);
   } finally {
     c.close();
     await stopVm("bench-ns");

@@ -10,6 +10,7 @@
 # AUTHORIZED_KEYS=FILE bakes keys allowed on the agent's network listeners
 # in (/etc/fractal/authorized_keys, like cpud's key.pub); TLS_CERT and
 # TLS_KEY bake in an identity for tls:// and wss:// listeners.
+# EXTRA_FILES="SRC:DEST ..." adds more (bench-peers adds dropbear).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(realpath -m "$1")
@@ -23,6 +24,9 @@ for pair in "${AUTHORIZED_KEYS:-}:etc/fractal/authorized_keys" "${TLS_CERT:-}:et
   [ -n "$src" ] || continue
   [ -r "$src" ] || { echo "build.sh: cannot read $src" >&2; exit 1; }
   extra+=(-files "$(realpath "$src"):${pair#*:}")
+done
+for pair in ${EXTRA_FILES:-}; do
+  extra+=(-files "$pair")
 done
 cd "$here"
 # Every tool in go.mod except u-root itself is a command for the image.

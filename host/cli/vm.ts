@@ -31,6 +31,8 @@ TCG otherwise) and waits until its agent answers.
                             archives), shared read-only over 9p
   --tcp HOSTPORT            forward 127.0.0.1:HOSTPORT to the agent's TCP
                             listener (default: any free port)
+  --forward HOST:GUEST      also forward 127.0.0.1:HOST to the guest's TCP port
+                            GUEST (repeatable)
   --no-net                  no network card at all
   --uart                    also serve the agent on a second UART (ttyS1), a
                             unix socket on the host, as on hardware
@@ -72,6 +74,7 @@ const bootSpecs = [
   { long: "images", value: true },
   { long: "tcp", value: true },
   { long: "no-net" },
+  { long: "forward", value: true, repeat: true },
   { long: "uart" },
   { long: "kernel", value: true },
   { long: "initrd", value: true },
@@ -133,6 +136,13 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
     tcp = Number(value(p, "tcp"));
     if (!Number.isInteger(tcp) || tcp < 1 || tcp > 65535) throw usageError("boot", `bad --tcp "${value(p, "tcp")}": expected a port number`);
   }
+  const forwards = values(p, "forward").map((f) => {
+    const m = /^(\d+):(\d+)$/.exec(f);
+    const ok = (x: number) => x >= 1 && x <= 65535;
+    if (!m || !ok(Number(m[1])) || !ok(Number(m[2]))) throw usageError("boot", `bad --forward "${f}": expected HOSTPORT:GUESTPORT`);
+    return { host: Number(m[1]), guest: Number(m[2]) };
+  });
+  if (forwards.length > 0 && tcp === "none") throw usageError("boot", "--forward needs a network card: drop --no-net");
   const timeout = value(p, "timeout");
   if (timeout !== undefined && !(Number(timeout) > 0)) throw usageError("boot", `bad --timeout "${timeout}"`);
   return {
@@ -153,6 +163,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
       ],
       timeoutMs: timeout !== undefined ? Number(timeout) * 1000 : undefined,
       uart: flag(p, "uart"),
+      forwards,
     },
   };
 }

@@ -23,6 +23,8 @@ export interface BootOptions {
   timeoutMs?: number;
   append?: string[];
   uart?: boolean;
+  /** Host ports forwarded to guest TCP ports, besides the agent's. */
+  forwards?: { host: number; guest: number }[];
   /** Progress reports while waiting (elapsed ms). */
   progress?: (elapsedMs: number, accel: string) => void;
 }

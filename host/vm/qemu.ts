@@ -41,6 +41,8 @@ export interface QemuOptions {
   stateDir: string;
   /** Host TCP port forwarded to the agent's TCP listener; undefined: no NIC. */
   tcpPort?: number;
+  /** More host ports forwarded to guest TCP ports (e.g. a peer's sshd, for benchmarks). */
+  forwards?: { host: number; guest: number }[];
   /** Guest CID for vhost-vsock; undefined: no vsock device. */
   vsockCid?: number;
   shares: Share9p[];
@@ -159,7 +161,8 @@ export function qemuArgs(o: QemuOptions): string[] {
     "-daemonize",
   ];
   if (o.tcpPort !== undefined) {
-    a.push("-netdev", `user,id=net0,hostfwd=tcp:127.0.0.1:${o.tcpPort}-:${AGENT_PORT}`, "-device", "virtio-net-pci,netdev=net0");
+    const fwd = [{ host: o.tcpPort, guest: AGENT_PORT }, ...(o.forwards ?? [])].map((f) => `hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
+    a.push("-netdev", `user,id=net0,${fwd.join(",")}`, "-device", "virtio-net-pci,netdev=net0");
   }
   if (o.vsockCid !== undefined) a.push("-device", `vhost-vsock-pci,guest-cid=${o.vsockCid}`);
   o.shares.forEach((s, i) => {

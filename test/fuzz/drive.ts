@@ -32,6 +32,8 @@ export interface FuzzReport {
   maxPingMs: number;
   agentAlive: boolean;
   fds: { before: number; after: number };
+  /** What the agent's descriptors point at after the run, to tell a leak's kind. */
+  fdTargets: string[];
   rssMiB: { before: number; after: number };
   seconds: number;
 }
@@ -150,7 +152,7 @@ export async function fuzzAgent(o: FuzzOptions): Promise<FuzzReport> {
   // Give the agent time to reap what the last connections started (a
   // socket whose peer stops reading is destroyed 5 s after its end).
   let fdsAfter = fdCount(o.pid);
-  for (let i = 0; i < 150 && fdsAfter > before.fds; i++) {
+  for (let i = 0; i < 300 && fdsAfter > before.fds; i++) {
     await new Promise((r) => setTimeout(r, 100));
     fdsAfter = fdCount(o.pid);
   }
@@ -166,6 +168,13 @@ export async function fuzzAgent(o: FuzzOptions): Promise<FuzzReport> {
     maxPingMs,
     agentAlive: alive,
     fds: { before: before.fds, after: fdsAfter },
+    fdTargets: fs.readdirSync(`/proc/${o.pid}/fd`).map((n) => {
+      try {
+        return fs.readlinkSync(`/proc/${o.pid}/fd/${n}`);
+      } catch {
+        return "?";
+      }
+    }),
     rssMiB: { before: before.rss, after: rssMiB(o.pid) },
     seconds: (performance.now() - t0) / 1000,
   };

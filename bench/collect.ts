@@ -1,0 +1,73 @@
+// The last step of `make bench`: gathers build/bench/*.json (written by each
+// bench-* target through bench/report.ts) into bench/results.json, a table in
+// bench/results.md and a chart of the compared figures in bench/results.svg.
+import fs from "node:fs";
+import path from "node:path";
+import { RESULTS_DIR, type Figure } from "./report.js";
+
+const OUT = path.resolve(import.meta.dir);
+type Result = { bench: string; at: string; figures: Figure[] };
+
+const results: Result[] = fs.existsSync(RESULTS_DIR)
+  ? fs.readdirSync(RESULTS_DIR).filter((f) => f.endsWith(".json")).sort().map((f) => JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, f), "utf8")) as Result)
+  : [];
+if (results.length === 0) {
+  process.stderr.write(`no results in ${RESULTS_DIR}: run the bench-* targets first\n`);
+  process.exit(1);
+}
+
+const num = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const envText = (f: Figure) => `${f.env.accel}, ${f.env.hostCpus} CPUs, host ${f.env.hostKernel}${f.env.guestKernel ? `, guest ${f.env.guestKernel}` : ""}, ${f.env.transport}`;
+
+const md: string[] = [
+  "# Benchmark results",
+  "",
+  "Written by `make bench` (bench/collect.ts) from the bench-* targets' own records; see README.md for what each measures.",
+  "\"advantage\" is how many times better fractal is (above 1: fractal wins; for times, peer ÷ fractal; for rates, fractal ÷ peer).",
+  "",
+  "![main ratios](results.svg)",
+  "",
+  "| bench | figure | fractal | peer | peer value | advantage | target | environment |",
+  "|---|---|---|---|---|---|---|---|",
+];
+for (const r of results) {
+  for (const f of r.figures) {
+    md.push(
+      `| ${r.bench} | ${f.figure} | ${num(f.fractal)} ${f.unit} | ${f.peer?.name ?? "—"} | ${f.peer ? `${num(f.peer.value)} ${f.unit}` : "—"} | ${f.advantage !== undefined ? `${num(f.advantage)}x` : "—"} | ${f.target ?? ""} | ${envText(f)} |`,
+    );
+  }
+}
+md.push("", `Runs: ${results.map((r) => `${r.bench} ${r.at}`).join("; ")}.`, "");
+fs.writeFileSync(path.join(OUT, "results.md"), md.join("\n"));
+fs.writeFileSync(path.join(OUT, "results.json"), JSON.stringify(results, null, 1) + "\n");
+
+// The chart: one bar per compared figure, log scale, a line at 1x (parity).
+const bars = results.flatMap((r) => r.figures.filter((f) => f.advantage !== undefined).map((f) => ({ label: `${r.bench}: ${f.figure} (${f.env.transport}) vs ${f.peer!.name}`, v: f.advantage! })));
+const W = 900;
+const rowH = 26;
+const left = 470;
+const H = 40 + bars.length * rowH + 30;
+const maxV = Math.max(10, ...bars.map((b) => b.v));
+const minV = Math.min(0.1, ...bars.map((b) => b.v));
+const x = (v: number) => left + ((Math.log10(v) - Math.log10(minV)) / (Math.log10(maxV) - Math.log10(minV))) * (W - left - 60);
+const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+const svg: string[] = [
+  `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+  `<rect width="${W}" height="${H}" fill="white"/>`,
+  `<text x="10" y="20" font-size="14" font-weight="bold">fractal's advantage (log scale; right of the line: fractal better)</text>`,
+];
+bars.forEach((b, i) => {
+  const y = 40 + i * rowH;
+  const x0 = x(1);
+  const x1 = x(b.v);
+  svg.push(`<text x="10" y="${y + 15}">${esc(b.label)}</text>`);
+  svg.push(`<rect x="${Math.min(x0, x1)}" y="${y + 4}" width="${Math.max(1, Math.abs(x1 - x0))}" height="${rowH - 10}" fill="${b.v >= 1 ? "#2a7" : "#c44"}"/>`);
+  svg.push(`<text x="${Math.max(x0, x1) + 4}" y="${y + 15}">${num(b.v)}x</text>`);
+});
+svg.push(`<line x1="${x(1)}" y1="30" x2="${x(1)}" y2="${H - 25}" stroke="black"/>`);
+for (const t of [0.1, 1, 10, 100, 1000].filter((t) => t >= minV && t <= maxV)) {
+  svg.push(`<text x="${x(t) - 8}" y="${H - 8}" fill="#555">${t}x</text>`);
+}
+svg.push("</svg>");
+fs.writeFileSync(path.join(OUT, "results.svg"), svg.join("\n") + "\n");
+process.stdout.write(`wrote bench/results.md, bench/results.json and bench/results.svg (${results.length} benches, ${bars.length} compared figures)\n`);

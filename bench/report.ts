@@ -1,0 +1,45 @@
+// Machine-readable bench results: each bench-* target records its figures in
+// build/bench/NAME.json, and bench/collect.ts (make bench) gathers them into
+// bench/results.{md,json,svg}. Every figure carries the environment it was
+// measured in, since these machines are noisy and TCG is not KVM.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+export interface BenchEnv {
+  accel: string;
+  hostCpus: number;
+  hostKernel: string;
+  guestKernel?: string;
+  transport: string;
+}
+
+export interface Figure {
+  figure: string;
+  unit: string;
+  fractal: number;
+  /** What fractal is compared with, and its value; absent for plain measurements. */
+  peer?: { name: string; value: number };
+  /** peer / fractal for "lower is better" figures, fractal / peer otherwise: above 1 means fractal wins. */
+  advantage?: number;
+  lowerIsBetter: boolean;
+  target?: string;
+  env: BenchEnv;
+}
+
+export const RESULTS_DIR = path.resolve(import.meta.dir, "../build/bench");
+
+export function env(accel: string, transport: string, guestKernel?: string): BenchEnv {
+  return { accel, hostCpus: os.cpus().length, hostKernel: os.release(), guestKernel, transport };
+}
+
+/** A compared figure; the advantage is computed so that > 1 means fractal is better. */
+export function compared(figure: string, unit: string, fractal: number, peer: string, peerValue: number, lowerIsBetter: boolean, e: BenchEnv, target?: string): Figure {
+  const advantage = lowerIsBetter ? peerValue / fractal : fractal / peerValue;
+  return { figure, unit, fractal, peer: { name: peer, value: peerValue }, advantage, lowerIsBetter, target, env: e };
+}
+
+export function record(bench: string, figures: Figure[]): void {
+  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+  fs.writeFileSync(path.join(RESULTS_DIR, `${bench}.json`), JSON.stringify({ bench, at: new Date().toISOString(), figures }, null, 1));
+}
