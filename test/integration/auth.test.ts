@@ -4,15 +4,12 @@
 // but not touch.
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signerFromPem } from "../../proto/auth.js";
-import { parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
-import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
-import type { Frame } from "../../proto/wire.js";
 import { runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
+import { rawTcp } from "../helpers/raw.js";
 
 let agent: RunningAgent;
 let keys: string;
@@ -39,34 +36,6 @@ afterAll(async () => {
 
 const url = (scheme: string) => agent.urls.find((u) => u.startsWith(`${scheme}://`))!;
 const cli = (args: string[], env: Record<string, string> = {}) => runCli(args, { env: { FRACTAL_TLS_CA: path.join(keys, "tls.crt"), ...env } });
-
-/** A hand-driven connection: the frames the agent sends, and whether it hung up. */
-async function rawTcp(): Promise<{ send: (f: Frame) => void; next: (pred: (f: Frame) => boolean) => Promise<Frame>; closed: Promise<void> }> {
-  const ep = parseEndpoint(agent.tcp);
-  if (ep.kind !== "tcp") throw new Error("expected tcp");
-  const sock = net.connect(ep.port, ep.host);
-  await new Promise((r) => sock.once("connect", r));
-  const dec = new FrameDecoder();
-  const frames: Frame[] = [];
-  let wake = () => {};
-  sock.on("data", (b: Buffer) => {
-    frames.push(...dec.push(b));
-    wake();
-  });
-  const closed = new Promise<void>((r) => sock.once("close", () => r()));
-  return {
-    send: (f) => void sock.write(encodeFrame(f)),
-    closed,
-    async next(pred) {
-      for (;;) {
-        const i = frames.findIndex(pred);
-        if (i >= 0) return frames.splice(i, 1)[0]!;
-        const more = new Promise<void>((r) => (wake = r));
-        await Promise.race([more, closed.then(() => Promise.reject(new Error("closed before the expected frame")))]);
-      }
-    },
-  };
-}
 
 describe("authentication", () => {
   it("serves a known key over TCP, WebSocket, TLS and WSS", async () => {
@@ -107,19 +76,19 @@ describe("authentication", () => {
 
   it("gives each connection a fresh challenge, so a recorded answer does not open another", async () => {
     const key = signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
-    const first = await rawTcp();
-    first.send({ hello: { minVersion: 1, maxVersion: 1 } });
+    const first = await rawTcp(agent.tcp);
+    first.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
     const c1 = (await first.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
     const recorded = { publicKey: key.publicKey, signature: key.sign(c1) };
-    first.send({ auth: recorded });
+    first.sendFrame({ auth: recorded });
     await first.next((f) => !!f.authOk);
 
-    const replay = await rawTcp();
-    replay.send({ hello: { minVersion: 1, maxVersion: 1 } });
+    const replay = await rawTcp(agent.tcp);
+    replay.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
     const c2 = (await replay.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
     expect(c2.length).toBe(32);
     expect(Buffer.from(c2).equals(Buffer.from(c1))).toBe(false);
-    replay.send({ auth: recorded });
+    replay.sendFrame({ auth: recorded });
     const e = (await replay.next((f) => !!f.protocolError)).protocolError!;
     expect(e.code).toBe(ErrorCode.UNAUTHENTICATED);
     expect(e.message).toMatch(/bad signature/);
@@ -128,10 +97,10 @@ describe("authentication", () => {
 
   it("serves nothing before Auth: a request first ends the connection and runs nothing", async () => {
     const marker = path.join(keys, "must-not-exist");
-    const r = await rawTcp();
-    r.send({ hello: { minVersion: 1, maxVersion: 1 } });
+    const r = await rawTcp(agent.tcp);
+    r.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
     await r.next((f) => !!f.helloAck);
-    r.send({ request: { id: 1, exec: { argv: ["touch", marker] } } });
+    r.sendFrame({ request: { id: 1, exec: { argv: ["touch", marker] } } });
     const e = (await r.next((f) => !!f.protocolError)).protocolError!;
     expect(e.code).toBe(ErrorCode.UNAUTHENTICATED);
     expect(e.fatal).toBe(true);

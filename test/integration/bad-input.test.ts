@@ -1,15 +1,12 @@
 // Hostile and broken peers against the compiled agent: each gets a clear
 // protocol error, and every other connection keeps being served.
-import fs from "node:fs";
-import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { signerFromPem } from "../../proto/auth.js";
-import { parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
-import { FrameDecoder, HEADER_SIZE, encodeFrame } from "../../proto/frame.js";
+import { HEADER_SIZE, encodeFrame } from "../../proto/frame.js";
 import type { Frame } from "../../proto/wire.js";
 import { AgentClient } from "../../host/client.js";
 import { startAgent, type RunningAgent } from "../helpers/agent.js";
+import { handshake, rawTcp, type Raw } from "../helpers/raw.js";
 
 let agent: RunningAgent;
 let bystander: AgentClient;
@@ -22,45 +19,9 @@ afterAll(async () => {
   await agent?.stop();
 });
 
-interface Raw {
-  send(b: Uint8Array): void;
-  /** Waits for the next frame matching pred. */
-  next(pred: (f: Frame) => boolean): Promise<Frame>;
-  closed: Promise<void>;
-}
-
-async function raw(handshake = true): Promise<Raw> {
-  const ep = parseEndpoint(agent.tcp);
-  if (ep.kind !== "tcp") throw new Error("expected tcp");
-  const sock = net.connect(ep.port, ep.host);
-  await new Promise((r) => sock.once("connect", r));
-  const dec = new FrameDecoder();
-  const frames: Frame[] = [];
-  const waiters: (() => void)[] = [];
-  sock.on("data", (b: Buffer) => {
-    frames.push(...dec.push(b));
-    for (const w of waiters.splice(0)) w();
-  });
-  const closed = new Promise<void>((r) => sock.once("close", () => r()));
-  const r: Raw = {
-    send: (b) => void sock.write(b),
-    closed,
-    async next(pred) {
-      for (;;) {
-        const i = frames.findIndex(pred);
-        if (i >= 0) return frames.splice(i, 1)[0]!;
-        await Promise.race([new Promise<void>((res) => waiters.push(res)), closed.then(() => { throw new Error("closed before the expected frame"); })]);
-      }
-    },
-  };
-  if (handshake) {
-    r.send(encodeFrame({ hello: { minVersion: 1, maxVersion: 1 } }));
-    const ack = (await r.next((f) => !!f.helloAck)).helloAck!;
-    // TCP connections must prove the test key before anything else counts.
-    const key = signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
-    r.send(encodeFrame({ auth: { publicKey: key.publicKey, signature: key.sign(ack.authChallenge!) } }));
-    await r.next((f) => !!f.authOk);
-  }
+async function raw(withHandshake = true): Promise<Raw> {
+  const r = await rawTcp(agent.tcp);
+  if (withHandshake) await handshake(r);
   return r;
 }
 

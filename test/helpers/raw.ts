@@ -1,0 +1,53 @@
+// A hand-driven protocol connection for tests that must send what no honest
+// client would: raw bytes out, decoded frames in, and whether the agent hung up.
+import fs from "node:fs";
+import net from "node:net";
+import { signerFromPem } from "../../proto/auth.js";
+import { parseEndpoint } from "../../proto/endpoint.js";
+import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
+import type { Frame } from "../../proto/wire.js";
+
+export interface Raw {
+  send(b: Uint8Array): void;
+  sendFrame(f: Frame): void;
+  /** Waits for the next frame matching pred; fails if the agent hangs up first. */
+  next(pred: (f: Frame) => boolean): Promise<Frame>;
+  closed: Promise<void>;
+}
+
+export async function rawTcp(url: string): Promise<Raw> {
+  const ep = parseEndpoint(url);
+  if (ep.kind !== "tcp") throw new Error(`expected a tcp:// URL, got ${url}`);
+  const sock = net.connect(ep.port, ep.host);
+  await new Promise((r) => sock.once("connect", r));
+  const dec = new FrameDecoder();
+  const frames: Frame[] = [];
+  const waiters: (() => void)[] = [];
+  sock.on("data", (b: Buffer) => {
+    frames.push(...dec.push(b));
+    for (const w of waiters.splice(0)) w();
+  });
+  const closed = new Promise<void>((r) => sock.once("close", () => r()));
+  return {
+    send: (b) => void sock.write(b),
+    sendFrame: (f) => void sock.write(encodeFrame(f)),
+    closed,
+    async next(pred) {
+      for (;;) {
+        const i = frames.findIndex(pred);
+        if (i >= 0) return frames.splice(i, 1)[0]!;
+        const gone = closed.then(() => Promise.reject(new Error("closed before the expected frame")));
+        await Promise.race([new Promise<void>((res) => waiters.push(res)), gone]);
+      }
+    },
+  };
+}
+
+/** Hello, then Auth with the test key ($FRACTAL_KEY): a connection requests may use. */
+export async function handshake(r: Raw): Promise<void> {
+  r.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
+  const ack = (await r.next((f) => !!f.helloAck)).helloAck!;
+  const key = signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+  r.sendFrame({ auth: { publicKey: key.publicKey, signature: key.sign(ack.authChallenge!) } });
+  await r.next((f) => !!f.authOk);
+}
