@@ -68,6 +68,8 @@ export class Session implements StreamHost {
   private peerWindow = DEFAULT_WINDOW;
   private peerMaxFrame = MAX_FRAME;
   private handshaken = false;
+  /** Hello answered and, where asked for, the key proven: requests may flow. */
+  private established = false;
   /** Set between HelloAck and Auth on a connection that must authenticate. */
   private challenge: Uint8Array | undefined;
   private closedErr: FractalError | undefined;
@@ -101,7 +103,10 @@ export class Session implements StreamHost {
     this.decoder = new FrameDecoder({ maxFrame: opts.maxFrame ?? MAX_FRAME, resync: opts.resync ?? link.resync });
     this.nextStreamId = role === "client" ? 1 : 2;
     this.ready$ = new Promise<void>((resolve, reject) => {
-      this.handshakeDone = (err) => (err ? reject(err) : resolve());
+      this.handshakeDone = (err) => {
+        if (!err) this.established = true;
+        return err ? reject(err) : resolve();
+      };
     });
     this.ready$.catch(() => {});
     link.onData((chunk) => this.onBytes(chunk));
@@ -150,8 +155,12 @@ export class Session implements StreamHost {
     const s = new Session(link, "server", opts);
     // A serial line waits for its host as long as it takes: no timeout there.
     if (link.resync) return s;
+    // The deadline covers authentication too: a peer that says Hello and
+    // then never proves a key must not hold a connection open.
     const timer = setTimeout(() => {
+      if (s.established) return;
       if (!s.handshaken) s.violate(new ProtocolViolation(ErrorCode.HANDSHAKE_REQUIRED, "no Hello within the handshake timeout", true));
+      else s.violate(new ProtocolViolation(ErrorCode.UNAUTHENTICATED, "no Auth within the handshake timeout", true));
     }, HANDSHAKE_TIMEOUT_MS);
     timer.unref?.();
     s.ready$.then(() => clearTimeout(timer), () => clearTimeout(timer));

@@ -95,6 +95,18 @@ describe("authentication", () => {
     await replay.closed;
   });
 
+  it("hangs up on a client that says Hello and never proves a key", async () => {
+    const r = await rawTcp(agent.tcp);
+    r.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
+    await r.next((f) => !!f.helloAck);
+    const t0 = Date.now();
+    const e = (await r.next((f) => !!f.protocolError)).protocolError!;
+    expect(e.code).toBe(ErrorCode.UNAUTHENTICATED);
+    expect(e.message).toMatch(/no Auth within the handshake timeout/);
+    await r.closed;
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  }, 30_000);
+
   it("serves nothing before Auth: a request first ends the connection and runs nothing", async () => {
     const marker = path.join(keys, "must-not-exist");
     const r = await rawTcp(agent.tcp);
