@@ -117,7 +117,8 @@ export class Container {
       NS_HELPER, "-shim", bundle, ...(this.init.interactive ? ["-stdin"] : []), ...(this.init.tty ? ["-console", console[1]!] : []), "--",
       NS_HELPER, "-pivotable", "--", RUNTIME, "run", ...console, "--bundle", bundle, "--pid-file", this.pidFile, this.id,
     ];
-    const shim = Bun.spawn(argv, { cwd: bundle, stdio: ["ignore", "ignore", "ignore"], env: process.env as Record<string, string> });
+    // The shim's own complaints (a FIFO it cannot open) go where ours go.
+    const shim = Bun.spawn(argv, { cwd: bundle, stdio: ["ignore", "ignore", "inherit"], env: process.env as Record<string, string> });
     this.shimPid = shim.pid;
     fs.writeFileSync(path.join(bundle, "shim.pid"), `${shim.pid}\n`);
     this.startedShim = true;
