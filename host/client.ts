@@ -118,17 +118,20 @@ export class AgentClient {
 
   /** Speaks the protocol over an already connected link. */
   static async over(link: Link, opts: SessionOptions = {}): Promise<AgentClient> {
-    let signer;
-    try {
-      signer = opts.signer ?? loadSigner(process.env.FRACTAL_KEY || undefined);
-    } catch (err) {
-      link.close();
-      throw err;
-    }
+    // The key file is read only if the agent asks for a key: a unix socket
+    // or a VM's serial line works without one.
+    let keyless = false;
+    const signer =
+      opts.signer ??
+      (() => {
+        const s = loadSigner(process.env.FRACTAL_KEY || undefined);
+        keyless = s === undefined;
+        return s;
+      });
     try {
       return new AgentClient(await Session.connect(link, { name: "fractal-host", ...opts, signer }));
     } catch (err) {
-      if (err instanceof FractalError && err.code === ErrorCode.UNAUTHENTICATED && !signer) {
+      if (err instanceof FractalError && err.code === ErrorCode.UNAUTHENTICATED && keyless) {
         throw new FractalError(err.code, `${err.message}: make one with \`fractal-host keygen\` and authorise its .pub (boot does that for its VMs)`);
       }
       throw err;

@@ -41,8 +41,8 @@ export interface SessionOptions {
   onRequest?: RequestHandler;
   /** Server: connections must authenticate with a key this accepts. */
   authenticator?: Authenticator;
-  /** Client: answers the agent's challenge if it sends one. */
-  signer?: Signer;
+  /** Client: answers the agent's challenge if it sends one; a function is asked only then. */
+  signer?: Signer | (() => Signer | undefined);
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
 }
@@ -412,13 +412,20 @@ export class Session implements StreamHost {
     this.handshaken = true;
     const challenge = a.authChallenge ?? new Uint8Array(0);
     if (challenge.length === 0) return this.handshakeDone();
-    if (!this.opts.signer) {
+    let signer: Signer | undefined;
+    try {
+      signer = typeof this.opts.signer === "function" ? this.opts.signer() : this.opts.signer;
+    } catch (err) {
+      this.fail(err instanceof FractalError ? err : new FractalError(ErrorCode.UNAUTHENTICATED, String(err)));
+      return;
+    }
+    if (!signer) {
       this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `${this.link.description}: the agent requires a key and none was given`));
       return;
     }
     // The AuthOk (or a fatal UNAUTHENTICATED error) completes the handshake.
     this.challenge = challenge;
-    this.sendFrame({ auth: { publicKey: this.opts.signer.publicKey, signature: this.opts.signer.sign(challenge) } });
+    this.sendFrame({ auth: { publicKey: signer.publicKey, signature: signer.sign(challenge) } });
   }
 
   private onRequest(req: Request): void {

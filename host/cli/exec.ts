@@ -135,12 +135,14 @@ export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<nu
 export async function followProcess(proc: RemoteProcess, tty: boolean, input: boolean): Promise<number> {
   const cleanups: (() => void)[] = [tty ? enterRawMode() : () => {}];
   try {
+    // Signal handlers first: output already queued is written as soon as a
+    // sink is set, and whoever sees it may signal us at once.
+    cleanups.push(forwardSignals(proc));
     const out = fdWriter(1);
     const err = fdWriter(2);
     proc.onStdout(out.write);
     if (!tty) proc.onStderr(err.write);
     if (input) cleanups.push(forwardStdin(proc));
-    cleanups.push(forwardSignals(proc));
     if (tty && process.stdout.isTTY) {
       const onResize = () => {
         const { cols, rows } = windowSize();
