@@ -7,6 +7,7 @@
 import net from "node:net";
 import path from "node:path";
 import { AgentClient } from "../host/client.js";
+import "../test/helpers/test-key.js";
 import { compared, env as benchEnv, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
@@ -37,7 +38,9 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
 }
 
 async function startAgent(): Promise<{ url: string; kill: () => void }> {
-  const p = Bun.spawn([AGENT, "--listen", "tcp://127.0.0.1:0"], { stderr: "pipe", stdout: "ignore" });
+  // TCP wants a key: the run's test key (FRACTAL_KEY, set by test-key.js),
+  // so the figures include authentication as a user would pay it.
+  const p = Bun.spawn([AGENT, "--listen", "tcp://127.0.0.1:0", "--authorized-keys", `${process.env.FRACTAL_KEY}.pub`], { stderr: "pipe", stdout: "ignore" });
   const reader = p.stderr.getReader();
   let log = "";
   for (;;) {
@@ -70,7 +73,7 @@ async function rawServer(): Promise<{ port: number; close: () => void }> {
 }
 
 async function run(argv: string[]): Promise<void> {
-  const p = Bun.spawn(argv, { stdout: "ignore", stderr: "inherit" });
+  const p = Bun.spawn(argv, { stdout: "ignore", stderr: "inherit", env: process.env });
   const code = await p.exited;
   if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}`);
 }
