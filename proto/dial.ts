@@ -1,6 +1,5 @@
 // Client side of every transport: an endpoint URL in, a connected Link out.
 import net from "node:net";
-import tls from "node:tls";
 import WebSocket from "ws";
 import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
@@ -26,6 +25,8 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
     case "tcp":
       return socketLink(await connectSocket(net.connect({ host: ep.host, port: ep.port }), where, timeoutMs), `tcp ${ep.host}:${ep.port}`);
     case "tls": {
+      // Loaded here: node:tls costs every CLI start a few milliseconds.
+      const tls = await import("node:tls");
       const sock = tls.connect({ host: ep.host, port: ep.port, ca: opts.tlsCa, servername: net.isIP(ep.host) ? undefined : ep.host });
       return socketLink(await connectSocket(sock, where, timeoutMs, "secureConnect"), `tls ${ep.host}:${ep.port}`);
     }
