@@ -114,8 +114,8 @@ export class Container {
     for (const f of fifos) mknod(this.fifo(f), S_IFIFO, 0o600);
     const console = this.init.tty ? ["--console-socket", path.join(bundle, "console.sock")] : [];
     const argv = [
-      NS_HELPER, "-shim", bundle, ...(this.init.interactive ? ["-stdin"] : []), ...(this.init.tty ? ["-console", console[1]!] : []), "--",
-      NS_HELPER, "-pivotable", "--", RUNTIME, "run", ...console, "--bundle", bundle, "--pid-file", this.pidFile, this.id,
+      NS_HELPER, "-shim", bundle, "-pivotable", ...(this.init.interactive ? ["-stdin"] : []), ...(this.init.tty ? ["-console", console[1]!] : []), "--",
+      RUNTIME, "run", ...console, "--bundle", bundle, "--pid-file", this.pidFile, this.id,
     ];
     // The shim's own complaints (a FIFO it cannot open) go where ours go.
     const shim = Bun.spawn(argv, { cwd: bundle, stdio: ["ignore", "ignore", "inherit"], env: process.env as Record<string, string> });

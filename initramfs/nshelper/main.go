@@ -6,7 +6,7 @@
 //
 // usage: fractal-ns -root /host [-bind LOCAL=REMOTE]... [-cwd DIR] -- CMD ARGS...
 //        fractal-ns -pivotable -- CMD ARGS...
-//        fractal-ns -shim BUNDLE [-stdin] [-console SOCK] -- CMD ARGS...   (shim.go)
+//        fractal-ns -shim BUNDLE [-stdin] [-console SOCK] [-pivotable] -- CMD ARGS...   (shim.go)
 //        fractal-ns -supervise -- AGENT ARGS...            (supervise.go)
 //
 // The new root is a tmpfs holding, for each entry, REMOTE (a path on the
@@ -74,7 +74,7 @@ func main() {
 		return
 	}
 	if *shim != "" {
-		runShim(*shim, *shimStdin, *shimConsole, argv)
+		runShim(*shim, *shimStdin, *shimConsole, *pivotable, argv)
 		return
 	}
 	setup := func() error { return build(*root, bs) }
