@@ -104,7 +104,7 @@ console.log(`  same, gzip-compressed initramfs           ${(g / 1000).toFixed(2)
 console.log(`  where the time goes (last uncompressed boot): ${timeline(last.log, last.dmesg)}`);
 console.log(`RESULT boot_ratio=${(f / m).toFixed(2)} gzip_ratio=${(g / m).toFixed(2)}`);
 record("boot", [
-  compared("boot until the agent answers", "s", f / 1000, "minimal initramfs (marker)", m / 1000, true, benchEnv(accel, "virtio-serial"), "<= 1.5x the minimal"),
+  compared("boot until the agent answers", "s", f / 1000, "minimal initramfs (marker)", m / 1000, true, benchEnv(accel, "virtio-serial"), "time <= 1.5x the minimal's"),
   compared("boot, gzip initramfs", "s", g / 1000, "minimal initramfs (marker)", m / 1000, true, benchEnv(accel, "virtio-serial")),
 ]);
 fs.rmSync(process.env.FRACTAL_STATE!, { recursive: true, force: true });

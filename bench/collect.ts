@@ -43,16 +43,16 @@ fs.writeFileSync(path.join(OUT, "results.json"), JSON.stringify(results, null, 1
 
 // The chart: one bar per compared figure, log scale, a line at 1x (parity).
 const bars = results.flatMap((r) => r.figures.filter((f) => f.advantage !== undefined).map((f) => ({ label: `${r.bench}: ${f.figure} (${f.env.transport}) vs ${f.peer!.name}`, v: f.advantage! })));
-const W = 900;
+const W = 1040;
 const rowH = 26;
-const left = 470;
+const left = 580;
 const H = 40 + bars.length * rowH + 30;
 const maxV = Math.max(10, ...bars.map((b) => b.v));
 const minV = Math.min(0.1, ...bars.map((b) => b.v));
 const x = (v: number) => left + ((Math.log10(v) - Math.log10(minV)) / (Math.log10(maxV) - Math.log10(minV))) * (W - left - 60);
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 const svg: string[] = [
-  `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+  `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
   `<rect width="${W}" height="${H}" fill="white"/>`,
   `<text x="10" y="20" font-size="14" font-weight="bold">fractal's advantage (log scale; right of the line: fractal better)</text>`,
 ];
