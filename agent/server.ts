@@ -14,10 +14,10 @@ export interface Agent {
   close(): Promise<void>;
 }
 
-/** Accepts connections on a link; usable for transports that are not listeners (serial). */
 /** Protocol errors logged per connection. */
 const MAX_LOGGED_ERRORS = 3;
 
+/** Accepts connections on a link; usable for transports that are not listeners (serial). */
 export function serveLink(link: Link, authenticator?: Authenticator): Session {
   let session!: Session;
   let protocolErrors = 0;

@@ -11,18 +11,13 @@ import { AgentClient } from "../host/client.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
 import { qemuBinary, usableAccel } from "../host/vm/qemu.js";
 import { stateRoot } from "../host/vm/state.js";
-import { compared, env as benchEnv, record } from "./report.js";
+import { compared, env as benchEnv, median, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const BUILD = path.join(ROOT, "build");
 const KERNEL = path.join(BUILD, "kernel/vmlinuz");
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 process.env.FRACTAL_STATE = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-"));
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 /** Boots the marker initramfs; ms until its line reaches the console. */
 function markerBoot(accel: string): Promise<number> {

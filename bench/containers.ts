@@ -15,7 +15,7 @@ import { AgentClient, exitStatusOf } from "../host/client.js";
 import { writeImage } from "../host/image/oci-layout.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
 import { imageStoreShare } from "../host/vm/qemu.js";
-import { compared, env as benchEnv, record } from "./report.js";
+import { compared, env as benchEnv, median, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const BUILD = path.join(ROOT, "build");
@@ -25,7 +25,6 @@ const GUEST_STORE = "/var/lib/fractal/images";
 process.env.FRACTAL_STATE = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-ctr-"));
 const store = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-store-"));
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** A layer shaped like a real one: ~2000 files of log-spread sizes (half random, half zeros), dirs, symlinks. */
 async function benchLayer(): Promise<{ tar: Buffer; files: number; bytes: number }> {

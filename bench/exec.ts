@@ -8,7 +8,7 @@ import net from "node:net";
 import path from "node:path";
 import { AgentClient } from "../host/client.js";
 import "../test/helpers/test-key.js";
-import { compared, env as benchEnv, record } from "./report.js";
+import { compared, env as benchEnv, median, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const AGENT = path.join(ROOT, "build/fractal-agent");
@@ -24,11 +24,6 @@ if (process.argv[2] === "raw-client") {
   sock.on("end", () => process.exit(n === GIB ? 0 : 1));
 } else {
   await main();
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 async function time(fn: () => Promise<unknown>): Promise<number> {

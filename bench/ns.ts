@@ -9,7 +9,7 @@ import path from "node:path";
 import { AgentClient } from "../host/client.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
 import { hostRootShare } from "../host/vm/qemu.js";
-import { compared, env as benchEnv, record } from "./report.js";
+import { compared, env as benchEnv, median, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const BUILD = path.join(ROOT, "build");
@@ -20,7 +20,6 @@ const dataDir = fs.mkdtempSync(path.join(os.homedir(), ".fractal-bench-ns-"));
 const file = path.join(dataDir, "big.bin");
 const NS = ["/usr", "/lib", "/lib64", "/bin", "/etc"].map((p) => ({ local: p, remote: p }));
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function hostRun(argv: string[]): Promise<number> {
   const t0 = performance.now();

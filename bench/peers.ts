@@ -11,11 +11,11 @@
 // is refused), so it cannot be pinned in go.mod and built.
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import "../test/helpers/test-key.js";
-import { compared, env as benchEnv, record, type Figure } from "./report.js";
+import { freePort } from "../host/vm/manager.js";
+import { compared, env as benchEnv, quantile, record, type Figure } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const HOST = path.join(ROOT, "build/fractal-host");
@@ -24,24 +24,10 @@ const BYTES = Number(process.env.BENCH_BYTES ?? 256 << 20);
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-peers-"));
 const cliEnv = { ...process.env, FRACTAL_STATE: state } as Record<string, string>;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
 function run(argv: string[], input?: string): { code: number; out: string; err: string } {
   const r = spawnSync(argv[0]!, argv.slice(1), { env: cliEnv, input, maxBuffer: 64 << 20 });
   return { code: r.status ?? -1, out: r.stdout?.toString() ?? "", err: r.stderr?.toString() ?? "" };
 }
-
-const quantile = (xs: number[], q: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-};
 
 /** Times one client process from spawn to exit. */
 function timed(argv: string[]): Promise<number> {

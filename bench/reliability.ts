@@ -6,10 +6,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import "../test/helpers/test-key.js";
-import { ROOT, runCli, startAgent } from "../test/helpers/agent.js";
+import { ROOT, fdCount, rssMiB, runCli, runSoak, startAgent } from "../test/helpers/agent.js";
 import { catThrough } from "../test/helpers/noloss.js";
 import { fuzzDecoder } from "../test/fuzz/decoder.js";
-import { fdCount, fuzzAgent, rssMiB } from "../test/fuzz/drive.js";
+import { fuzzAgent } from "../test/fuzz/drive.js";
 
 const SCALE = Number(process.env.RELIABILITY_SCALE ?? 1);
 const n = (x: number) => Math.max(1, Math.round(x * SCALE));
@@ -48,14 +48,9 @@ async function protocolAndLinks(): Promise<void> {
     );
     // Soak: a warm-up round first, so "before" is a working agent's size
     // (JIT, heap and buffer pools grown), not a fresh one's.
-    const soakRound = (seq: number, conc: number) => {
-      const r = Bun.spawnSync([path.join(ROOT, "node_modules/.bin/bun"), path.join(ROOT, "test/helpers/soak.ts"), agent.tcp, String(seq), String(conc)], { env: process.env });
-      if (r.exitCode !== 0) throw new Error(`soak failed: ${r.stderr.toString()}`);
-      return JSON.parse(r.stdout.toString()) as { bad: number; ms: number };
-    };
-    soakRound(n(2_000), n(2_000));
+    runSoak(agent.tcp, n(2_000), n(2_000));
     const before = { fds: fdCount(agent.proc.pid!), rss: rssMiB(agent.proc.pid!) };
-    const s = soakRound(n(20_000), n(2_000));
+    const s = runSoak(agent.tcp, n(20_000), n(2_000));
     const after = { fds: fdCount(agent.proc.pid!), rss: rssMiB(agent.proc.pid!) };
     row("soak", `${n(20_000).toLocaleString()} sequential + ${n(2_000).toLocaleString()} concurrent execs, one connection`, `${s.bad} wrong; fds ${before.fds} -> ${after.fds}; RSS ${before.rss.toFixed(0)} -> ${after.rss.toFixed(0)} MiB (${(s.ms / 1000).toFixed(0)} s)`, s.bad === 0 && after.fds <= before.fds + 1 && after.rss < before.rss + 64);
     // No loss on socket links.

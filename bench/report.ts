@@ -39,6 +39,14 @@ export function compared(figure: string, unit: string, fractal: number, peer: st
   return { figure, unit, fractal, peer: { name: peer, value: peerValue }, advantage, lowerIsBetter, target, env: e };
 }
 
+/** The q-quantile of some timings (q = 0.5: the median). */
+export function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+export const median = (xs: number[]) => quantile(xs, 0.5);
+
 export function record(bench: string, figures: Figure[]): void {
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   fs.writeFileSync(path.join(RESULTS_DIR, `${bench}.json`), JSON.stringify({ bench, at: new Date().toISOString(), figures }, null, 1));

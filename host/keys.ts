@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { generateKey, parsePublicKeyBlob, signerFromPem, type Signer } from "../proto/auth.js";
+import { generateKey, signerFromPem, type Signer } from "../proto/auth.js";
 import { ErrorCode, FractalError } from "../proto/errors.js";
 
 /** ~/.config/fractal/key, or under $XDG_CONFIG_HOME. */
@@ -43,13 +43,4 @@ export function writeNewKey(file: string, comment = `${process.env.USER || os.us
   fs.writeFileSync(file, privatePem, { mode: 0o600, flag: "wx" });
   fs.writeFileSync(`${file}.pub`, `${publicLine}\n`, { mode: 0o644, flag: "wx" });
   return publicLine;
-}
-
-/** The base64 key blob of a .pub file or an authorized_keys line, for fractal.key=. */
-export function publicKeyArg(line: string, where: string): string {
-  const words = line.trim().split(/\s+/);
-  const allow = words[0]?.startsWith("allow=") ? words.shift()!.slice("allow=".length) : "";
-  if (words[0] !== "ssh-ed25519" || !words[1]) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: expected "[allow=TYPES] ssh-ed25519 BASE64 [comment]"`);
-  parsePublicKeyBlob(words[1], where);
-  return allow ? `${allow}:${words[1]}` : words[1];
 }

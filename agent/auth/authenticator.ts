@@ -5,15 +5,7 @@ import { fingerprint, verifySignature } from "../../proto/auth.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { Authenticator, Principal } from "../../proto/session.js";
 import { log } from "../log.js";
-import type { AuthorizedKey } from "./keys.js";
-
-/** Which channels must authenticate: network ones (TCP, WebSocket, TLS), every one, or none. */
-export type AuthMode = "network" | "all" | "none";
-
-export function parseAuthMode(s: string, where: string): AuthMode {
-  if (s === "network" || s === "all" || s === "none") return s;
-  throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: auth mode "${s}" is not one of network, all, none`);
-}
+import type { AuthMode, AuthorizedKey } from "../../proto/authorized-keys.js";
 
 const NETWORK_KINDS = new Set(["tcp", "ws", "tls", "wss"]);
 /** Failed attempts an address may make within the window before it is locked out. */

@@ -4,8 +4,8 @@ import fs from "node:fs";
 import type { ListenOptions } from "../../proto/listen.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { log } from "../log.js";
-import { AuthGate, parseAuthMode, type AuthMode } from "./authenticator.js";
-import { parseAuthorizedKeys, type AuthorizedKey } from "./keys.js";
+import { parseAuthMode, parseAuthorizedKeys, type AuthMode, type AuthorizedKey } from "../../proto/authorized-keys.js";
+import { AuthGate } from "./authenticator.js";
 
 /** Where the initramfs build puts authorised keys and an optional TLS identity. */
 export const BAKED_KEYS = "/etc/fractal/authorized_keys";

@@ -1,10 +1,9 @@
 // Settings from the kernel command line, so one initramfs serves every VM
 // and every machine: fractal.listen=URL (repeatable, or comma-separated),
 // fractal.share=TAG:/path[:virtiofs], fractal.hostname=NAME, fractal.log=PATH,
-// fractal.key=[ALLOW:]BASE64 (repeatable; see agent/auth/keys.ts) and
+// fractal.key=[ALLOW:]BASE64 (repeatable; see proto/authorized-keys.ts) and
 // fractal.auth=network|all|none.
-import { parseAuthMode, type AuthMode } from "../auth/authenticator.js";
-import { parseCmdlineKey, type AuthorizedKey } from "../auth/keys.js";
+import { parseAuthMode, parseCmdlineKey, type AuthMode, type AuthorizedKey } from "../../proto/authorized-keys.js";
 
 export interface Share {
   tag: string;

@@ -52,6 +52,8 @@ export class Container {
   private stdinOpen: boolean;
   private shimPid = 0;
   private startedShim = false;
+  /** Settles once the runtime has its process (the pid file), or gave up. */
+  private launched: Promise<void> = Promise.resolve();
   readonly done: Promise<ContainerExit>;
   private resolveDone!: (e: ContainerExit) => void;
 
@@ -125,7 +127,7 @@ export class Container {
     // Until the shim has its ends open, our own writers stand in for them:
     // a FIFO with no writer at all reads as EOF, which would mean "exited".
     const bridge = this.connect(true);
-    void (async () => {
+    this.launched = (async () => {
       const exitFile = path.join(bundle, "exit");
       while (!fs.existsSync(this.pidFile) && !fs.existsSync(exitFile) && shim.exitCode === null && shim.signalCode === null) {
         await new Promise((r) => setTimeout(r, 20));
@@ -166,12 +168,10 @@ export class Container {
 
   /**
    * Resolves once the runtime reports the container's process (its pid
-   * file), or it already exited: then exec, kill and state work.
+   * file), or it already ended: then exec, kill and state work.
    */
-  async started(): Promise<void> {
-    while (this.exit === undefined && !fs.existsSync(this.pidFile)) {
-      await Promise.race([this.done, new Promise((r) => setTimeout(r, 20))]);
-    }
+  started(): Promise<void> {
+    return this.launched;
   }
 
   private finish(): void {

@@ -2,7 +2,8 @@
 // authorises keys in its guest.
 import fs from "node:fs";
 import { publicKeyBlob } from "../../proto/auth.js";
-import { defaultKeyPath, loadSigner, publicKeyArg, writeNewKey } from "../keys.js";
+import { cmdlineKey, parseAuthorizedKeys } from "../../proto/authorized-keys.js";
+import { defaultKeyPath, loadSigner, writeNewKey } from "../keys.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 
 export const keygenHelp = `usage: fractal-host keygen [-f FILE]
@@ -45,9 +46,8 @@ export function guestKeyArgs(authorizeFiles: string[]): string[] {
     } catch (err) {
       throw usageError("boot", `--authorize ${f}: ${(err as Error).message}`);
     }
-    text.split("\n").forEach((line, i) => {
-      if (line.trim() !== "" && !line.trim().startsWith("#")) args.push(`fractal.key=${publicKeyArg(line, `${f}:${i + 1}`)}`);
-    });
+    // Parsed here as the agent will parse it, so a bad line fails the boot, not the login.
+    for (const k of parseAuthorizedKeys(text, f)) args.push(`fractal.key=${cmdlineKey(k)}`);
   }
   return args;
 }

@@ -9,6 +9,7 @@ import { flag, parseFlags, usageError, value, values } from "./args.js";
 import { table } from "./table.js";
 import type { AgentClient } from "../client.js";
 import { DEFAULT_NAMESPACE, parseExec, runExec } from "./exec.js";
+import { parseAuthMode } from "../../proto/authorized-keys.js";
 import { guestKeyArgs } from "./keys.js";
 
 export const bootHelp = `usage: fractal-host boot [OPTIONS]
@@ -169,9 +170,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
 }
 
 function authArg(mode: string | undefined): string[] {
-  if (mode === undefined) return [];
-  if (!["network", "all", "none"].includes(mode)) throw usageError("boot", `bad --auth "${mode}": expected network, all or none`);
-  return [`fractal.auth=${mode}`];
+  return mode === undefined ? [] : [`fractal.auth=${parseAuthMode(mode, "boot --auth")}`];
 }
 
 export async function runBoot(opts: BootOptions, detach: boolean, authorize: string[] = []): Promise<number> {

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import net from "node:net";
 import { AgentClient } from "../../host/client.js";
 import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
+import { fdCount, rssMiB } from "../helpers/agent.js";
 import { Rng, mutatedFrame, structuredFrame } from "./frames.js";
 
 export interface FuzzOptions {
@@ -36,15 +37,6 @@ export interface FuzzReport {
   fdTargets: string[];
   rssMiB: { before: number; after: number };
   seconds: number;
-}
-
-export function fdCount(pid: number): number {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
-
-export function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : 0;
 }
 
 const FRAMES_PER_CONNECTION = 400;

@@ -1,5 +1,5 @@
 // Starts the compiled agent on loopback and runs the compiled CLI against it.
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -100,4 +100,21 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
     opts.started?.(proc);
     proc.on("close", (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: err }));
   });
+}
+
+/** Open file descriptors of a process. */
+export function fdCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Resident memory of a process, in MiB. */
+export function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** Runs test/helpers/soak.ts (under bun) against an agent: `seq` execs one after another, then `conc` at once. */
+export function runSoak(url: string, seq: number, conc: number): { bad: number; ms: number } {
+  const out = execFileSync(path.join(ROOT, "node_modules/.bin/bun"), [path.join(ROOT, "test/helpers/soak.ts"), url, String(seq), String(conc)], { maxBuffer: 1 << 20, env: process.env });
+  return JSON.parse(out.toString()) as { bad: number; ms: number };
 }

@@ -1,10 +1,7 @@
 // Soak: thousands of execs against one agent leave its open file
 // descriptors and memory where they were (issue 6, point 6, bounded for CI).
-import { execFileSync } from "node:child_process";
-import fs from "node:fs";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, startAgent, type RunningAgent } from "../helpers/agent.js";
+import { fdCount, rssMiB, runSoak, startAgent, type RunningAgent } from "../helpers/agent.js";
 
 let agent: RunningAgent;
 beforeAll(async () => {
@@ -14,14 +11,11 @@ afterAll(async () => {
   await agent.stop();
 });
 
-const soak = (seq: number, conc: number) =>
-  JSON.parse(execFileSync(path.join(ROOT, "node_modules/.bin/bun"), [path.join(ROOT, "test/helpers/soak.ts"), agent.tcp, String(seq), String(conc)], { maxBuffer: 1 << 20 }).toString()) as { bad: number; ms: number };
+const soak = (seq: number, conc: number) => runSoak(agent.tcp, seq, conc);
 
 function usage(): { fds: number; rssKiB: number } {
   const pid = agent.proc.pid!;
-  const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
-  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
-  return { fds, rssKiB };
+  return { fds: fdCount(pid), rssKiB: rssMiB(pid) * 1024 };
 }
 
 describe("soak", () => {

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { generateKey, parsePublicKeyBlob, signerFromPem } from "../../proto/auth.js";
 import { AuthGate, FAILURE_WINDOW_MS, MAX_FAILURES } from "../../agent/auth/authenticator.js";
-import { parseAuthorizedKeys, parseCmdlineKey } from "../../agent/auth/keys.js";
+import { parseAuthorizedKeys, parseCmdlineKey } from "../../proto/authorized-keys.js";
 import { checkAllowed } from "../../agent/auth/policy.js";
 import { parseCmdline } from "../../agent/boot/cmdline.js";
 
