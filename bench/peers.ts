@@ -135,7 +135,7 @@ async function main(): Promise<void> {
       console.log(`  ${`${f.figure} [${f.env.transport}]`.padEnd(58)} fractal ${f.fractal.toFixed(1).padStart(8)} ${f.unit.padEnd(5)} ${f.peer!.name} ${f.peer!.value.toFixed(1).padStart(8)}   fractal ${f.advantage!.toFixed(1)}x better${f.target ? ` (target ${f.target})` : ""}`);
     }
   } finally {
-    run([HOST, "stop", "peers"]);
+    run([HOST, "vm", "stop", "peers"]);
     fs.rmSync(state, { recursive: true, force: true });
   }
 }

@@ -132,7 +132,7 @@ async function guestFaults(): Promise<void> {
     const r = await catThrough(["--connect", rec.endpoints.serial], bytes, 4, env);
     row("no loss: virtio-serial", `${(bytes / 1048576).toFixed(0)} MiB through cat, reader paused ${r.pauses} times`, `${r.received === r.sent && r.bytes === bytes ? "hashes equal" : "HASHES DIFFER"} (${(bytes / 1048576 / r.seconds).toFixed(1)} MiB/s)`, r.received === r.sent && r.code === 0);
   } finally {
-    await cli(["stop", "rel"]);
+    await cli(["vm", "stop", "rel"]);
     fs.rmSync(state, { recursive: true, force: true });
   }
 }

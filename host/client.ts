@@ -55,6 +55,8 @@ export interface RunOptions {
   image: string;
   name?: string;
   command?: string[];
+  /** Replaces the image's Entrypoint (and drops its Cmd); [] clears it. */
+  entrypoint?: string[];
   env?: Record<string, string>;
   cwd?: string;
   user?: string;
@@ -269,6 +271,8 @@ export class AgentClient {
             image: o.image,
             name: o.name ?? "",
             command: o.command ?? [],
+            replaceEntrypoint: o.entrypoint !== undefined,
+            entrypoint: o.entrypoint ?? [],
             env: Object.entries(o.env ?? {}).map(([key, value]) => ({ key, value })),
             cwd: o.cwd ?? "",
             user: o.user ?? "",

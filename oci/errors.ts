@@ -16,5 +16,5 @@ export class ImageError extends Error {
 /** An ImageError as the wire error the agent sends and the CLI maps to an exit status. */
 export function asFractalError(err: unknown): unknown {
   if (!(err instanceof ImageError)) return err;
-  return new FractalError(err.kind === "not-found" ? ErrorCode.NOT_FOUND : ErrorCode.INVALID_ARGUMENT, err.message);
+  return new FractalError(err.kind === "not-found" ? ErrorCode.IMAGE_NOT_FOUND : ErrorCode.INVALID_ARGUMENT, err.message);
 }

@@ -401,7 +401,7 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
     if (!st.isFile()) throw new Error("not a regular file");
     size = src.size >= 0 ? src.size : st.size - src.offset;
   } catch (err) {
-    throw new ImageError("not-found", `${src.label}: cannot read ${src.file}: ${(err as Error).message}`);
+    throw new ImageError("corrupt", `${src.label}: cannot read ${src.file}: ${(err as Error).message}`);
   }
   const tmp = `${dest}.partial-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   fs.mkdirSync(path.dirname(dest), { recursive: true });

@@ -90,7 +90,7 @@ function readRange(src: BlobSource, max: number): Buffer {
   try {
     fd = fs.openSync(src.file, "r");
   } catch (err) {
-    throw new ImageError("not-found", `${src.label}: cannot open ${src.file}: ${(err as Error).message}`);
+    throw new ImageError("corrupt", `${src.label}: cannot open ${src.file}: ${(err as Error).message}`);
   }
   try {
     const size = src.size >= 0 ? src.size : fs.fstatSync(fd).size - src.offset;

@@ -36,9 +36,12 @@ export function codeName(code: ErrorCode): string {
 
 // Exit statuses follow docker's convention: 125 when fractal itself failed,
 // 126 when the command could not be invoked, 127 when it was not found.
+// Only a command that could not be found or run maps to 127/126: an image,
+// container or VM that is not there is fractal's failure (125), so a script
+// can tell "your program is missing" from "fractal could not do it".
 const exitStatusByCode: Partial<Record<ErrorCode, number>> = {
-  [ErrorCode.NOT_FOUND]: 127,
-  [ErrorCode.PERMISSION_DENIED]: 126,
+  [ErrorCode.COMMAND_NOT_FOUND]: 127,
+  [ErrorCode.COMMAND_NOT_EXECUTABLE]: 126,
 };
 
 /** The CLI exit status for an error that ended a command. */

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 host=./build/fractal-host
 name=fractal-run
 export FRACTAL_STATE=${FRACTAL_STATE:-$PWD/build/state}
-trap '$host stop $name >/dev/null 2>&1 || true' EXIT
+trap '$host vm stop $name >/dev/null 2>&1 || true' EXIT
 echo "== booting $name"
 $host boot --name $name --mem 1G --share "$PWD/build:build:ro" --images "$PWD/build/images" --detach
 $host ls
@@ -49,5 +49,5 @@ set -e
 $host rm --vm $name -f web1 web2 web3 >/dev/null
 $host ps -a --vm $name
 echo "== stopping"
-$host stop $name
+$host vm stop $name
 trap - EXIT

@@ -15,10 +15,12 @@ function executable(tree: ContainedTree, rel: string): "ok" | "missing" | "denie
 export function checkCommand(rootfs: string, cmd: string, env: string[], cwd: string): void {
   const tree = new ContainedTree(rootfs);
   if (cmd.includes("/")) {
-    const rel = path.posix.join(cwd, cmd).replace(/^\/+/, "");
+    // As execve(2) in the container would: an absolute name from its root,
+    // a relative one ("./run.sh", "bin/app") from the working directory.
+    const rel = path.posix.resolve("/", cwd, cmd).replace(/^\/+/, "");
     const r = executable(tree, rel);
-    if (r === "missing") throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: no such file or directory in the container`);
-    if (r === "denied") throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
+    if (r === "missing") throw new FractalError(ErrorCode.COMMAND_NOT_FOUND, `${cmd}: no such file or directory in the container`);
+    if (r === "denied") throw new FractalError(ErrorCode.COMMAND_NOT_EXECUTABLE, `${cmd}: permission denied`);
     return;
   }
   const pathVar = env.find((e) => e.startsWith("PATH="))?.slice(5) ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -28,6 +30,6 @@ export function checkCommand(rootfs: string, cmd: string, env: string[], cwd: st
     if (r === "ok") return;
     if (r === "denied") denied = true;
   }
-  if (denied) throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
-  throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: executable file not found in the container's PATH`);
+  if (denied) throw new FractalError(ErrorCode.COMMAND_NOT_EXECUTABLE, `${cmd}: permission denied`);
+  throw new FractalError(ErrorCode.COMMAND_NOT_FOUND, `${cmd}: executable file not found in the container's PATH`);
 }

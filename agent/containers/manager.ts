@@ -15,6 +15,7 @@ import { LayerCache, type Progress } from "./layers.js";
 import type { OutputSink } from "./output.js";
 import { mergeEnv, processArgs, runtimeConfig, type Limits } from "./spec.js";
 import { checkCommand } from "./lookup.js";
+import { overlayData } from "./overlay.js";
 import { resolveUser } from "./users.js";
 
 /** Where `boot --images` mounts the host's image store. */
@@ -26,6 +27,8 @@ export interface RunSpec {
   image: string;
   name: string;
   command: string[];
+  /** Replaces the image's Entrypoint and Cmd (docker run --entrypoint). */
+  entrypoint?: string[];
   env: string[];
   cwd: string;
   user: string;
@@ -69,11 +72,11 @@ export class ContainerManager {
     const byId = [...this.containers.values()].filter((c) => c.id.startsWith(ref));
     if (byId.length === 1) return byId[0]!;
     if (byId.length > 1) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container id prefix ${ref} is ambiguous`);
-    throw new FractalError(ErrorCode.NOT_FOUND, `no such container: ${ref}`);
+    throw new FractalError(ErrorCode.CONTAINER_NOT_FOUND, `no such container: ${ref}`);
   }
 
   private checkNameFree(name: string): void {
-    if ([...this.containers.values()].some((c) => c.name === name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container name "${name}" is already in use`);
+    if ([...this.containers.values()].some((c) => c.name === name)) throw new FractalError(ErrorCode.ALREADY_EXISTS, `container name "${name}" is already in use`);
   }
 
   /** As find, but also sees containers --rm already removed. */
@@ -106,11 +109,12 @@ export class ContainerManager {
   }
 
   /** Creates and starts a container; `sink` (if any) sees its output from the first byte. */
-  async run(spec: RunSpec, sink?: OutputSink, progress?: Progress): Promise<Container> {
+  /** `paced`: the client behind `sink` also feeds the container's stdin. */
+  async run(spec: RunSpec, sink?: OutputSink, progress?: Progress, paced = false): Promise<Container> {
     if (spec.name !== "" && !NAME.test(spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `invalid container name "${spec.name}": use letters, digits, '_', '.' and '-'`);
     if (spec.name !== "") this.checkNameFree(spec.name);
     const img = this.resolveImage(spec.image);
-    const args = processArgs(img.config, spec.command);
+    const args = processArgs(img.config, spec.command, spec.entrypoint);
     if (args.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `image ${spec.image} has no command: give one after the image name`);
     const lowers = await this.prepare(img, progress);
     const id = randomBytes(16).toString("hex");
@@ -122,7 +126,7 @@ export class ContainerManager {
     for (const d of ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
     const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs: Date.now() });
     try {
-      mount("overlay", rootfs, "overlay", 0, `lowerdir=${lowers.join(":")},upperdir=${bundle}/upper,workdir=${bundle}/work`);
+      mount("overlay", rootfs, "overlay", 0, overlayData(lowers, `${bundle}/upper`, `${bundle}/work`));
       const user = resolveUser(rootfs, spec.user || img.config.User || "");
       const env = mergeEnv(img.config.Env ?? [], spec.env, user.home);
       c.init.env.push(...env);
@@ -147,7 +151,8 @@ export class ContainerManager {
       });
       fs.writeFileSync(path.join(bundle, "config.json"), JSON.stringify(cfg, null, 1));
       this.containers.set(id, c);
-      if (sink) c.attach(sink, false, true);
+      // From the first byte; held back by the client only if it feeds stdin.
+      if (sink) c.attach(sink, { pace: spec.interactive && paced, fromStart: true, follow: true });
       c.start();
     } catch (err) {
       this.containers.delete(id);
@@ -194,7 +199,7 @@ export class ContainerManager {
 
   async kill(ref: string, signal: number): Promise<void> {
     const c = this.find(ref);
-    if (!c.running) throw new FractalError(ErrorCode.NO_SUCH_PROCESS, `container ${c.name} is not running`);
+    if (!c.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${c.name} is not running`);
     const r = await runtime(["kill", c.id, String(signal)]);
     // It may have exited on its own meanwhile; that is not an error.
     if (r.code !== 0 && c.running) throw new FractalError(ErrorCode.INTERNAL, `crun kill ${c.name}: ${r.err}`);

@@ -34,8 +34,12 @@ const CAPS = [
   "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ];
 
-/** Entrypoint + (command or Cmd), as docker combines them. */
-export function processArgs(cfg: RunConfig, command: string[]): string[] {
+/**
+ * Entrypoint + (command or Cmd), as docker combines them. A replaced
+ * entrypoint (run --entrypoint) drops the image's Cmd too, as docker's does.
+ */
+export function processArgs(cfg: RunConfig, command: string[], entrypoint?: string[]): string[] {
+  if (entrypoint) return [...entrypoint, ...command];
   return [...(cfg.Entrypoint ?? []), ...(command.length > 0 ? command : (cfg.Cmd ?? []))];
 }
 

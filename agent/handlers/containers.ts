@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { checkSignal } from "../../proto/signals.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
 import type { AttachRequest, ExecRequest, RunRequest } from "../../proto/wire.js";
 import { describe, RUNTIME, type Container, type ContainerExit } from "../containers/container.js";
@@ -16,8 +17,6 @@ import { log } from "../log.js";
 
 
 export const containers = new ContainerManager();
-
-const MAX_SIGNAL = 64;
 
 function exitToWire(e: ContainerExit): NonNullable<ResponseBody["containerExit"]> {
   const status = e.status.kind === "exited" ? { code: e.status.code } : { signal: e.status.signal };
@@ -120,6 +119,7 @@ export class ContainerHandlers {
           image: req.image ?? "",
           name: req.name ?? "",
           command: req.command ?? [],
+          entrypoint: req.replaceEntrypoint ? (req.entrypoint ?? []) : undefined,
           env,
           cwd: req.cwd ?? "",
           user: req.user ?? "",
@@ -130,6 +130,7 @@ export class ContainerHandlers {
         },
         sink,
         progress.line,
+        (req.stdinStream ?? 0) !== 0,
       );
     } catch (err) {
       sink?.end();
@@ -149,14 +150,14 @@ export class ContainerHandlers {
   attach(req: AttachRequest): ResponseBody {
     const c = containers.find(req.container ?? "");
     const tty = c.init.tty !== undefined;
-    c.attach(streamSink(this.session, req.stdoutStream ?? 0, req.stderrStream ?? 0, tty), req.logs ?? false, req.follow ?? false);
+    const feeds = (req.stdinStream ?? 0) !== 0 && c.acceptsStdin;
+    c.attach(streamSink(this.session, req.stdoutStream ?? 0, req.stderrStream ?? 0, tty), { pace: feeds, fromStart: req.logs ?? false, follow: req.follow ?? false });
     pipeStdin(this.session, req.stdinStream ?? 0, c);
     return { ok: {} };
   }
 
   async kill(ref: string, sig: number): Promise<ResponseBody> {
-    if (!Number.isInteger(sig) || sig < 1 || sig > MAX_SIGNAL) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `signal ${sig} is not a valid signal number`);
-    await containers.kill(ref, sig);
+    await containers.kill(ref, checkSignal(sig));
     return { ok: {} };
   }
 
@@ -204,7 +205,7 @@ export class ContainerHandlers {
  */
 export function containerExecArgv(req: ExecRequest, tty: boolean): { argv: string[]; pidFile: string } {
   const c = containers.find(req.container ?? "");
-  if (!c.running) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container ${c.name} is not running (${c.exit ? describe(c.exit) : "not started"})`);
+  if (!c.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${c.name} is not running (${c.exit ? describe(c.exit) : "not started"})`);
   const pidFile = path.join(c.init.bundle, `exec-${randomBytes(6).toString("hex")}.pid`);
   const argv = [RUNTIME, "exec", "--pid-file", pidFile];
   if (tty) argv.push("--tty");

@@ -3,6 +3,7 @@
 // SIGHUP, as a login session's do when the terminal hangs up.
 import fs from "node:fs";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { checkSignal } from "../../proto/signals.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
 import type { ExecRequest } from "../../proto/wire.js";
 import { startChild, type ExitResult } from "../process/child.js";
@@ -12,7 +13,6 @@ import { resizeByPidFile } from "../containers/winsize.js";
 import { containerExecArgv } from "./containers.js";
 
 const SIGHUP = 1;
-const MAX_SIGNAL = 64;
 
 /** Where `boot --host-root` mounts the host's root in the guest. */
 export const HOST_ROOT = "/host";
@@ -123,8 +123,7 @@ export class ProcessHandlers {
   }
 
   signal(handle: number, sig: number, group: boolean): ResponseBody {
-    if (!Number.isInteger(sig) || sig < 1 || sig > MAX_SIGNAL) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `signal ${sig} is not a valid signal number`);
-    this.table.requireRunning(handle, "signal").signal(sig, group);
+    this.table.requireRunning(handle, "signal").signal(checkSignal(sig), group);
     return { ok: {} };
   }
 

@@ -41,7 +41,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const signalNumbers = os.constants.signals as Record<string, number>;
 
-/** Starts a child; throws FractalError NOT_FOUND / PERMISSION_DENIED / INVALID_ARGUMENT as a shell would report them. */
+/** Starts a child; throws FractalError COMMAND_NOT_FOUND / COMMAND_NOT_EXECUTABLE / INVALID_ARGUMENT as a shell would report them. */
 export function startChild(spec: ChildSpec, out: ChildOutput): Child {
   const file = resolveCommand(spec.argv[0]!, spec.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", spec.cwd);
   const argv = [file, ...spec.argv.slice(1)];
@@ -56,22 +56,22 @@ function resolveCommand(cmd: string, pathVar: string, cwd: string): string {
   if (cmd === "") throw new FractalError(ErrorCode.INVALID_ARGUMENT, "empty command");
   if (cmd.includes("/")) {
     const abs = path.resolve(cwd, cmd);
-    if (!fs.existsSync(abs)) throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: no such file or directory`);
+    if (!fs.existsSync(abs)) throw new FractalError(ErrorCode.COMMAND_NOT_FOUND, `${cmd}: no such file or directory`);
     // As sh does: a file that exists but cannot be executed is "permission
     // denied" (126). Mode bits first: even root needs one x bit to exec.
     const st = fs.statSync(abs);
-    if (st.isDirectory()) throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: is a directory`);
+    if (st.isDirectory()) throw new FractalError(ErrorCode.COMMAND_NOT_EXECUTABLE, `${cmd}: is a directory`);
     let ok = (st.mode & 0o111) !== 0;
     try {
       fs.accessSync(abs, fs.constants.X_OK);
     } catch {
       ok = false;
     }
-    if (!ok) throw new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
+    if (!ok) throw new FractalError(ErrorCode.COMMAND_NOT_EXECUTABLE, `${cmd}: permission denied`);
     return abs;
   }
   const found = Bun.which(cmd, { PATH: pathVar, cwd });
-  if (!found) throw new FractalError(ErrorCode.NOT_FOUND, `${cmd}: command not found`);
+  if (!found) throw new FractalError(ErrorCode.COMMAND_NOT_FOUND, `${cmd}: command not found`);
   return found;
 }
 
@@ -81,11 +81,11 @@ function spawnError(cmd: string, err: unknown): FractalError {
   switch (e.code) {
     case "EACCES":
     case "EPERM":
-      return new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: permission denied`);
+      return new FractalError(ErrorCode.COMMAND_NOT_EXECUTABLE, `${cmd}: permission denied`);
     case "ENOENT":
-      return new FractalError(ErrorCode.NOT_FOUND, `${cmd}: no such file or directory`);
+      return new FractalError(ErrorCode.COMMAND_NOT_FOUND, `${cmd}: no such file or directory`);
     case "ENOEXEC":
-      return new FractalError(ErrorCode.PERMISSION_DENIED, `${cmd}: exec format error`);
+      return new FractalError(ErrorCode.COMMAND_NOT_EXECUTABLE, `${cmd}: exec format error`);
     default:
       return new FractalError(ErrorCode.INTERNAL, `${cmd}: cannot start: ${e.message}`);
   }

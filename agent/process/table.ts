@@ -33,7 +33,7 @@ export class ProcessTable {
   /** The running child, or an error naming the operation that needed it. */
   requireRunning(handle: number, op: string): Child {
     const e = this.get(handle);
-    if (e.state.kind !== "running") throw new FractalError(ErrorCode.NO_SUCH_PROCESS, `cannot ${op}: process ${handle} has exited`);
+    if (e.state.kind !== "running") throw new FractalError(ErrorCode.NOT_RUNNING, `cannot ${op}: process ${handle} has exited`);
     return e.state.child;
   }
 

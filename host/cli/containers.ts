@@ -1,9 +1,9 @@
 // Container commands with docker's conventions: run, ps, logs, attach, kill,
 // stop, rm, wait. Each parses its flags and calls the client; exit statuses
 // propagate (128+N for a container killed by signal N, 137 for an OOM kill).
-import os from "node:os";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { exitStatusOf, type AgentClient, type ContainerSummary, type RunOptions } from "../client.js";
+import { parseSignal } from "../../proto/signals.js";
 import { envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { followProcess } from "./exec.js";
 import { table } from "./table.js";
@@ -22,6 +22,9 @@ exits with the container's status.
       --name NAME     container name (default: derived from its id)
   -e, --env K=V       set a variable (K alone copies it from here); repeatable
   -w, --workdir DIR   working directory inside the container
+      --entrypoint CMD
+                      replace the image's ENTRYPOINT (and drop its CMD);
+                      "" clears it
   -u, --user U[:G]    user (and group), by name or number
       --memory SIZE   memory limit, e.g. 64M or 1G (cgroup memory.max)
       --cpus N        CPU limit, e.g. 0.5 (cgroup cpu.max)
@@ -38,6 +41,7 @@ const runSpecs = [
   { long: "name", value: true },
   { long: "env", short: "e", value: true, repeat: true },
   { long: "workdir", short: "w", value: true },
+  { long: "entrypoint", value: true },
   { long: "user", short: "u", value: true },
   { long: "memory", short: "m", value: true },
   { long: "cpus", value: true },
@@ -65,9 +69,11 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
     return n;
   };
   const memory = value(p, "memory");
+  const entrypoint = value(p, "entrypoint");
   const options: RunOptions = {
     image,
     command,
+    entrypoint: entrypoint === undefined ? undefined : entrypoint === "" ? [] : [entrypoint],
     name: value(p, "name"),
     env,
     cwd: value(p, "workdir"),
@@ -127,8 +133,8 @@ export const containerHelp: Record<string, string> = {
   ps: "usage: fractal-host ps [-a] [--vm NAME]\n\nLists running containers; -a includes exited ones.\n",
   logs: "usage: fractal-host logs [-f] [--vm NAME] CONTAINER\n\nPrints a container's output so far; -f keeps following it until it exits.\n",
   attach: "usage: fractal-host attach [--no-stdin] [--vm NAME] CONTAINER\n\nConnects to a running container's output (and input, if it runs with -i)\nuntil it exits; exits with its status.\n",
-  kill: "usage: fractal-host kill [-s SIGNAL] [--vm NAME] CONTAINER...\n\nSends SIGNAL (default KILL) to each container's main process.\n",
-  stop: "usage: fractal-host stop-container [-t SECONDS] [--vm NAME] CONTAINER...\n\nSends SIGTERM, then SIGKILL after SECONDS (default 10).\n",
+  kill: "usage: fractal-host kill [-s SIGNAL] [--vm NAME] CONTAINER...\n\nSends SIGNAL (default KILL) to each container's main process: a name\n(TERM, SIGUSR1, rtmin+2) or a Linux signal number (1-64).\n",
+  stop: "usage: fractal-host stop [-t SECONDS] [--vm NAME] CONTAINER...\n\nSends SIGTERM, then SIGKILL after SECONDS (default 10). The agent comes from\n--vm, --connect or $FRACTAL_CONNECT; to power a VM off, use `vm stop NAME`.\n",
   rm: "usage: fractal-host rm [-f] [--vm NAME] CONTAINER...\n\nDeletes containers; -f kills running ones first.\n",
   wait: "usage: fractal-host wait [--vm NAME] CONTAINER...\n\nWaits for each container to exit and prints its exit status.\n",
 };
@@ -150,19 +156,6 @@ export function parseSimple(command: string, args: string[]): SimpleCommand | "h
   if (command !== "ps" && p.rest.length === 0) throw usageError(command, "no container given");
   if ((command === "logs" || command === "attach") && p.rest.length > 1) throw usageError(command, "give exactly one container");
   return { vm: value(p, "vm"), names: p.rest, flags: p };
-}
-
-const signals = os.constants.signals as Record<string, number>;
-
-export function parseSignal(s: string): number {
-  if (/^\d+$/.test(s)) {
-    const n = Number(s);
-    if (n >= 1 && n <= 64) return n;
-  }
-  const name = s.toUpperCase().startsWith("SIG") ? s.toUpperCase() : `SIG${s.toUpperCase()}`;
-  const n = signals[name];
-  if (n === undefined) throw usageError("kill", `unknown signal "${s}"`);
-  return n;
 }
 
 function ago(ms: number): string {
@@ -206,7 +199,7 @@ export async function runSimple(client: AgentClient, command: string, cmd: Simpl
     case "attach": {
       const name = cmd.names[0]!; // parseSimple checked
       const info = (await client.containers(true)).find((c) => c.name === name || c.id.startsWith(name));
-      if (!info) throw new FractalError(ErrorCode.NOT_FOUND, `no such container: ${name}`);
+      if (!info) throw new FractalError(ErrorCode.CONTAINER_NOT_FOUND, `no such container: ${name}`);
       if (!info.running) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `container ${info.name} is not running (use logs to see its output)`);
       const stdin = info.interactive && !flag(f, "no-stdin");
       const proc = await client.attach(info.id, { stdin, follow: true });

@@ -1,5 +1,7 @@
 // `fractal-host exec`: run a command in the agent, like `ssh -t host cmd` or
 // `docker exec -it`. Exits with the remote status (128+N for signal N).
+import os from "node:os";
+import { LINUX_SIGNALS } from "../../proto/signals.js";
 import { AgentClient, exitStatusOf, type ExecOptions, type RemoteProcess } from "../client.js";
 import { BARE, envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
@@ -31,7 +33,12 @@ exec), with its output and exit status.
 
 Without -t, stdout and stderr stay separate and binary-safe, and Ctrl-C is
 sent to the remote process group as SIGINT. With -t, Ctrl-C is a byte the
-remote terminal turns into SIGINT, and window resizes are forwarded.
+remote terminal turns into SIGINT, and window resizes are forwarded. Signals
+sent to this command (HUP, INT, QUIT, USR1, USR2, ALRM, TERM, CONT, ...) go to
+the remote process group.
+
+Exit status: the remote command's (128+N if signal N killed it); 127 when it
+was not found, 126 when it could not be executed; 125 when fractal failed.
 `;
 
 const specs = [
@@ -68,8 +75,11 @@ export function cwdInNamespace(cwd: string, ns: { local: string; remote: string 
   return undefined;
 }
 
-// Signals a user can send to the CLI that the remote side should see instead.
-const FORWARDED: Record<string, number> = { SIGINT: 2, SIGQUIT: 3, SIGTERM: 15, SIGHUP: 1 };
+// Signals a user can send to the CLI that the remote side should see
+// instead, as docker's sig-proxy does: every one a process may catch, but
+// those of the CLI's own job control and faults (TSTP, TTIN, TTOU, CHLD,
+// PIPE, SEGV...) and WINCH, which becomes a resize on a terminal.
+const FORWARDED = ["HUP", "INT", "QUIT", "USR1", "USR2", "ALRM", "TERM", "CONT", "XCPU", "XFSZ", "VTALRM", "PROF", "PWR"] as const;
 
 export interface ExecCommand {
   options: ExecOptions;
@@ -186,12 +196,16 @@ function forwardStdin(proc: RemoteProcess): () => void {
 
 function forwardSignals(proc: RemoteProcess): () => void {
   const handlers: [string, () => void][] = [];
-  for (const [name, num] of Object.entries(FORWARDED)) {
+  for (const name of FORWARDED) {
     // With a raw terminal Ctrl-C is just a byte; SIGINT here then means
     // someone ran kill(1) on us, which still belongs to the remote side.
-    const h = () => void proc.signal(num, true).catch(() => {});
-    process.on(name as NodeJS.Signals, h);
-    handlers.push([name, h]);
+    // The number sent is Linux's whatever the host numbers it.
+    const h = () => void proc.signal(LINUX_SIGNALS[name]!, true).catch(() => {});
+    const sig = `SIG${name}` as NodeJS.Signals;
+    // A host without this signal (PWR on macOS) just does not forward it.
+    if (!(sig in os.constants.signals)) continue;
+    process.on(sig, h);
+    handlers.push([sig, h]);
   }
   return () => {
     for (const [name, h] of handlers) process.off(name as NodeJS.Signals, h);

@@ -1,7 +1,7 @@
 // `fractal-host boot`, `ls` and `stop`: VM lifecycle commands.
 import fs from "node:fs";
 import path from "node:path";
-import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { exitStatusFor } from "../../proto/errors.js";
 import { bootVm, listVms, stopVm, type BootOptions } from "../vm/manager.js";
 import { hostRootShare, imageStoreShare } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
@@ -45,7 +45,7 @@ TCG otherwise) and waits until its agent answers.
                             your own key (--key, $FRACTAL_KEY or
                             ~/.config/fractal/key, made if missing) always is
   --auth MODE               which agent connections need a key: network
-                            (TCP; the default), all, or none
+                            (TCP and vsock; the default), all, or none
   --timeout SECONDS         give up waiting for the agent (default: 180 on TCG, 60 otherwise)
   -d, --detach              return once the agent answers (default: stay and
                             show the console; Ctrl-C stops the VM)
@@ -58,10 +58,10 @@ Lists VMs with their state, accelerator and agent endpoints. A VM whose QEMU
 died is shown as stale and its state is removed.
 `;
 
-export const stopHelp = `usage: fractal-host stop NAME...
+export const stopHelp = `usage: fractal-host vm stop NAME...
 
-Powers the VM off through its agent, and kills QEMU if that does not finish
-within 20 seconds.
+Powers each VM off through its agent, and kills QEMU if that does not finish
+within 20 seconds. (\`fractal-host stop\` stops containers, as docker's does.)
 `;
 
 const bootSpecs = [
@@ -237,15 +237,15 @@ export function runLs(): number {
 }
 
 export async function runStop(names: string[]): Promise<number> {
-  if (names.length === 0) throw usageError("stop", "name the VM to stop");
+  if (names.length === 0) throw usageError("vm stop", "name the VM to stop");
   let status = 0;
   for (const name of names) {
     try {
       const how = await stopVm(name);
       process.stdout.write(`${name}: ${how === "shutdown" ? "powered off" : how === "killed" ? "killed (the agent did not power it off in time)" : "was not running; removed its stale state"}\n`);
     } catch (err) {
-      process.stderr.write(`fractal-host: stop ${name}: ${(err as Error).message}\n`);
-      status = err instanceof FractalError && err.code === ErrorCode.NOT_FOUND ? 1 : 125;
+      process.stderr.write(`fractal-host: vm stop ${name}: ${(err as Error).message}\n`);
+      status = exitStatusFor(err);
     }
   }
   return status;

@@ -20,7 +20,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  await cli(["stop", NAME]);
+  await cli(["vm", "stop", NAME]);
   fs.rmSync(state, { recursive: true, force: true });
   fs.rmSync(data, { recursive: true, force: true });
 }, 120_000);
@@ -79,7 +79,7 @@ describe("exec --namespace over virtiofs", () => {
   let daemon: ReturnType<typeof spawn> | undefined;
 
   afterAll(async () => {
-    await cli(["stop", "vfstest"]);
+    await cli(["vm", "stop", "vfstest"]);
     daemon?.kill();
   }, 120_000);
 

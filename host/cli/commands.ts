@@ -1,0 +1,204 @@
+// Every fractal-host command, in one table: the top-level help is printed
+// from it and main dispatches through it, so the two cannot disagree.
+//
+// Names never guess: `stop` always stops containers (as docker's does) in
+// the agent named by --vm, --connect or $FRACTAL_CONNECT; a VM is powered
+// off by `vm stop NAME`.
+import type { AgentClient } from "../client.js";
+import { parseFlags, usageError, value } from "./args.js";
+import { containerHelp, parseRun, parseSimple, runHelp, runRun, runSimple } from "./containers.js";
+import { execHelp, parseExec, runExec } from "./exec.js";
+import { imageHelp, imagesHelp, localImages, parseImages, remoteImages, runImageCommand } from "./images.js";
+import { keygenHelp, runKeygen } from "./keys.js";
+import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, shellHelp, stopHelp } from "./vm.js";
+
+/** What a command gets from the global flags. */
+export interface Context {
+  /** Connects to the agent of VM `vm`, else the global --vm, --connect or $FRACTAL_CONNECT. */
+  connect(vm?: string): Promise<AgentClient>;
+  /** The global --vm, if given. */
+  vm?: string;
+}
+
+export interface Command {
+  name: string;
+  /** One line for the command list. */
+  summary: string;
+  /** Its --help text. */
+  help: string;
+  /** Heading it is listed under. */
+  group: "VMs" | "In a VM or agent" | "Agent";
+  run(args: string[], ctx: Context): Promise<number>;
+  /** Subcommands, for groups such as `vm`. */
+  sub?: Command[];
+}
+
+const wantsHelp = (args: string[]) => args.includes("--help") || args.includes("-h");
+const out = (text: string) => (process.stdout.write(text), 0);
+
+/** A command whose only flag is --vm (ping, version). */
+function vmOnly(args: string[], command: string): string | undefined {
+  const p = parseFlags(args, [{ long: "vm", value: true }, { long: "help", short: "h" }], command);
+  if (p.rest.length > 0) throw usageError(command, `unexpected argument "${p.rest[0]}"`);
+  return value(p, "vm");
+}
+
+const bootCommand = async (args: string[]) => {
+  const b = parseBoot(args);
+  if (b === "help") return out(bootHelp);
+  return runBoot(b.opts, b.detach, b.authorize);
+};
+const lsCommand = async (args: string[]) => (wantsHelp(args) ? out(lsHelp) : runLs());
+
+/** Container commands that take a list of containers (or none, for ps). */
+function simple(name: string, summary: string): Command {
+  return {
+    name,
+    summary,
+    help: containerHelp[name]!, // every simple command has its help text
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parseSimple(name, args);
+      if (cmd === "help") return out(containerHelp[name]!);
+      return runSimple(await ctx.connect(cmd.vm), name, cmd);
+    },
+  };
+}
+
+const vmCommands: Command[] = [
+  { name: "boot", summary: "start a VM and wait for its agent", help: bootHelp, group: "VMs", run: bootCommand },
+  { name: "ls", summary: "list VMs", help: lsHelp, group: "VMs", run: lsCommand },
+  {
+    name: "stop",
+    summary: "power VMs off",
+    help: stopHelp,
+    group: "VMs",
+    run: async (args) => {
+      if (wantsHelp(args)) return out(stopHelp);
+      return runStop(args);
+    },
+  },
+];
+
+export const vmGroupHelp = `usage: fractal-host vm COMMAND [ARGS...]
+
+VM lifecycle:
+${vmCommands.map((c) => `  vm ${c.name.padEnd(6)} ${c.summary}`).join("\n")}
+`;
+
+export const commands: Command[] = [
+  { name: "boot", summary: "start a VM and wait for its agent (same as vm boot)", help: bootHelp, group: "VMs", run: bootCommand },
+  { name: "ls", summary: "list VMs (same as vm ls)", help: lsHelp, group: "VMs", run: lsCommand },
+  {
+    name: "vm",
+    summary: "vm boot | vm ls | vm stop NAME...: VM lifecycle (vm stop powers VMs off)",
+    help: vmGroupHelp,
+    group: "VMs",
+    sub: vmCommands,
+    run: async (args, ctx) => {
+      const [sub, ...rest] = args;
+      if (sub === undefined || sub === "--help" || sub === "-h") return sub === undefined ? (process.stdout.write(vmGroupHelp), 2) : out(vmGroupHelp);
+      const c = vmCommands.find((x) => x.name === sub);
+      if (!c) throw usageError("vm", `unknown command "${sub}" (one of ${vmCommands.map((x) => x.name).join(", ")})`);
+      return c.run(rest, ctx);
+    },
+  },
+  {
+    name: "shell",
+    summary: "a shell in a VM with the host's root backmounted (fractal-linux)",
+    help: shellHelp,
+    group: "VMs",
+    run: (args, ctx) => runShell(args, (vm) => ctx.connect(vm)),
+  },
+  {
+    name: "exec",
+    summary: "run a command in the guest, or in a container",
+    help: execHelp,
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parseExec(args, process.env);
+      if (cmd === "help") return out(execHelp);
+      return runExec(await ctx.connect(cmd.vm), cmd);
+    },
+  },
+  {
+    name: "run",
+    summary: "run a container",
+    help: runHelp,
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parseRun(args, process.env);
+      if (cmd === "help") return out(runHelp);
+      return runRun(await ctx.connect(cmd.vm), cmd);
+    },
+  },
+  simple("ps", "list containers"),
+  simple("logs", "show a container's output"),
+  simple("attach", "connect to a running container"),
+  simple("stop", "stop containers (SIGTERM, then SIGKILL)"),
+  simple("kill", "signal containers"),
+  simple("rm", "delete containers"),
+  simple("wait", "wait for containers to exit"),
+  {
+    name: "images",
+    summary: "list the images in a VM's store, or in a store directory",
+    help: imagesHelp,
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parseImages(args);
+      if (cmd === "help") return out(imagesHelp);
+      if (cmd.store !== undefined) return localImages(cmd.store);
+      return remoteImages(await ctx.connect(cmd.vm));
+    },
+  },
+  {
+    name: "image",
+    summary: "image unpack STORE|--vm NAME IMAGE: unpack layers ahead of a run",
+    help: imageHelp,
+    group: "In a VM or agent",
+    run: (args, ctx) => runImageCommand(args, (vm) => ctx.connect(vm), ctx.vm),
+  },
+  {
+    name: "ping",
+    summary: "check that the agent answers, and how fast",
+    help: "usage: fractal-host [--connect URL] ping [--vm NAME]\n\nSends one ping and prints the round-trip time.\n",
+    group: "Agent",
+    run: async (args, ctx) => {
+      if (wantsHelp(args)) return out(commandHelp("ping"));
+      const client = await ctx.connect(vmOnly(args, "ping"));
+      const ms = await client.ping();
+      process.stdout.write(`pong from ${client.session.peerName} in ${ms.toFixed(2)} ms\n`);
+      client.close();
+      return 0;
+    },
+  },
+  {
+    name: "version",
+    summary: "show the agent's version and machine",
+    help: "usage: fractal-host [--connect URL] version [--vm NAME]\n\nPrints the agent's version and machine.\n",
+    group: "Agent",
+    run: async (args, ctx) => {
+      if (wantsHelp(args)) return out(commandHelp("version"));
+      const client = await ctx.connect(vmOnly(args, "version"));
+      const v = await client.version();
+      process.stdout.write(`agent:    ${v.agentVersion}\nprotocol: ${v.protocolVersion}\nruntime:  ${v.runtime}\nkernel:   ${v.kernel}\nhostname: ${v.hostname}\narch:     ${v.arch}\n`);
+      client.close();
+      return 0;
+    },
+  },
+  { name: "keygen", summary: "make a key for connecting to agents", help: keygenHelp, group: "Agent", run: async (args) => runKeygen(args) },
+];
+
+function commandHelp(name: string): string {
+  return commands.find((c) => c.name === name)!.help; // called only with names in the table
+}
+
+/** The command list of the top-level help, grouped, from the table. */
+export function commandList(): string {
+  const groups = [...new Set(commands.map((c) => c.group))];
+  return groups.map((g) => `${g}:\n${commands.filter((c) => c.group === g).map((c) => `  ${c.name.padEnd(9)} ${c.summary}`).join("\n")}\n`).join("\n");
+}
+
+export function findCommand(name: string): Command | undefined {
+  return commands.find((c) => c.name === name);
+}
