@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { exitStatusFor } from "../proto/errors.js";
 import { authGate, tlsIdentity, type AuthFlags } from "./auth/config.js";
 import { log } from "./log.js";
-import { serve } from "./server.js";
+import { serve, type ConnectionLimits } from "./server.js";
 import { agentRole } from "./handlers/index.js";
 import { AGENT_VERSION } from "./version.js";
 
@@ -25,7 +25,7 @@ Serves the fractal protocol on every URL given:
                  (fractal.listen=URL, fractal.share=TAG:/path, ...)
   --listen URL   a listener (repeatable)
   --auth MODE    which connections must prove a key: network (TCP,
-                 WebSocket, TLS; the default), all, or none
+                 WebSocket, TLS, vsock; the default), all, or none
   --authorized-keys FILE
                  keys that may connect, one per line:
                  [allow=TYPE,...] ssh-ed25519 BASE64 [comment]
@@ -33,6 +33,14 @@ Serves the fractal protocol on every URL given:
                  fractal.key=[ALLOW:]BASE64 on the kernel command line)
   --tls-cert FILE, --tls-key FILE
                  PEM certificate chain and key for tls:// and wss://
+  --idle-timeout SECONDS
+                 close a connection with nothing in flight and nothing
+                 heard for this long (default 900; 0: never)
+  --frame-timeout SECONDS
+                 close a connection whose frame stays incomplete this long
+                 (default 30; serial lines never)
+  --max-connections-per-address N
+                 network connections one address may hold (default 128)
   --version      print the version and exit
   --help         this text
 `;
@@ -50,6 +58,9 @@ async function main(): Promise<void> {
         "authorized-keys": { type: "string" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
+        "idle-timeout": { type: "string" },
+        "frame-timeout": { type: "string" },
+        "max-connections-per-address": { type: "string" },
         init: { type: "boolean" },
         version: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -64,6 +75,17 @@ async function main(): Promise<void> {
   if (values.version) return void process.stdout.write(`fractal-agent ${AGENT_VERSION}\n`);
   if (values.listen.length === 0 && !values.init) {
     process.stderr.write(`fractal-agent: at least one --listen URL is needed\n${usage}`);
+    process.exit(2);
+  }
+  let limits: ConnectionLimits;
+  try {
+    limits = {
+      idleTimeoutMs: seconds(values["idle-timeout"], "--idle-timeout"),
+      frameTimeoutMs: seconds(values["frame-timeout"], "--frame-timeout"),
+      maxConnectionsPerAddress: count(values["max-connections-per-address"], "--max-connections-per-address"),
+    };
+  } catch (err) {
+    process.stderr.write(`fractal-agent: ${(err as Error).message}\n`);
     process.exit(2);
   }
   process.on("uncaughtException", (err) => log("error", `uncaught: ${err.stack ?? err.message}`));
@@ -93,17 +115,31 @@ async function main(): Promise<void> {
     // the first client can ask for them.
     const { containers } = await import("./handlers/containers.js");
     containers.adoptAll();
-    await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls });
+    await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls, limits });
     await startNetwork();
     return;
   }
   try {
     const flags = authFlags(values);
-    await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags) });
+    await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags), limits });
   } catch (err) {
     process.stderr.write(`fractal-agent: ${(err as Error).message}\n`);
     process.exit(exitStatusFor(err));
   }
+}
+
+function seconds(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n < 0) throw new Error(`${flag} ${v}: expected a number of seconds (0: never)`);
+  return n * 1000;
+}
+
+function count(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} ${v}: expected a whole number of at least 1`);
+  return n;
 }
 
 function authFlags(v: { auth?: string; "authorized-keys"?: string; "tls-cert"?: string; "tls-key"?: string }): AuthFlags {

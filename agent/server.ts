@@ -3,6 +3,8 @@
 import { formatEndpoint, parseEndpoint } from "../proto/endpoint.js";
 import { listen, type ListenOptions, type Listener } from "../proto/listen.js";
 import type { Link } from "../proto/link.js";
+import { encodeFrame } from "../proto/frame.js";
+import { ErrorCode } from "../proto/errors.js";
 import { Session, type Authenticator } from "../proto/session.js";
 import type { AuthGate } from "./auth/authenticator.js";
 import { connectionHandler } from "./handlers/index.js";
@@ -16,14 +18,27 @@ export interface Agent {
 
 /** Protocol errors logged per connection. */
 const MAX_LOGGED_ERRORS = 3;
+/** Connections one network address may hold open at once (QEMU's user-net puts every host client at one address). */
+export const MAX_CONNECTIONS_PER_ADDRESS = 128;
+
+/** Per-connection bounds (see proto/session.ts); unset means the defaults there. */
+export interface ConnectionLimits {
+  frameTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  maxInFlight?: number;
+  maxConnectionsPerAddress?: number;
+}
 
 /** Accepts connections on a link; usable for transports that are not listeners (serial). */
-export function serveLink(link: Link, authenticator?: Authenticator): Session {
+export function serveLink(link: Link, authenticator?: Authenticator, limits: ConnectionLimits = {}): Session {
   let session!: Session;
   let protocolErrors = 0;
   session = Session.accept(link, {
     name: `fractal-agent ${AGENT_VERSION}`,
     authenticator,
+    frameTimeoutMs: limits.frameTimeoutMs,
+    idleTimeoutMs: limits.idleTimeoutMs,
+    maxInFlight: limits.maxInFlight,
     onRequest: (req, s) => handler(req, s),
     onProtocolError: (err, fromPeer) => {
       // A hostile peer can make errors as fast as it can send: a few tell
@@ -51,6 +66,7 @@ export interface ServeOptions {
   tls?: ListenOptions["tls"];
   /** Guest mode: a listener that fails is logged and skipped, never fatal. */
   tolerant?: boolean;
+  limits?: ConnectionLimits;
 }
 
 export async function serve(opts: ServeOptions): Promise<Agent> {
@@ -76,17 +92,51 @@ async function listenOne(url: string, opts: ServeOptions): Promise<Listener | un
   const ep = parseEndpoint(url);
   if (ep.kind === "serial" || ep.kind === "virtio-serial") {
     const { serveSerial } = await import("./serial.js");
-    serveSerial(ep, opts.gate.forConnection(ep.kind, "", formatEndpoint(ep)));
+    serveSerial(ep, opts.gate.forConnection(ep.kind, "", formatEndpoint(ep)), opts.limits);
     return undefined;
   }
+  const perAddress = new AddressCounter(opts.limits?.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS);
   const l = await listen(
     ep,
     (link) => {
+      if (link.peer !== undefined && !perAddress.admit(link)) return;
       log("info", `${link.description}: connected`);
-      serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description));
+      serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description), opts.limits);
     },
     { tls: opts.tls },
   );
   log("info", `listening on ${formatEndpoint(l.endpoint)}`);
   return l;
+}
+
+/** Open connections per network address, with a cap. */
+class AddressCounter {
+  private readonly open = new Map<string, number>();
+  /** Addresses whose refusal was logged since they were last under the cap. */
+  private readonly logged = new Set<string>();
+
+  constructor(private readonly max: number) {}
+
+  /** Counts the link in, or refuses it (a fatal ProtocolError, then close) when its address is at the cap. */
+  admit(link: Link): boolean {
+    const peer = link.peer ?? "";
+    const n = this.open.get(peer) ?? 0;
+    if (n >= this.max) {
+      const message = `too many connections from ${peer} (at most ${this.max} at once)`;
+      if (!this.logged.has(peer)) log("warn", `${link.description}: refused: ${message}`);
+      this.logged.add(peer);
+      // Said before Hello: the client reports it instead of a bare hang-up.
+      link.write([encodeFrame({ protocolError: { code: ErrorCode.RESOURCE_EXHAUSTED, message, fatal: true } })]);
+      link.close();
+      return false;
+    }
+    this.open.set(peer, n + 1);
+    link.onClose(() => {
+      const left = (this.open.get(peer) ?? 1) - 1;
+      if (left > 0) this.open.set(peer, left);
+      else this.open.delete(peer);
+      if (left < this.max) this.logged.delete(peer);
+    });
+    return true;
+  }
 }

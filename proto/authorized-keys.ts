@@ -11,7 +11,13 @@
 import { fingerprint, parsePublicKeyBlob, publicKeyBlob } from "./auth.js";
 import { ErrorCode, FractalError } from "./errors.js";
 
-/** Which channels must authenticate: network ones (TCP, WebSocket, TLS), every one, or none. */
+/**
+ * Which channels must authenticate: those others can reach (TCP, WebSocket,
+ * TLS, vsock — any local user of a host with vhost-vsock can connect to a
+ * guest's CID), every one, or none. Only channels private to the VM's owner
+ * (the virtio-serial socket and unix sockets in its state directory, a
+ * serial line) are exempt under "network".
+ */
 export type AuthMode = "network" | "all" | "none";
 
 export function parseAuthMode(s: string, where: string): AuthMode {

@@ -28,10 +28,13 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
   let lastError: Error | undefined;
   let flushing = 0;
   let reader = Bun.file(fd).stream().getReader();
+  /** Set while paused: the read loop waits on it before its next read. */
+  let paused: { wait: Promise<void>; go: () => void } | undefined;
   const writer = Bun.file(fd).writer();
   const finish = () => {
     if (closed) return;
     closed = true;
+    paused?.go();
     void reader.cancel().catch(() => {});
     try {
       fs.closeSync(fd);
@@ -43,6 +46,7 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
   void (async () => {
     try {
       for (;;) {
+        if (paused) await paused.wait;
         const { value, done } = await reader.read();
         if (!done) {
           for (const cb of dataCbs) cb(value);
@@ -76,6 +80,17 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
         });
       // Report backpressure while earlier flushes are still pending.
       return flushing <= 1;
+    },
+    pause() {
+      if (paused) return;
+      let go!: () => void;
+      const wait = new Promise<void>((r) => (go = r));
+      paused = { wait, go };
+    },
+    resume() {
+      const p = paused;
+      paused = undefined;
+      p?.go();
     },
     close: finish,
     onData: (cb) => void dataCbs.push(cb),

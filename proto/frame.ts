@@ -126,11 +126,17 @@ export class FrameDecoder {
     return this.buffered;
   }
 
-  push(chunk: Uint8Array): Frame[] {
+  /** Appends bytes; frames are taken with next(). */
+  feed(chunk: Uint8Array): void {
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
+  }
+
+  /** Appends bytes and decodes every complete frame now held. */
+  push(chunk: Uint8Array): Frame[] {
+    this.feed(chunk);
     const frames: Frame[] = [];
     for (;;) {
       const frame = this.next();
@@ -139,7 +145,8 @@ export class FrameDecoder {
     }
   }
 
-  private next(): Frame | undefined {
+  /** The next complete frame, or undefined until more bytes come; throws a ProtocolViolation on bad input. */
+  next(): Frame | undefined {
     while (this.buffered >= HEADER_SIZE) {
       const head = this.peek(HEADER_SIZE);
       if (head[0] !== MAGIC[0] || head[1] !== MAGIC[1]) {

@@ -13,6 +13,13 @@ export interface Link {
   /** Ends the link after queued bytes are flushed. */
   close(): void;
   onData(cb: (chunk: Uint8Array) => void): void;
+  /**
+   * Stops reading from the peer until resume(), so the peer meets the
+   * transport's own backpressure (a full TCP window) instead of this side
+   * buffering without bound. Optional: links that cannot pause never do.
+   */
+  pause?(): void;
+  resume?(): void;
   onDrain(cb: () => void): void;
   /** Called once, when the link is gone for whatever reason. */
   onClose(cb: (err?: Error) => void): void;
@@ -67,6 +74,8 @@ export function socketLink(sock: Socket, description: string, initial?: Uint8Arr
       if (initial && initial.length > 0) cb(initial);
       sock.on("data", (b: Buffer) => cb(b));
     },
+    pause: () => void sock.pause(),
+    resume: () => void sock.resume(),
     onDrain(cb) {
       sock.on("drain", cb);
     },

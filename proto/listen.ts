@@ -43,6 +43,8 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       }
       const server = net.createServer((sock) => onLink(socketLink(sock, `unix ${ep.path}`)));
       await bind(server, ep, () => server.listen(ep.path));
+      // A unix socket needs no key (see AuthMode): only its owner may connect.
+      fs.chmodSync(ep.path, 0o600);
       return {
         endpoint: ep,
         close: async () => {

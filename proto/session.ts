@@ -20,6 +20,36 @@ export const DEFAULT_WINDOW = 4 << 20;
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Serial links: how often an unanswered Hello is repeated. */
 const HELLO_RESEND_MS = 300;
+/**
+ * Server: requests one connection may have unanswered at once. More are
+ * answered RESOURCE_EXHAUSTED at once (as HTTP/2 refuses streams over
+ * MAX_CONCURRENT_STREAMS) rather than queued, so a pipelining client cannot
+ * make the agent hold work without bound, and no request that would have
+ * completed is ever held behind the limit.
+ */
+export const MAX_IN_FLIGHT = 4096;
+/**
+ * Server: bytes of frames written after the link reported backpressure.
+ * Past this the session stops reading from the peer until the link drains
+ * (as ws pauses its socket): a client that sends requests and never reads
+ * the answers meets TCP's window, not our memory.
+ */
+export const MAX_QUEUED_OUT = 1 << 20;
+/** Server, reliable links: a frame that began to arrive must be complete within this long. */
+export const FRAME_TIMEOUT_MS = 30_000;
+/**
+ * Server: a connection with no request in flight, no open stream and
+ * nothing received for this long is closed. Pings count as activity, so a
+ * client that wants an idle connection kept sends one now and then.
+ */
+export const IDLE_TIMEOUT_MS = 15 * 60_000;
+/**
+ * Server: requests dispatched from what one read brought before the answers
+ * get a turn of the event loop. A read can hold tens of thousands of small
+ * requests; served in one go they would all be answered before the link
+ * could report backpressure.
+ */
+const REQUEST_BATCH = 64;
 
 export type ResponseBody = Omit<Response, "id">;
 export type RequestBody = Omit<Request, "id">;
@@ -45,6 +75,12 @@ export interface SessionOptions {
   signer?: Signer | (() => Signer | undefined);
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
+  /** Server: see MAX_IN_FLIGHT. */
+  maxInFlight?: number;
+  /** Server: see FRAME_TIMEOUT_MS; 0 turns it off. Serial links never time out a frame. */
+  frameTimeoutMs?: number;
+  /** Server: see IDLE_TIMEOUT_MS; 0 turns it off. */
+  idleTimeoutMs?: number;
 }
 
 /** Who an authenticated connection belongs to, and what it may ask for. */
@@ -81,6 +117,17 @@ export class Session implements StreamHost {
   private readonly ready: OutStream[] = [];
   private readonly readySet = new Set<OutStream>();
   private linkBlocked = false;
+  /** Bytes written since the link last reported backpressure (see MAX_QUEUED_OUT). */
+  private queuedOut = 0;
+  /** We stopped reading from the link until it drains. */
+  private readPaused = false;
+  /** Server: requests whose handler has not answered yet. */
+  private inFlight = 0;
+  private frameTimer: ReturnType<typeof setTimeout> | undefined;
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  private lastHeard = Date.now();
+  /** A batch of requests was served and the rest of the input waits for the next turn. */
+  private continuing = false;
   private nextRequestId = 1;
   private nextStreamId: number;
   private readonly pending = new Map<number, Pending>();
@@ -112,6 +159,12 @@ export class Session implements StreamHost {
     link.onData((chunk) => this.onBytes(chunk));
     link.onDrain(() => {
       this.linkBlocked = false;
+      this.queuedOut = 0;
+      if (this.readPaused) {
+        this.readPaused = false;
+        this.link.resume?.();
+        if (!this.continuing) this.takeInput();
+      }
       this.pump();
     });
     link.onClose((err) => this.teardown(new FractalError(ErrorCode.UNAVAILABLE, err ? `connection lost: ${err.message}` : "connection closed")));
@@ -163,7 +216,13 @@ export class Session implements StreamHost {
       else s.violate(new ProtocolViolation(ErrorCode.UNAUTHENTICATED, "no Auth within the handshake timeout", true));
     }, HANDSHAKE_TIMEOUT_MS);
     timer.unref?.();
-    s.ready$.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    s.ready$.then(
+      () => {
+        clearTimeout(timer);
+        s.armIdleTimer(s.opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS);
+      },
+      () => clearTimeout(timer),
+    );
     return s;
   }
 
@@ -242,7 +301,21 @@ export class Session implements StreamHost {
 
   private sendFrame(frame: Frame): void {
     if (this.closedErr) return;
-    if (!this.link.write([encodeFrame(frame)])) this.linkBlocked = true;
+    const bytes = encodeFrame(frame);
+    this.written(bytes.length, this.link.write([bytes]));
+  }
+
+  /** Accounts for bytes handed to the link; a server stops reading while too much waits behind backpressure. */
+  private written(n: number, accepted: boolean): void {
+    if (!accepted) this.linkBlocked = true;
+    if (!this.linkBlocked) return;
+    this.queuedOut += n;
+    if (this.role === "server" && !this.readPaused && this.queuedOut > MAX_QUEUED_OUT && this.link.pause) {
+      this.readPaused = true;
+      this.link.pause();
+      // The peer is not stalling a frame: we stopped reading it.
+      this.clearFrameTimer();
+    }
   }
 
   /** Writes data frames round-robin while the link accepts them. */
@@ -258,7 +331,8 @@ export class Session implements StreamHost {
         continue;
       }
       const piece = s.take(maxChunk);
-      if (!this.link.write([encodeDataPrefix(s.id, piece), piece])) this.linkBlocked = true;
+      const prefix = encodeDataPrefix(s.id, piece);
+      this.written(prefix.length + piece.length, this.link.write([prefix, piece]));
       if (s.sendable && !this.readySet.has(s)) {
         this.readySet.add(s);
         this.ready.push(s);
@@ -270,22 +344,44 @@ export class Session implements StreamHost {
 
   private onBytes(chunk: Uint8Array): void {
     if (this.closedErr) return;
-    let frames: Frame[];
-    try {
-      frames = this.decoder.push(chunk);
-    } catch (err) {
-      this.violate(err as ProtocolViolation);
-      return;
-    }
-    for (const f of frames) {
-      if (this.closedErr) return;
+    this.lastHeard = Date.now();
+    this.decoder.feed(chunk);
+    if (!this.continuing) this.takeInput();
+  }
+
+  /**
+   * Decodes and dispatches what the decoder holds, in order. A server stops
+   * while reading is paused (the rest stays undecoded until the link
+   * drains) and after each REQUEST_BATCH requests, going on in the next
+   * turn of the event loop.
+   */
+  private takeInput(): void {
+    let requests = 0;
+    while (!this.closedErr && !this.readPaused) {
+      let f: Frame | undefined;
+      try {
+        f = this.decoder.next();
+      } catch (err) {
+        this.violate(err as ProtocolViolation);
+        return;
+      }
+      if (!f) break;
       try {
         this.dispatch(f);
       } catch (err) {
         if (err instanceof ProtocolViolation) this.violate(err);
         else throw err;
       }
+      if (f.request && this.role === "server" && ++requests >= REQUEST_BATCH) {
+        this.continuing = true;
+        setImmediate(() => {
+          this.continuing = false;
+          this.takeInput();
+        });
+        return;
+      }
     }
+    this.armFrameTimer();
   }
 
   private dispatch(f: Frame & { kind?: string }): void {
@@ -434,7 +530,16 @@ export class Session implements StreamHost {
     if (this.role !== "server" || !handler) {
       throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "this side serves no requests", false);
     }
-    const reply = (body: ResponseBody) => this.sendFrame({ response: { ...body, id } });
+    const max = this.opts.maxInFlight ?? MAX_IN_FLIGHT;
+    if (this.inFlight >= max) {
+      this.sendFrame({ response: { id, error: { code: ErrorCode.RESOURCE_EXHAUSTED, message: `${max} requests are already in flight on this connection: wait for answers before sending more` } } });
+      return;
+    }
+    this.inFlight++;
+    const reply = (body: ResponseBody) => {
+      this.inFlight--;
+      this.sendFrame({ response: { ...body, id } });
+    };
     // The handler runs synchronously up to its first await, so streams named
     // by the request are open before the next frame (maybe their data) lands.
     let p: Promise<ResponseBody>;
@@ -526,6 +631,44 @@ export class Session implements StreamHost {
     return id !== 0 && id <= this.highestStream[id & 1]!;
   }
 
+  /**
+   * Server, reliable links: a frame whose first bytes arrived must be
+   * complete within the frame timeout, so a peer that sends a header and
+   * stalls does not hold its buffer (up to MAX_FRAME) for ever.
+   */
+  private armFrameTimer(): void {
+    const ms = this.opts.frameTimeoutMs ?? FRAME_TIMEOUT_MS;
+    if (this.role !== "server" || this.link.resync || ms <= 0 || this.readPaused || this.closedErr) return;
+    if (this.decoder.pending === 0) return this.clearFrameTimer();
+    if (this.frameTimer) return;
+    this.frameTimer = setTimeout(() => {
+      this.frameTimer = undefined;
+      if (this.decoder.pending > 0 && !this.readPaused) {
+        this.violate(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `a frame begun ${ms / 1000} s ago is still incomplete (${this.decoder.pending} bytes held)`, true));
+      }
+    }, ms);
+    this.frameTimer.unref?.();
+  }
+
+  private clearFrameTimer(): void {
+    clearTimeout(this.frameTimer);
+    this.frameTimer = undefined;
+  }
+
+  /** Server: closes the connection once it has been idle (see IDLE_TIMEOUT_MS) for `ms`. */
+  private armIdleTimer(ms: number, wait = ms): void {
+    if (this.role !== "server" || ms <= 0 || this.closedErr) return;
+    this.idleTimer = setTimeout(() => {
+      const quiet = Date.now() - this.lastHeard;
+      // Paused reading is not busy: a peer that floods and never reads goes quiet too.
+      const busy = this.inFlight > 0 || this.ins.size > 0 || this.outs.size > 0;
+      if (busy) return this.armIdleTimer(ms);
+      if (quiet < ms) return this.armIdleTimer(ms, ms - quiet);
+      this.violate(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `idle for ${Math.round(quiet / 1000)} s with nothing in flight: closing the connection`, true));
+    }, wait);
+    this.idleTimer.unref?.();
+  }
+
   private fail(err: FractalError): void {
     this.link.close();
     this.teardown(err);
@@ -534,6 +677,8 @@ export class Session implements StreamHost {
   private teardown(err: FractalError): void {
     if (this.closedErr) return;
     this.closedErr = err;
+    this.clearFrameTimer();
+    clearTimeout(this.idleTimer);
     this.handshakeDone(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();

@@ -50,6 +50,8 @@ export function wsLink(ws: WebSocket, description: string): Link {
         else cb(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
       });
     },
+    pause: () => ws.pause(),
+    resume: () => ws.resume(),
     onDrain(cb) {
       drainCbs.push(cb);
     },

@@ -1,5 +1,8 @@
 // The agent's gate for network connections: which links must authenticate,
-// the constant-time key lookup, and a per-address limit on failed attempts.
+// the constant-time key lookup, and a limit on failed attempts per address
+// and key. Per key, not per address alone: every host client of a QEMU
+// user-net guest arrives from 10.0.2.2, and five bad logins there must not
+// lock out the good keys that come from the same address.
 import crypto from "node:crypto";
 import { fingerprint, verifySignature } from "../../proto/auth.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
@@ -7,11 +10,15 @@ import type { Authenticator, Principal } from "../../proto/session.js";
 import { log } from "../log.js";
 import type { AuthMode, AuthorizedKey } from "../../proto/authorized-keys.js";
 
-const NETWORK_KINDS = new Set(["tcp", "ws", "tls", "wss"]);
-/** Failed attempts an address may make within the window before it is locked out. */
+// vsock is here although it never leaves the machine: every local account
+// can open AF_VSOCK to a guest's CID, and a key-less vsock would give any of
+// them root in the guest (and, through a --host-root backmount, the files of
+// whoever started QEMU).
+const NETWORK_KINDS = new Set(["tcp", "ws", "tls", "wss", "vsock"]);
+/** Failed attempts one key may make from one address within the window before that pair is locked out. */
 export const MAX_FAILURES = 5;
 export const FAILURE_WINDOW_MS = 60_000;
-/** Addresses tracked at once; the oldest is forgotten first, so memory stays bounded. */
+/** (address, key) pairs tracked at once; the oldest is forgotten first, so memory stays bounded. */
 const MAX_TRACKED = 4096;
 
 export class AuthGate {
@@ -30,10 +37,12 @@ export class AuthGate {
   }
 
   private verify(key: Uint8Array, sig: Uint8Array, challenge: Uint8Array, peer: string, description: string): Principal {
-    const locked = this.lockedFor(peer);
+    const who = key.length === 32 ? `key ${fingerprint(key)}` : `a malformed key (${key.length} bytes)`;
+    const pair = `${peer} ${key.length === 32 ? Buffer.from(key).toString("hex") : "malformed"}`;
+    const locked = this.lockedFor(pair);
     if (locked > 0) {
-      log("warn", `${description}: authentication refused: ${MAX_FAILURES} failures from ${peer} within ${FAILURE_WINDOW_MS / 1000} s`);
-      throw new FractalError(ErrorCode.UNAUTHENTICATED, `too many failed attempts from ${peer}; try again in ${Math.ceil(locked / 1000)} s`);
+      log("warn", `${description}: authentication refused: ${MAX_FAILURES} failures of ${who} from ${peer} within ${FAILURE_WINDOW_MS / 1000} s`);
+      throw new FractalError(ErrorCode.UNAUTHENTICATED, `too many failed attempts with ${who} from ${peer}; try again in ${Math.ceil(locked / 1000)} s`);
     }
     const found = this.lookup(key);
     // The signature is checked even for unknown keys so both failures cost the same.
@@ -42,8 +51,7 @@ export class AuthGate {
       log("info", `${description}: authenticated as ${found.name}`);
       return { name: found.name, allowed: found.allowed };
     }
-    this.noteFailure(peer);
-    const who = key.length === 32 ? `key ${fingerprint(key)}` : `a malformed key (${key.length} bytes)`;
+    this.noteFailure(pair);
     const why = this.keys.length === 0 ? "this agent has no authorised keys" : !found ? `${who} is not authorised` : `bad signature from ${who}`;
     log("warn", `${description}: authentication failed: ${why}`);
     throw new FractalError(ErrorCode.UNAUTHENTICATED, why);
@@ -60,26 +68,26 @@ export class AuthGate {
     return found;
   }
 
-  /** Milliseconds until `peer` may try again; 0 when it may now. */
-  private lockedFor(peer: string): number {
-    const recent = this.recent(peer);
+  /** Milliseconds until this (address, key) pair may try again; 0 when it may now. */
+  private lockedFor(pair: string): number {
+    const recent = this.recent(pair);
     if (recent.length < MAX_FAILURES) return 0;
     return recent[recent.length - MAX_FAILURES]! + FAILURE_WINDOW_MS - this.now();
   }
 
-  private recent(peer: string): number[] {
+  private recent(pair: string): number[] {
     const cutoff = this.now() - FAILURE_WINDOW_MS;
-    const list = (this.failures.get(peer) ?? []).filter((t) => t > cutoff);
-    if (list.length === 0) this.failures.delete(peer);
-    else this.failures.set(peer, list);
+    const list = (this.failures.get(pair) ?? []).filter((t) => t > cutoff);
+    if (list.length === 0) this.failures.delete(pair);
+    else this.failures.set(pair, list);
     return list;
   }
 
-  private noteFailure(peer: string): void {
-    const list = this.recent(peer);
+  private noteFailure(pair: string): void {
+    const list = this.recent(pair);
     list.push(this.now());
-    this.failures.delete(peer); // re-inserted last: Map order is our age order
-    this.failures.set(peer, list.slice(-MAX_FAILURES));
+    this.failures.delete(pair); // re-inserted last: Map order is our age order
+    this.failures.set(pair, list.slice(-MAX_FAILURES));
     if (this.failures.size > MAX_TRACKED) this.failures.delete(this.failures.keys().next().value!);
   }
 }

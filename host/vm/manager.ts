@@ -97,7 +97,10 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   const existing = readRecord(o.name);
   if (existing && qemuAlive(existing.pid)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `VM ${o.name} is already running (pid ${existing.pid}); stop it first`);
   removeState(o.name);
-  fs.mkdirSync(dir, { recursive: true });
+  // Private to the owner: the agent's serial socket in it needs no key, so
+  // whoever can reach it can run anything in the guest.
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
 
   const accel = usableAccel(path.dirname(stateRoot()));
   const tcpPort = o.tcp === "none" ? undefined : o.tcp === 0 ? await freePort() : o.tcp;
@@ -114,6 +117,9 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     removeState(o.name);
     throw new FractalError(ErrorCode.INTERNAL, `QEMU failed to start (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`);
   }
+  // QEMU made its sockets and console log after daemonizing, under its own
+  // umask 027: the owner's alone they should be (the directory already is).
+  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o600);
   const pid = Number(fs.readFileSync(path.join(dir, "qemu.pid"), "utf8").trim());
   const rec: VmRecord = {
     name: o.name,
@@ -192,7 +198,7 @@ export function listVms(): VmStatus[] {
 /** The state of a running VM, or a clear error; stale state is cleaned on the way. */
 export function requireVm(name: string): VmRecord {
   const rec = readRecord(name);
-  if (!rec) throw new FractalError(ErrorCode.NOT_FOUND, `no VM named ${name} (see fractal-host ls)`);
+  if (!rec) throw new FractalError(ErrorCode.VM_NOT_FOUND, `no VM named ${name} (see fractal-host ls)`);
   if (!qemuAlive(rec.pid)) {
     removeState(name);
     throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${name} is not running (its QEMU, pid ${rec.pid}, is gone); its stale state was removed`);
@@ -228,7 +234,7 @@ async function killVm(rec: VmRecord): Promise<void> {
 /** Graceful power-off through the agent; kills QEMU if that does not finish in time. Returns how it ended. */
 export async function stopVm(name: string, graceMs = 20_000): Promise<"shutdown" | "killed" | "stale"> {
   const rec = readRecord(name);
-  if (!rec) throw new FractalError(ErrorCode.NOT_FOUND, `no VM named ${name} (see fractal-host ls)`);
+  if (!rec) throw new FractalError(ErrorCode.VM_NOT_FOUND, `no VM named ${name} (see fractal-host ls)`);
   if (!qemuAlive(rec.pid)) {
     removeState(name);
     return "stale";

@@ -13,6 +13,8 @@ export interface Raw {
   /** Waits for the next frame matching pred; fails if the agent hangs up first. */
   next(pred: (f: Frame) => boolean): Promise<Frame>;
   closed: Promise<void>;
+  /** The socket itself, to stop reading from it or see what it holds back. */
+  socket: net.Socket;
 }
 
 export async function rawTcp(url: string): Promise<Raw> {
@@ -32,6 +34,7 @@ export async function rawTcp(url: string): Promise<Raw> {
     send: (b) => void sock.write(b),
     sendFrame: (f) => void sock.write(encodeFrame(f)),
     closed,
+    socket: sock,
     async next(pred) {
       for (;;) {
         const i = frames.findIndex(pred);
