@@ -50,11 +50,13 @@ host-deps:
 	@command -v go >/dev/null || { echo "Go is needed to build u-root (https://go.dev)"; exit 1; }
 
 # The container tests check our image reader against images other tools
-# write: umoci builds layers, skopeo converts to docker-archive and zstd.
+# write: umoci builds layers, skopeo converts to docker-archive and zstd,
+# debootstrap makes a Debian root file system from Debian's archive.
 test-deps:
 	@missing=""; \
 	command -v umoci >/dev/null || missing="$$missing umoci"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

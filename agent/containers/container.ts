@@ -189,8 +189,9 @@ export class Container {
     this.resolveDone(exit);
   }
 
-  attach(sink: OutputSink, logs: boolean, follow: boolean): void {
-    this.output.attach(sink, logs, follow);
+  /** See OutputLog.attach: only a client feeding stdin paces the container. */
+  attach(sink: OutputSink, o: { pace: boolean; fromStart: boolean; follow: boolean }): void {
+    this.output.attach(sink, o);
   }
 
   async writeStdin(chunk: Uint8Array): Promise<void> {

@@ -23,13 +23,15 @@ async function until(re: RegExp, ms = 60_000): Promise<void> {
   }
 }
 
-const scripts: Record<string, string> = {
-  resize: "stty size; read x; stty size; exit 7",
-  ctrlc: "trap 'echo got-INT; exit 9' INT; echo ready; while :; do sleep 0.1; done",
+const scripts: Record<string, string[]> = {
+  resize: ["sh", "-c", "stty size; read x; stty size; exit 7"],
+  ctrlc: ["sh", "-c", "trap 'echo got-INT; exit 9' INT; echo ready; while :; do sleep 0.1; done"],
+  // An interactive bash, typed at as a user would.
+  bash: ["bash"],
 };
 // Inline terminal options (not a shared Bun.Terminal): only then does Bun
 // make the PTY the child's controlling terminal, which SIGWINCH needs.
-const proc = Bun.spawn([cli, ...target, ...prefix, "sh", "-c", scripts[scenario!]!], {
+const proc = Bun.spawn([cli, ...target, ...prefix, ...scripts[scenario!]!], {
   terminal: {
     cols: 100,
     rows: 30,
@@ -41,7 +43,11 @@ const proc = Bun.spawn([cli, ...target, ...prefix, "sh", "-c", scripts[scenario!
 const term = proc.terminal!; // spawned with `terminal`
 const raw = () => (term.localFlags & (ICANON | ECHO)) === 0;
 const result: Record<string, unknown> = { scenario };
-if (scenario === "resize") {
+if (scenario === "bash") {
+  await until(/[#$] $/);
+  result.rawWhileRunning = raw();
+  term.write('echo "bash $BASH_VERSION on $(tty)"; exit 5\r');
+} else if (scenario === "resize") {
   await until(/30 100/);
   result.rawWhileRunning = raw();
   term.resize(120, 40);

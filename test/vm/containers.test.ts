@@ -41,7 +41,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  await cli(["stop", NAME]);
+  await cli(["vm", "stop", NAME]);
   fs.rmSync(state, { recursive: true, force: true });
   fs.rmSync(store, { recursive: true, force: true });
 }, 120_000);
@@ -140,7 +140,13 @@ describe("containers", () => {
     expect(nf.stderr).toMatch(/no-such-cmd: executable file not found/);
     const img = await vm("run", "--rm", "no/such:image", "true");
     expect(img.stderr).toMatch(/image no\/such:image not found/);
-    expect(img.code).not.toBe(0);
+    // fractal's own failures are 125; only the command itself missing is 127.
+    expect(img.code).toBe(125);
+    for (const args of [["exec", "no-such-container", "true"], ["logs", "no-such-container"], ["kill", "no-such-container"], ["wait", "no-such-container"]]) {
+      const r = await vm(args[0]!, ...args.slice(1));
+      expect(r.stderr).toMatch(/no such container: no-such-container/);
+      expect(r.code).toBe(125);
+    }
   }, 120_000);
 
   it("keeps a detached container running after its client left; logs, exec, kill, wait, rm", async () => {
@@ -178,6 +184,41 @@ describe("containers", () => {
     await vm("rm", "sleeper");
     await vm("rm", "echoer");
   }, 180_000);
+
+  it("replays a 200 MiB log streamed, with the agent's memory flat", async () => {
+    const size = 200 << 20;
+    expect((await vm("run", "-d", "--name", "big", "busybox", "head", "-c", String(size), "/dev/zero")).code).toBe(0);
+    expect(out(await vm("wait", "big"))).toBe("0\n");
+    const agentPid = (await guest("pidof fractal-agent")).trim();
+    // Reset the agent's peak RSS (VmHWM), so the peak read after is the replay's.
+    await guest(`echo 5 > /proc/${agentPid}/clear_refs`);
+    const kib = (field: string, status: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)![1]);
+    const before = kib("VmRSS", await guest(`cat /proc/${agentPid}/status`));
+    const logs = await vm("logs", "big");
+    expect(logs.stdout.length).toBe(size);
+    expect(logs.stdout.every((b) => b === 0)).toBe(true);
+    const peak = kib("VmHWM", await guest(`cat /proc/${agentPid}/status`));
+    expect((peak - before) / 1024).toBeLessThan(32);
+    await vm("rm", "big");
+  }, 300_000);
+
+  it("never lets a stopped logs -f reader hold a container back", async () => {
+    const size = 100 << 20;
+    expect((await vm("run", "-d", "--name", "flood", "busybox", "sh", "-c", `sleep 3; head -c ${size} /dev/zero; echo done`)).code).toBe(0);
+    let follower: import("node:child_process").ChildProcess | undefined;
+    const following = runCli(["logs", "--vm", NAME, "-f", "flood"], { env, started: (p) => (follower = p) });
+    await new Promise((r) => setTimeout(r, 1500));
+    follower!.kill("SIGSTOP");
+    // Alone it finishes in seconds; behind a reader that paced it, never.
+    const w = await vm("wait", "flood");
+    expect(out(w)).toBe("0\n");
+    follower!.kill("SIGCONT");
+    const f = await following;
+    expect(f.code).toBe(0);
+    expect(f.stdout.length).toBe(size + 5);
+    expect(f.stdout.subarray(size).toString()).toBe("done\n");
+    await vm("rm", "flood");
+  }, 300_000);
 
   it("gives two containers writing the same path each their own copy", async () => {
     const [a, b] = await Promise.all(["one", "two"].map((w) => vm("run", "--rm", "busybox", "sh", "-c", `echo ${w} > /etc/shared-path; sleep 2; cat /etc/shared-path`)));
