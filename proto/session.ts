@@ -270,8 +270,8 @@ export class Session implements StreamHost {
 
   /** Ends the connection after flushing what is queued. */
   close(): void {
-    this.link.close();
     this.teardown(new FractalError(ErrorCode.UNAVAILABLE, "connection closed"));
+    this.link.close();
   }
 
   // --- StreamHost ---------------------------------------------------------
@@ -617,8 +617,8 @@ export class Session implements StreamHost {
     this.opts.onProtocolError?.(v, false);
     this.sendFrame({ protocolError: { code: v.code, message: v.message, fatal: v.fatal } });
     if (v.fatal) {
-      this.link.close();
       this.teardown(new FractalError(v.code, v.message));
+      this.link.close();
     }
   }
 
@@ -669,9 +669,10 @@ export class Session implements StreamHost {
     this.idleTimer.unref?.();
   }
 
+  /** Ends the session with `err`; torn down before the link closes, whose close event (synchronous on some links) would report a plain "connection closed" instead. */
   private fail(err: FractalError): void {
-    this.link.close();
     this.teardown(err);
+    this.link.close();
   }
 
   private teardown(err: FractalError): void {

@@ -114,7 +114,7 @@ describe("fractal-host boot", () => {
     // agent listens, with the test key authorised, as a guest's would be.)
     // The background agent must not hold our stdout, or exec would wait for it.
     const host = `${BUILD}/fractal-host`;
-    const script = `/bin/fractal-agent --listen vsock://:2000 --authorized-keys ${process.env.FRACTAL_KEY}.pub >/tmp/vsock-agent.log 2>&1 & sleep 2; ${host} --connect vsock://1:2000 exec -- echo unkeyed; echo "status $?"; ${host} --key ${process.env.FRACTAL_KEY} --connect vsock://1:2000 exec -- sh -c 'echo over-vsock; exit 3'; s=$?; kill %1; exit $s`;
+    const script = `/bin/fractal-agent --listen vsock://:2000 --authorized-keys ${process.env.FRACTAL_KEY}.pub >/tmp/vsock-agent.log 2>&1 & sleep 2; ${host} --connect vsock://1:2000 exec -- echo unkeyed; echo "status $?"; ${host} --key ${process.env.FRACTAL_KEY} --connect vsock://1:2000 exec -- sh -c 'echo over-vsock; exit 3'`;
     const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", script]);
     expect(r.stderr).toMatch(/the agent requires a key and none was given/);
     expect(r.stdout.toString()).toBe("status 125\nover-vsock\n");
