@@ -18,7 +18,7 @@ import type { Frame } from "../proto/wire.js";
 import { fileLink } from "../proto/file-link.js";
 import { log } from "./log.js";
 import { serveLink, type ConnectionLimits } from "./server.js";
-import { makeRaw } from "./sys/linux.js";
+import { makeRaw } from "../proto/libc.js";
 
 // Short, because the next host may be waiting (its Hello is repeated, so
 // nothing is lost); not zero, because a port with no host attached reads EOF

@@ -13,7 +13,7 @@ import path from "node:path";
 import tar from "tar-stream";
 import { ImageError } from "./errors.js";
 import type { Layer } from "./store.js";
-import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from "./sys.js";
+import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from "../proto/libc.js";
 import { ContainedTree, entryPath } from "./tree.js";
 
 const OPAQUE_XATTR = "trusted.overlay.opaque";

@@ -53,7 +53,7 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
     }
     case "vsock": {
       const { vsockConnectFd } = await import("./vsock.js");
-      return bunFdLink(await vsockConnectFd(ep.cid, ep.port), `vsock ${ep.cid}:${ep.port}`);
+      return bunFdLink(vsockConnectFd(ep.cid, ep.port), `vsock ${ep.cid}:${ep.port}`);
     }
     case "hvsock": {
       const sock = await connectSocket(net.connect({ path: ep.path }), where, timeoutMs);

@@ -75,7 +75,7 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
     }
     case "vsock": {
       const { vsockListenFd } = await import("./vsock.js");
-      const fd = await vsockListenFd(ep.port);
+      const fd = vsockListenFd(ep.port);
       const server = net.createServer((sock) => onLink(socketLink(sock, `vsock :${ep.port}`)));
       await bind(server, ep, () => server.listen({ fd }));
       return { endpoint: ep, close: () => closeServer(server) };

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { addLogSink, log } from "../log.js";
-import { loadModule, mount, setHostname, umount, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME } from "../sys/linux.js";
+import { loadModule, mount, setHostname, umount2, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME } from "../../proto/libc.js";
 import { parseCmdline, type BootConfig, type Share } from "./cmdline.js";
 
 /** Where the initramfs build puts modules and their load order (see initramfs/modules.ts). */
@@ -79,8 +79,8 @@ function step(what: string, fn: () => void): void {
  */
 function dropCgroupV1(): void {
   const v1 = [...mounted()].filter(([t, fstype]) => fstype === "cgroup" && t.startsWith("/sys/fs/cgroup/")).map(([t]) => t);
-  for (const t of v1) step(`unmount cgroup v1 ${t}`, () => umount(t));
-  if (mounted().get("/sys/fs/cgroup") === "tmpfs") step("unmount /sys/fs/cgroup tmpfs", () => umount("/sys/fs/cgroup"));
+  for (const t of v1) step(`unmount cgroup v1 ${t}`, () => umount2(t));
+  if (mounted().get("/sys/fs/cgroup") === "tmpfs") step("unmount /sys/fs/cgroup tmpfs", () => umount2("/sys/fs/cgroup"));
 }
 
 function mountBase(): void {

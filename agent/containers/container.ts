@@ -8,11 +8,11 @@
 // guest's root is the initramfs.
 import fs from "node:fs";
 import path from "node:path";
-import { S_IFIFO, mknod } from "../../oci/sys.js";
+import { S_IFIFO, mknod } from "../../proto/libc.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { log } from "../log.js";
 import type { ExitResult } from "../process/child.js";
-import { MNT_DETACH, umount2 } from "../sys/linux.js";
+import { MNT_DETACH, umount2 } from "../../proto/libc.js";
 import { OutputLog, type OutputSink } from "./output.js";
 import { resizeByPidFile } from "./winsize.js";
 

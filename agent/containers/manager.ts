@@ -9,7 +9,7 @@ import { asFractalError } from "../../oci/errors.js";
 import { ImageStore, type Image } from "../../oci/store.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { log } from "../log.js";
-import { mount } from "../sys/linux.js";
+import { mount } from "../../proto/libc.js";
 import { Container, RUNTIME, type ContainerExit } from "./container.js";
 import { LayerCache, type Progress } from "./layers.js";
 import type { OutputSink } from "./output.js";

@@ -4,7 +4,7 @@
 // it reaches as the container process's stdio through /proc/PID/fd. The
 // process's pid comes from the runtime's --pid-file.
 import fs from "node:fs";
-import { setWindowSize } from "../sys/linux.js";
+import { setWindowSize } from "../../proto/libc.js";
 
 export function resizeByPidFile(pidFile: string, cols: number, rows: number): void {
   let pid: number;

@@ -32,7 +32,7 @@ export function version(protocolVersion: number): ResponseBody {
 export function shutdown(reboot: boolean, isInit: boolean): ResponseBody {
   if (!isInit) throw new FractalError(ErrorCode.PERMISSION_DENIED, "shutdown: this agent is not a guest's init task (start it with --init)");
   setTimeout(async () => {
-    const { powerOff } = await import("../sys/linux.js");
+    const { powerOff } = await import("../../proto/libc.js");
     log("info", `shutdown: ${reboot ? "rebooting" : "powering off"}`);
     try {
       powerOff(reboot);

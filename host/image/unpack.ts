@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { unpackLayer } from "../../oci/layer.js";
 import type { Image, ImageStore } from "../../oci/store.js";
-import { mknod, S_IFCHR } from "../../oci/sys.js";
+import { mknod, S_IFCHR } from "../../proto/libc.js";
 
 type Kind = "dir" | "other" | "whiteout";
 

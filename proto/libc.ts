@@ -1,0 +1,195 @@
+// The one binding of libc through bun:ffi, for both sides: the system calls
+// node:fs and node:net lack (mount, finit_module, reboot, termios, window
+// sizes, mknod, xattrs, AF_VSOCK sockets), each behind a small typed
+// function, with one error type. Linux only; nothing else in the tree
+// imports bun:ffi.
+//
+// libc is opened on first use, not at import: the CLI loads this module with
+// every command and most never make one of these calls. None of the calls
+// touches per-thread state Bun's other threads would miss (setns and unshare
+// of the mount namespace, which are per-thread, never appear here: see
+// initramfs/nshelper).
+import fs from "node:fs";
+import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+
+function open() {
+  return dlopen("libc.so.6", {
+    mount: { args: [FFIType.cstring, FFIType.cstring, FFIType.cstring, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    umount2: { args: [FFIType.cstring, FFIType.i32], returns: FFIType.i32 },
+    sethostname: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+    syscall: { args: [FFIType.i64, FFIType.i64, FFIType.ptr, FFIType.i64], returns: FFIType.i64 },
+    tcgetattr: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+    tcsetattr: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+    cfmakeraw: { args: [FFIType.ptr], returns: FFIType.void },
+    sync: { args: [], returns: FFIType.void },
+    reboot: { args: [FFIType.i32], returns: FFIType.i32 },
+    ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    mknod: { args: [FFIType.cstring, FFIType.u32, FFIType.u64], returns: FFIType.i32 },
+    lsetxattr: { args: [FFIType.cstring, FFIType.cstring, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+    socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    bind: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+    listen: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    connect: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+    close: { args: [FFIType.i32], returns: FFIType.i32 },
+    strerror: { args: [FFIType.i32], returns: FFIType.cstring },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  }).symbols;
+}
+let symbols: ReturnType<typeof open> | undefined;
+const c = () => (symbols ??= open());
+
+/** A failed system call: which, on what, and errno (with its text). */
+export class SysError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(`${call}: ${String(c().strerror(errno))} (errno ${errno})`);
+    this.name = "SysError";
+  }
+}
+
+// <asm-generic/errno-base.h>
+export const ENOENT = 2;
+export const EBUSY = 16;
+export const EEXIST = 17;
+export const EAFNOSUPPORT = 97;
+
+function errno(): number {
+  return read.i32(c().__errno_location() as Pointer, 0); // glibc's errno pointer is always valid
+}
+
+const cstr = (s: string) => Buffer.from(`${s}\0`);
+
+/** Throws SysError for a call that returned non-zero. */
+function check(rc: number | bigint, call: string): void {
+  if (Number(rc) !== 0) throw new SysError(call, errno());
+}
+
+// --- mounts (<linux/mount.h>) -------------------------------------------------
+
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+export const MS_RELATIME = 1 << 21;
+/** umount2: detach now, clean up when the last user goes (a container's rootfs may still be busy). */
+export const MNT_DETACH = 2;
+
+/** mount(2). data is the filesystem's option string. */
+export function mount(source: string, target: string, fstype: string, flags: number, data = ""): void {
+  check(c().mount(cstr(source), cstr(target), cstr(fstype), BigInt(flags), ptr(cstr(data))), `mount ${fstype} on ${target}`);
+}
+
+export function umount2(target: string, flags = 0): void {
+  check(c().umount2(cstr(target), flags), `umount ${target}`);
+}
+
+// --- the machine ----------------------------------------------------------------
+
+// <sys/syscall.h> x86_64; the libc wrapper for finit_module is missing in older glibc.
+const SYS_finit_module = 313;
+
+/** Loads a kernel module from a file; true if loaded now, false if it already was (or is built in). */
+export function loadModule(path: string, params = ""): boolean {
+  const fd = fs.openSync(path, "r");
+  try {
+    if (Number(c().syscall(SYS_finit_module, fd, ptr(cstr(params)), 0)) === 0) return true;
+    const e = errno();
+    if (e === EEXIST || e === EBUSY) return false;
+    // finit_module's ENOENT means an unresolved symbol, not a missing file.
+    if (e === ENOENT) throw new Error(`finit_module ${path}: unknown symbol (a dependency is not loaded; see dmesg)`);
+    throw new SysError(`finit_module ${path}`, e);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export function setHostname(name: string): void {
+  const b = Buffer.from(name);
+  check(c().sethostname(ptr(b), BigInt(b.length)), "sethostname");
+}
+
+// <linux/reboot.h>
+const LINUX_REBOOT_CMD_POWER_OFF = 0x4321fedc;
+const LINUX_REBOOT_CMD_RESTART = 0x01234567;
+
+/** Flushes filesystems and powers off or restarts the machine. Returns only on failure. */
+export function powerOff(restart: boolean): never {
+  c().sync();
+  c().reboot(restart ? LINUX_REBOOT_CMD_RESTART : LINUX_REBOOT_CMD_POWER_OFF);
+  throw new SysError("reboot", errno());
+}
+
+// --- terminals ------------------------------------------------------------------
+
+/** Puts a terminal into raw mode (cfmakeraw): 8-bit clean, no echo, no line editing. */
+export function makeRaw(fd: number): void {
+  const termios = new Uint8Array(64); // sizeof(struct termios) is 60 on x86_64
+  check(c().tcgetattr(fd, ptr(termios)), "tcgetattr");
+  c().cfmakeraw(ptr(termios));
+  check(c().tcsetattr(fd, 0 /* TCSANOW */, ptr(termios)), "tcsetattr");
+}
+
+const TIOCSWINSZ = 0x5414;
+
+/**
+ * Sets the window size of the terminal `fd` refers to (a PTY slave works as
+ * well as its master); the kernel then sends SIGWINCH to its foreground group.
+ */
+export function setWindowSize(fd: number, cols: number, rows: number): void {
+  check(c().ioctl(fd, TIOCSWINSZ, ptr(new Uint16Array([rows, cols, 0, 0]))), "ioctl TIOCSWINSZ");
+}
+
+// --- files node:fs cannot make ------------------------------------------------
+
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_IFIFO = 0o010000;
+
+/** glibc's makedev: major and minor split across the 64-bit dev_t. */
+function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffn) << 8n) | ((ma & ~0xfffn) << 32n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n);
+}
+
+/** mknod(2): device nodes, FIFOs, overlay whiteouts (0/0 character devices). */
+export function mknod(path: string, type: number, perm: number, major = 0, minor = 0): void {
+  check(c().mknod(cstr(path), (type | (perm & 0o7777)) >>> 0, makedev(major, minor)), `mknod ${path}`);
+}
+
+/** lsetxattr(2): an extended attribute on the path itself, never a symlink's target. */
+export function lsetxattr(path: string, name: string, value: Uint8Array): void {
+  const buf = value.length > 0 ? value : new Uint8Array(1);
+  check(c().lsetxattr(cstr(path), cstr(name), buf, value.length, 0), `setxattr ${name} ${path}`);
+}
+
+// --- sockets node:net cannot make (AF_VSOCK) ---------------------------------------
+
+/** A new socket's fd; throws SysError. */
+export function socket(domain: number, type: number, protocol: number): number {
+  const fd = c().socket(domain, type, protocol);
+  if (fd < 0) throw new SysError("socket", errno());
+  return fd;
+}
+
+/** Runs one socket call on `fd`; on failure closes it and throws SysError naming `what`. */
+function orClose(fd: number, rc: number, what: string): void {
+  if (rc === 0) return;
+  const e = errno();
+  c().close(fd);
+  throw new SysError(what, e);
+}
+
+export function bind(fd: number, addr: Uint8Array, what: string): void {
+  orClose(fd, c().bind(fd, ptr(addr), addr.length), what);
+}
+
+export function listen(fd: number, backlog: number, what: string): void {
+  orClose(fd, c().listen(fd, backlog), what);
+}
+
+export function connect(fd: number, addr: Uint8Array, what: string): void {
+  orClose(fd, c().connect(fd, ptr(addr), addr.length), what);
+}
