@@ -7,6 +7,7 @@ import { log } from "./log.js";
 import { serve, type ConnectionLimits } from "./server.js";
 import { agentRole } from "./handlers/index.js";
 import { AGENT_VERSION } from "./version.js";
+import { AGENT_PORT, SERIAL_PORT_NAME } from "../proto/guest.js";
 
 const usage = `usage: fractal-agent [--init] --listen URL [--listen URL]...
 
@@ -46,7 +47,7 @@ Serves the fractal protocol on every URL given:
 `;
 
 /** Listeners of a guest when the kernel command line names none. */
-const GUEST_DEFAULT_LISTEN = ["virtio-serial://org.fractal.agent", "vsock://:1024"];
+const GUEST_DEFAULT_LISTEN = [`virtio-serial://${SERIAL_PORT_NAME}`, `vsock://:${AGENT_PORT}`];
 
 async function main(): Promise<void> {
   let values;

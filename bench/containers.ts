@@ -15,13 +15,14 @@ import { AgentClient, exitStatusOf } from "../host/client.js";
 import { writeImage } from "../host/image/oci-layout.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
 import { imageStoreShare } from "../host/vm/qemu.js";
+import { IMAGE_STORE, NS_HELPER } from "../proto/guest.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const BUILD = path.join(ROOT, "build");
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 const UNPACK_RUNS = Number(process.env.BENCH_UNPACK_RUNS ?? 3);
-const GUEST_STORE = "/var/lib/fractal/images";
+const GUEST_STORE = IMAGE_STORE;
 process.env.FRACTAL_STATE = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-ctr-"));
 const store = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-store-"));
 
@@ -103,7 +104,7 @@ async function main(): Promise<void> {
       return performance.now() - t0;
     };
     let n = 0;
-    const runCrun = async () => (await must(["/bin/fractal-ns", "-pivotable", "--", "/bin/crun", "run", "--bundle", bundle, `direct${n++}`])).ms;
+    const runCrun = async () => (await must([NS_HELPER, "-pivotable", "--", "/bin/crun", "run", "--bundle", bundle, `direct${n++}`])).ms;
     for (let i = 0; i < 2; i++) {
       await runOurs();
       await runCrun();

@@ -10,6 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { S_IFIFO, mknod } from "../../proto/libc.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { NS_HELPER } from "../../proto/guest.js";
 import { log } from "../log.js";
 import type { ExitResult } from "../process/child.js";
 import { MNT_DETACH, umount2 } from "../../proto/libc.js";
@@ -17,7 +18,6 @@ import { OutputLog, type OutputSink } from "./output.js";
 import { resizeByPidFile } from "./winsize.js";
 
 export const RUNTIME = "/bin/crun";
-export const NS_HELPER = "/bin/fractal-ns";
 /** Every container's cgroup lives under this one; crun's own is a child of ours. */
 export const CGROUP_ROOT = "/sys/fs/cgroup/fractal";
 /** What a bundle keeps about its container, for an agent that restarts. */

@@ -8,6 +8,7 @@ import path from "node:path";
 import { asFractalError } from "../../oci/errors.js";
 import { ImageStore, type Image } from "../../oci/store.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { IMAGE_STORE } from "../../proto/guest.js";
 import { log } from "../log.js";
 import { mount } from "../../proto/libc.js";
 import { Container, RUNTIME, type ContainerExit } from "./container.js";
@@ -18,8 +19,6 @@ import { checkCommand } from "./lookup.js";
 import { overlayData } from "./overlay.js";
 import { resolveUser } from "./users.js";
 
-/** Where `boot --images` mounts the host's image store. */
-export const IMAGE_STORE = "/var/lib/fractal/images";
 export const CONTAINERS_DIR = "/run/fractal/containers";
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 

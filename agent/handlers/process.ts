@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { checkSignal } from "../../proto/signals.js";
+import { HOST_ROOT, NS_HELPER } from "../../proto/guest.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
 import type { ExecRequest } from "../../proto/wire.js";
 import { startChild, type ExitResult } from "../process/child.js";
@@ -14,10 +15,6 @@ import { containerExecArgv } from "./containers.js";
 
 const SIGHUP = 1;
 
-/** Where `boot --host-root` mounts the host's root in the guest. */
-export const HOST_ROOT = "/host";
-/** The single-threaded helper that builds a namespace and execs (initramfs/nshelper). */
-export const NS_HELPER = "/bin/fractal-ns";
 
 /**
  * Wraps argv so the helper runs it in a private mount namespace. The

@@ -95,6 +95,21 @@ export function values(p: Parsed, name: string): string[] {
   return p.flags.get(name) ?? [];
 }
 
+/**
+ * A size as docker reads one (go-units RAMInBytes): a number, possibly
+ * fractional, with an optional binary unit b, k, m, g or t (any case,
+ * optionally followed by "b" or "ib"); a bare number is bytes. `min` is
+ * the smallest the flag accepts, named in the error with `minText`.
+ */
+export function parseSize(s: string, flag: string, command: string, min: number, minText: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(s.trim());
+  if (!m) throw usageError(command, `bad ${flag} "${s}": expected a size such as 64M, 1.5G or 1073741824 (bytes)`);
+  const unit = { "": 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase()]!; // the regex allows only these
+  const n = Math.floor(Number(m[1]) * unit);
+  if (n < min) throw usageError(command, `${flag} ${s} is too small: at least ${minText}`);
+  return n;
+}
+
 /** docker's -e: K=V sets, a bare K copies the variable from this environment (if set). */
 export function envFlags(kvs: string[], localEnv: NodeJS.ProcessEnv, command: string): Record<string, string> {
   const env: Record<string, string> = {};

@@ -4,7 +4,7 @@
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { exitStatusOf, type AgentClient, type ContainerSummary, type RunOptions } from "../client.js";
 import { parseSignal } from "../../proto/signals.js";
-import { envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
+import { parseSize, envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { followProcess } from "./exec.js";
 import { table } from "./table.js";
 import { fdWriter, windowSize } from "./terminal.js";
@@ -81,23 +81,14 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
     interactive: flag(p, "interactive"),
     detach: flag(p, "detach"),
     remove: flag(p, "rm"),
-    memoryBytes: memory === undefined ? undefined : parseBytes(memory),
+    // The kernel refuses a container less than 4 MiB.
+    memoryBytes: memory === undefined ? undefined : parseSize(memory, "--memory", "run", 4 << 20, "4M"),
     cpus: num("cpus", (n) => n > 0 && n <= 1024),
     pids: num("pids", (n) => Number.isInteger(n) && n > 0),
   };
   if (options.detach && options.remove && options.interactive) throw usageError("run", "-d with -i and --rm leaves nothing to attach to");
   if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };
   return { options, vm: value(p, "vm") };
-}
-
-/** 64M, 1G, 512k or plain bytes; at least 4 MiB (the kernel refuses less for a container). */
-export function parseBytes(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)[iI]?[bB]?$/.exec(s);
-  if (!m) throw usageError("run", `bad --memory "${s}": expected e.g. 64M or 1G`);
-  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase()]!; // the regex allows only these
-  const n = Math.floor(Number(m[1]) * mult);
-  if (n < 4 * 1024 * 1024) throw usageError("run", `--memory ${s} is too small: at least 4M`);
-  return n;
 }
 
 export async function runRun(client: AgentClient, cmd: RunCommand): Promise<number> {

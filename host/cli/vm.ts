@@ -2,10 +2,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { exitStatusFor } from "../../proto/errors.js";
+import { HOST_ROOT } from "../../proto/guest.js";
 import { bootVm, listVms, stopVm, type BootOptions } from "../vm/manager.js";
 import { hostRootShare, imageStoreShare } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
-import { flag, parseFlags, usageError, value, values } from "./args.js";
+import { flag, parseFlags, parseSize, usageError, value, values } from "./args.js";
 import { table } from "./table.js";
 import type { AgentClient } from "../client.js";
 import { DEFAULT_NAMESPACE, parseExec, runExec } from "./exec.js";
@@ -18,7 +19,8 @@ Boots a fractal guest under QEMU (KVM when /dev/kvm is usable, HVF on macOS,
 TCG otherwise) and waits until its agent answers.
 
   --name N                  VM name (default: fractal)
-  --mem SIZE                memory, e.g. 1G or 512M (default: 1G)
+  --mem SIZE                memory, e.g. 1G or 512M; a bare number is bytes,
+                            as in docker (default: 1G)
   --cpus N                  virtual CPUs (default: 2)
   --share HOSTDIR:TAG[:ro]  share a host directory over 9p; it appears at the
                             same path in the guest (repeatable)
@@ -95,13 +97,9 @@ function defaultArtifact(rel: string, env: string): string {
   return path.resolve(import.meta.dirname, "../../build", rel);
 }
 
-export function parseSize(s: string): number {
-  const m = /^(\d+)([KMGkmg]?)i?[Bb]?$/.exec(s);
-  if (!m) throw usageError("boot", `bad --mem "${s}": expected e.g. 1G or 512M`);
-  const n = Number(m[1]);
-  const mib = { "": n, k: n / 1024, m: n, g: n * 1024 }[m[2]!.toLowerCase()]!; // the regex allows only these
-  if (mib < 128) throw usageError("boot", `--mem ${s} is too small: the guest needs at least 128M`);
-  return Math.floor(mib);
+/** --mem in MiB; a size as docker reads one (a bare number is bytes). */
+export function parseMem(s: string): number {
+  return Math.floor(parseSize(s, "--mem", "boot", 128 << 20, "128M (the guest needs it)") / (1 << 20));
 }
 
 export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean; authorize: string[] } | "help" {
@@ -124,7 +122,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
     shares.push(imageStoreShare(path.resolve(images)));
   }
   // A virtiofs share at /host is the host root already: no 9p one on top.
-  const virtiofsRoot = values(p, "virtiofs").some((v) => v.split(":")[2] === "/host");
+  const virtiofsRoot = values(p, "virtiofs").some((v) => v.split(":")[2] === HOST_ROOT);
   if ((flag(p, "host-root") || flag(p, "host-root-rw")) && !virtiofsRoot) shares.push(hostRootShare(!flag(p, "host-root-rw")));
   const virtiofs = values(p, "virtiofs").map((s) => {
     const [socket, tag, guestPath] = s.split(":");
@@ -151,7 +149,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
     authorize: values(p, "authorize"),
     opts: {
       name: value(p, "name") ?? "fractal",
-      memMiB: parseSize(value(p, "mem") ?? "1G"),
+      memMiB: parseMem(value(p, "mem") ?? "1G"),
       cpus,
       shares,
       virtiofs,

@@ -7,7 +7,8 @@ import net from "node:net";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
-import { qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, AGENT_PORT, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { AGENT_PORT } from "../../proto/guest.js";
+import { qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, type Share9p, type VirtiofsShare } from "./qemu.js";
 import { listNames, qemuAlive, readRecord, removeState, stateRoot, vmDir, writeRecord, type VmRecord } from "./state.js";
 
 export interface BootOptions {

@@ -4,6 +4,7 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import { AGENT_PORT, HOST_ROOT, IMAGE_STORE, SERIAL_PORT_NAME } from "../../proto/guest.js";
 
 export type Accel = "kvm" | "tcg" | "hvf";
 
@@ -17,12 +18,12 @@ export interface Share9p {
 
 /** The share `boot --host-root` adds: the host's / at /host in the guest. */
 export function hostRootShare(readonly: boolean): Share9p {
-  return { hostDir: "/", tag: "hostroot", readonly, guestPath: "/host" };
+  return { hostDir: "/", tag: "hostroot", readonly, guestPath: HOST_ROOT };
 }
 
 /** The share `boot --images` adds: the image store, where the agent looks for it. */
 export function imageStoreShare(hostDir: string): Share9p {
-  return { hostDir, tag: "images", readonly: true, guestPath: "/var/lib/fractal/images" };
+  return { hostDir, tag: "images", readonly: true, guestPath: IMAGE_STORE };
 }
 
 export interface VirtiofsShare {
@@ -53,9 +54,6 @@ export interface QemuOptions {
   uart?: boolean;
 }
 
-/** The agent's port on every guest transport that has ports. */
-export const AGENT_PORT = 1024;
-export const SERIAL_PORT_NAME = "org.fractal.agent";
 
 /** KVM when /dev/kvm is usable, HVF on macOS, TCG otherwise. */
 export function detectAccel(): Accel {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { parseCmdline } from "../../agent/boot/cmdline.js";
 import { parseExec } from "../../host/cli/exec.js";
-import { parseBoot, parseSize } from "../../host/cli/vm.js";
+import { parseBoot, parseMem } from "../../host/cli/vm.js";
+import { parseSize } from "../../host/cli/args.js";
 import { qemuArgs } from "../../host/vm/qemu.js";
 import { ANY_CID, formatEndpoint, parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
@@ -71,8 +72,15 @@ describe("CLI flags", () => {
     if (b === "help") throw new Error("unexpected help");
     expect(b.opts).toMatchObject({ name: "x", memMiB: 2048, cpus: 4, tcp: 5555, shares: [{ hostDir: "/tmp", tag: "t", readonly: true }] });
     expect(b.detach).toBe(true);
-    expect(parseSize("512M")).toBe(512);
-    expect(() => parseSize("64M")).toThrow(/too small/);
+    expect(parseMem("512M")).toBe(512);
+    expect(parseMem("1.5g")).toBe(1536);
+    expect(parseMem(String(256 << 20))).toBe(256); // a bare number is bytes, as docker reads sizes
+    expect(() => parseMem("64M")).toThrow(/too small/);
+    expect(() => parseMem("1024")).toThrow(/--mem 1024 is too small: at least 128M/);
+    expect(() => parseMem("lots")).toThrow(/bad --mem "lots"/);
+    expect(parseSize("64m", "--memory", "run", 4 << 20, "4M")).toBe(64 << 20);
+    expect(parseSize("64MiB", "--memory", "run", 4 << 20, "4M")).toBe(64 << 20);
+    expect(parseSize("8388608", "--memory", "run", 4 << 20, "4M")).toBe(8 << 20);
     expect(() => parseBoot(["--share", "/tmp"])).toThrow(/HOSTDIR:TAG/);
     expect(() => parseBoot(["--tcp", "http"])).toThrow(/bad --tcp/);
   });
