@@ -5,7 +5,8 @@ import { exitStatusFor } from "../proto/errors.js";
 import { authGate, tlsIdentity, type AuthFlags } from "./auth/config.js";
 import { log } from "./log.js";
 import { serve, type ConnectionLimits } from "./server.js";
-import { agentRole } from "./handlers/index.js";
+import { ContainerManager } from "./containers/manager.js";
+import type { AgentContext } from "./handlers/index.js";
 import { AGENT_VERSION } from "./version.js";
 import { AGENT_PORT, SERIAL_PORT_NAME } from "../proto/guest.js";
 
@@ -93,10 +94,10 @@ async function main(): Promise<void> {
   process.on("unhandledRejection", (err) => log("error", `unhandled rejection: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`));
   // Losing a client mid-write must not kill the agent.
   process.on("SIGPIPE", () => {});
+  const agent: AgentContext = { containers: new ContainerManager(), isInit: values.init === true };
   if (values.init) {
     // As the guest's init task nothing may end this process: every failure
     // is logged and the agent keeps serving whatever still works.
-    agentRole.isInit = true;
     const { boot, startNetwork } = await import("./boot/init.js");
     const cfg = await boot();
     const listen = [...values.listen, ...cfg.listen];
@@ -114,15 +115,14 @@ async function main(): Promise<void> {
     }
     // Containers a killed predecessor left running are ours again, before
     // the first client can ask for them.
-    const { containers } = await import("./handlers/containers.js");
-    containers.adoptAll();
-    await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls, limits });
+    agent.containers.adoptAll();
+    await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls, limits, agent });
     await startNetwork();
     return;
   }
   try {
     const flags = authFlags(values);
-    await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags), limits });
+    await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags), limits, agent });
   } catch (err) {
     process.stderr.write(`fractal-agent: ${(err as Error).message}\n`);
     process.exit(exitStatusFor(err));

@@ -17,7 +17,7 @@ import type { Authenticator } from "../proto/session.js";
 import type { Frame } from "../proto/wire.js";
 import { fileLink } from "../proto/file-link.js";
 import { log } from "./log.js";
-import { serveLink, type ConnectionLimits } from "./server.js";
+import { serveLink, type Served } from "./server.js";
 import { makeRaw } from "../proto/libc.js";
 
 // Short, because the next host may be waiting (its Hello is repeated, so
@@ -48,7 +48,7 @@ function devicePath(ep: Endpoint): string | undefined {
 }
 
 /** Serves one serial endpoint forever; never throws. */
-export function serveSerial(ep: Endpoint, authenticator?: Authenticator, limits?: ConnectionLimits): void {
+export function serveSerial(ep: Endpoint, authenticator: Authenticator | undefined, served: Served): void {
   const where = formatEndpoint(ep);
   let waitingLogged = false;
   const open = () => {
@@ -68,14 +68,14 @@ export function serveSerial(ep: Endpoint, authenticator?: Authenticator, limits?
       setTimeout(open, 1000);
       return;
     }
-    runEpochs(fd, where, authenticator, limits, () => setTimeout(open, REOPEN_DELAY_MS));
+    runEpochs(fd, where, authenticator, served, () => setTimeout(open, REOPEN_DELAY_MS));
   };
   log("info", `listening on ${where}`);
   open();
 }
 
 /** Splits one device into a sequence of per-session links. */
-function runEpochs(fd: number, where: string, authenticator: Authenticator | undefined, limits: ConnectionLimits | undefined, onDeviceClosed: () => void): void {
+function runEpochs(fd: number, where: string, authenticator: Authenticator | undefined, served: Served, onDeviceClosed: () => void): void {
   let current: Epoch | undefined;
   // EOF ends the host's session; the fd stays open for the next one.
   const device = fileLink(fd, where, {
@@ -99,7 +99,7 @@ function runEpochs(fd: number, where: string, authenticator: Authenticator | und
       },
     );
     current = epoch;
-    serveLink(epoch.link, authenticator, limits);
+    serveLink(epoch.link, authenticator, served);
     if (firstBytes) epoch.feed(firstBytes);
   };
   device.onData((b) => current?.feed(b));

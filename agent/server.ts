@@ -7,7 +7,7 @@ import { encodeFrame } from "../proto/frame.js";
 import { ErrorCode } from "../proto/errors.js";
 import { Session, type Authenticator } from "../proto/session.js";
 import type { AuthGate } from "./auth/authenticator.js";
-import { connectionHandler } from "./handlers/index.js";
+import { connectionHandler, type AgentContext } from "./handlers/index.js";
 import { log } from "./log.js";
 import { AGENT_VERSION } from "./version.js";
 
@@ -29,8 +29,15 @@ export interface ConnectionLimits {
   maxConnectionsPerAddress?: number;
 }
 
+/** What every connection is served with. */
+export interface Served {
+  agent: AgentContext;
+  limits: ConnectionLimits;
+}
+
 /** Accepts connections on a link; usable for transports that are not listeners (serial). */
-export function serveLink(link: Link, authenticator?: Authenticator, limits: ConnectionLimits = {}): Session {
+export function serveLink(link: Link, authenticator: Authenticator | undefined, served: Served): Session {
+  const { limits } = served;
   let session!: Session;
   let protocolErrors = 0;
   session = Session.accept(link, {
@@ -49,7 +56,7 @@ export function serveLink(link: Link, authenticator?: Authenticator, limits: Con
     },
   });
   // Built after accept so the handler can hook the session's close.
-  const handler = connectionHandler(session);
+  const handler = connectionHandler(session, served.agent);
   // A serial port reopened while no host is attached yields sessions that
   // never shook hands; logging each would flood the console.
   session.onClose((err) => {
@@ -67,6 +74,7 @@ export interface ServeOptions {
   /** Guest mode: a listener that fails is logged and skipped, never fatal. */
   tolerant?: boolean;
   limits?: ConnectionLimits;
+  agent: AgentContext;
 }
 
 export async function serve(opts: ServeOptions): Promise<Agent> {
@@ -92,7 +100,7 @@ async function listenOne(url: string, opts: ServeOptions): Promise<Listener | un
   const ep = parseEndpoint(url);
   if (ep.kind === "serial" || ep.kind === "virtio-serial") {
     const { serveSerial } = await import("./serial.js");
-    serveSerial(ep, opts.gate.forConnection(ep.kind, "", formatEndpoint(ep)), opts.limits);
+    serveSerial(ep, opts.gate.forConnection(ep.kind, "", formatEndpoint(ep)), { agent: opts.agent, limits: opts.limits ?? {} });
     return undefined;
   }
   const perAddress = new AddressCounter(opts.limits?.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS);
@@ -101,7 +109,7 @@ async function listenOne(url: string, opts: ServeOptions): Promise<Listener | un
     (link) => {
       if (link.peer !== undefined && !perAddress.admit(link)) return;
       log("info", `${link.description}: connected`);
-      serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description), opts.limits);
+      serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description), { agent: opts.agent, limits: opts.limits ?? {} });
     },
     { tls: opts.tls },
   );

@@ -37,6 +37,12 @@ export interface ExecOptions {
   userSpec?: string;
 }
 
+export interface ClientOptions extends SessionOptions {
+  dial?: DialOptions;
+  /** The private key to answer an agent's challenge with (default: $FRACTAL_KEY, else ~/.config/fractal/key). */
+  keyFile?: string;
+}
+
 export type ExitResult = { kind: "exited"; code: number } | { kind: "signaled"; signal: number };
 
 /** How a container ended: its main process's status, and whether its cgroup OOM-killed something. */
@@ -111,27 +117,29 @@ export class AgentClient {
   private constructor(readonly session: Session) {}
 
   /**
-   * Dials and shakes hands. An agent that asks for a key gets opts.signer, or
-   * else the key in $FRACTAL_KEY or ~/.config/fractal/key.
+   * Dials and shakes hands. An agent that asks for a key gets opts.signer,
+   * or else the key in opts.keyFile, else $FRACTAL_KEY, else
+   * ~/.config/fractal/key.
    */
-  static async connect(url: string | Endpoint, opts: SessionOptions & { dial?: DialOptions } = {}): Promise<AgentClient> {
+  static async connect(url: string | Endpoint, opts: ClientOptions = {}): Promise<AgentClient> {
     return AgentClient.over(await dial(url, opts.dial), opts);
   }
 
   /** Speaks the protocol over an already connected link. */
-  static async over(link: Link, opts: SessionOptions = {}): Promise<AgentClient> {
+  static async over(link: Link, opts: ClientOptions = {}): Promise<AgentClient> {
     // The key file is read only if the agent asks for a key: a unix socket
     // or a VM's serial line works without one.
     let keyless = false;
+    const { keyFile, ...session } = opts;
     const signer =
-      opts.signer ??
+      session.signer ??
       (() => {
-        const s = loadSigner(process.env.FRACTAL_KEY || undefined);
+        const s = loadSigner(keyFile ?? (process.env.FRACTAL_KEY || undefined));
         keyless = s === undefined;
         return s;
       });
     try {
-      return new AgentClient(await Session.connect(link, { name: "fractal-host", ...opts, signer }));
+      return new AgentClient(await Session.connect(link, { name: "fractal-host", ...session, signer }));
     } catch (err) {
       if (err instanceof FractalError && err.code === ErrorCode.UNAUTHENTICATED && keyless) {
         throw new FractalError(err.code, `${err.message}: make one with \`fractal-host keygen\` and authorise its .pub (boot does that for its VMs)`);

@@ -9,15 +9,13 @@ import { checkSignal } from "../../proto/signals.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
 import type { AttachRequest, ExecRequest, RunRequest } from "../../proto/wire.js";
 import { describe, RUNTIME, type Container, type ContainerExit } from "../containers/container.js";
-import { ContainerManager } from "../containers/manager.js";
+import type { ContainerManager } from "../containers/manager.js";
 import { IMAGE_STORE } from "../../proto/guest.js";
 import type { OutputSink } from "../containers/output.js";
 import { checkCommand } from "../containers/lookup.js";
 import { resolveUser } from "../containers/users.js";
 import { log } from "../log.js";
 
-
-export const containers = new ContainerManager();
 
 function exitToWire(e: ContainerExit): NonNullable<ResponseBody["containerExit"]> {
   const status = e.status.kind === "exited" ? { code: e.status.code } : { signal: e.status.signal };
@@ -63,12 +61,15 @@ function pipeStdin(session: Session, streamId: number, c: Container): void {
 }
 
 export class ContainerHandlers {
-  constructor(private readonly session: Session) {}
+  constructor(
+    private readonly session: Session,
+    private readonly containers: ContainerManager,
+  ) {}
 
   images(): ResponseBody {
     let scan;
     try {
-      scan = containers.store.scan();
+      scan = this.containers.store.scan();
     } catch (err) {
       if (!fs.existsSync(IMAGE_STORE)) throw new FractalError(ErrorCode.NOT_FOUND, `no image store at ${IMAGE_STORE}: boot the VM with --images DIR`);
       throw err;
@@ -82,7 +83,7 @@ export class ContainerHandlers {
           digest: i.digest,
           size: i.size,
           layers: i.layers.length,
-          unpacked: i.layers.every((l) => containers.layers.ready(l) !== undefined),
+          unpacked: i.layers.every((l) => this.containers.layers.ready(l) !== undefined),
           source: i.source,
         })),
       },
@@ -92,7 +93,7 @@ export class ContainerHandlers {
   async unpack(image: string, progressStream: number): Promise<ResponseBody> {
     const progress = progressLines(this.session, progressStream);
     try {
-      await containers.prepare(image, progress.line);
+      await this.containers.prepare(image, progress.line);
     } finally {
       progress.end();
     }
@@ -115,7 +116,7 @@ export class ContainerHandlers {
     const sink = req.stdoutStream ? streamSink(this.session, req.stdoutStream, req.stderrStream ?? 0, tty !== undefined) : undefined;
     let c: Container;
     try {
-      c = await containers.run(
+      c = await this.containers.run(
         {
           image: req.image ?? "",
           name: req.name ?? "",
@@ -144,12 +145,12 @@ export class ContainerHandlers {
   }
 
   async wait(ref: string): Promise<ResponseBody> {
-    const c = containers.findForWait(ref);
+    const c = this.containers.findForWait(ref);
     return { containerExit: exitToWire(await c.done) };
   }
 
   attach(req: AttachRequest): ResponseBody {
-    const c = containers.find(req.container ?? "");
+    const c = this.containers.find(req.container ?? "");
     const tty = c.init.tty !== undefined;
     const feeds = (req.stdinStream ?? 0) !== 0 && c.acceptsStdin;
     c.attach(streamSink(this.session, req.stdoutStream ?? 0, req.stderrStream ?? 0, tty), { pace: feeds, fromStart: req.logs ?? false, follow: req.follow ?? false });
@@ -158,23 +159,23 @@ export class ContainerHandlers {
   }
 
   async kill(ref: string, sig: number): Promise<ResponseBody> {
-    await containers.kill(ref, checkSignal(sig));
+    await this.containers.kill(ref, checkSignal(sig));
     return { ok: {} };
   }
 
   async stop(ref: string, timeoutS: number): Promise<ResponseBody> {
-    const e = await containers.stop(ref, timeoutS || 10);
+    const e = await this.containers.stop(ref, timeoutS || 10);
     return { containerExit: exitToWire(e) };
   }
 
   async remove(ref: string, force: boolean): Promise<ResponseBody> {
-    await containers.remove(ref, force);
+    await this.containers.remove(ref, force);
     return { ok: {} };
   }
 
   resize(ref: string, cols: number, rows: number): ResponseBody {
     if (cols < 1 || rows < 1 || cols > 0xffff || rows > 0xffff) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `window size ${cols}x${rows} is out of range`);
-    containers.find(ref).resize(cols, rows);
+    this.containers.find(ref).resize(cols, rows);
     return { ok: {} };
   }
 
@@ -182,7 +183,7 @@ export class ContainerHandlers {
     return {
       containers: {
         nowMs: Date.now(),
-        containers: containers.list(all).map((c) => ({
+        containers: this.containers.list(all).map((c) => ({
           id: c.id,
           name: c.name,
           image: c.init.image,
@@ -204,7 +205,7 @@ export class ContainerHandlers {
  * `exec` inside a container: the runtime's own exec joins the container's
  * namespaces and cgroup (never this process). Returns the argv to start.
  */
-export function containerExecArgv(req: ExecRequest, tty: boolean): { argv: string[]; pidFile: string } {
+export function containerExecArgv(containers: ContainerManager, req: ExecRequest, tty: boolean): { argv: string[]; pidFile: string } {
   const c = containers.find(req.container ?? "");
   if (!c.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${c.name} is not running (${c.exit ? describe(c.exit) : "not started"})`);
   const pidFile = path.join(c.init.bundle, `exec-${randomBytes(6).toString("hex")}.pid`);

@@ -5,12 +5,18 @@ import type { RequestHandler, Session } from "../../proto/session.js";
 import type { Request } from "../../proto/wire.js";
 import { checkAllowed, requestType } from "../auth/policy.js";
 import { log } from "../log.js";
+import type { ContainerManager } from "../containers/manager.js";
 import { ContainerHandlers } from "./containers.js";
 import { ProcessHandlers } from "./process.js";
 import { ping, shutdown, version } from "./system.js";
 
-/** Process-wide facts the handlers need. */
-export const agentRole = { isInit: false };
+/** What every connection's handlers share, made once by main. */
+export interface AgentContext {
+  /** Containers outlive connections: one manager per agent. */
+  containers: ContainerManager;
+  /** This agent is a guest's init task (it may power the machine off). */
+  isInit: boolean;
+}
 
 type RequestKind = NonNullable<Request["body"]>;
 
@@ -19,9 +25,9 @@ function assertNever(x: never): never {
 }
 
 /** Builds the request handler for one connection. */
-export function connectionHandler(session: Session): RequestHandler {
-  const procs = new ProcessHandlers(session);
-  const ctrs = new ContainerHandlers(session);
+export function connectionHandler(session: Session, agent: AgentContext): RequestHandler {
+  const procs = new ProcessHandlers(session, agent.containers);
+  const ctrs = new ContainerHandlers(session, agent.containers);
   return async (req: Request) => {
     // protobufjs sets `body` to the name of the oneof field present; an
     // unknown field number (a newer client) leaves it undefined.
@@ -45,7 +51,7 @@ export function connectionHandler(session: Session): RequestHandler {
         case "wait":
           return await procs.wait(req.wait!.process ?? 0);
         case "shutdown":
-          return shutdown(req.shutdown!.reboot ?? false, agentRole.isInit);
+          return shutdown(req.shutdown!.reboot ?? false, agent.isInit);
         case "images":
           return ctrs.images();
         case "run":

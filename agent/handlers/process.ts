@@ -11,6 +11,7 @@ import { startChild, type ExitResult } from "../process/child.js";
 import { ProcessTable } from "../process/table.js";
 import { log } from "../log.js";
 import { resizeByPidFile } from "../containers/winsize.js";
+import type { ContainerManager } from "../containers/manager.js";
 import { containerExecArgv } from "./containers.js";
 
 const SIGHUP = 1;
@@ -44,7 +45,10 @@ export class ProcessHandlers {
   /** Processes in containers: where the runtime wrote their pid (for resize). */
   private readonly pidFiles = new Map<number, string>();
 
-  constructor(private readonly session: Session) {
+  constructor(
+    private readonly session: Session,
+    private readonly containers: ContainerManager,
+  ) {
     session.onClose(() => this.hangUp());
   }
 
@@ -64,7 +68,7 @@ export class ProcessHandlers {
     if (req.container) {
       // The container's environment, cwd and user apply inside it; the
       // runtime itself runs with the agent's.
-      const ce = containerExecArgv(req, tty !== undefined);
+      const ce = containerExecArgv(this.containers, req, tty !== undefined);
       command = ce.argv;
       pidFile = ce.pidFile;
       env = { ...(process.env as Record<string, string>) };

@@ -18,6 +18,8 @@ export interface Context {
   connect(vm?: string): Promise<AgentClient>;
   /** The global --vm, if given. */
   vm?: string;
+  /** --key, else $FRACTAL_KEY, if either is given. */
+  keyFile?: string;
 }
 
 export interface Command {
@@ -43,10 +45,10 @@ function vmOnly(args: string[], command: string): string | undefined {
   return value(p, "vm");
 }
 
-const bootCommand = async (args: string[]) => {
+const bootCommand = async (args: string[], ctx: Context) => {
   const b = parseBoot(args);
   if (b === "help") return out(bootHelp);
-  return runBoot(b.opts, b.detach, b.authorize);
+  return runBoot(b.opts, b.detach, b.authorize, ctx.keyFile);
 };
 const lsCommand = async (args: string[]) => (wantsHelp(args) ? out(lsHelp) : runLs());
 
@@ -108,7 +110,7 @@ export const commands: Command[] = [
     summary: "a shell in a VM with the host's root backmounted (fractal-linux)",
     help: shellHelp,
     group: "VMs",
-    run: (args, ctx) => runShell(args, (vm) => ctx.connect(vm)),
+    run: (args, ctx) => runShell(args, (vm) => ctx.connect(vm), ctx.keyFile),
   },
   {
     name: "exec",
@@ -186,7 +188,7 @@ export const commands: Command[] = [
       return 0;
     },
   },
-  { name: "keygen", summary: "make a key for connecting to agents", help: keygenHelp, group: "Agent", run: async (args) => runKeygen(args) },
+  { name: "keygen", summary: "make a key for connecting to agents", help: keygenHelp, group: "Agent", run: async (args, ctx) => runKeygen(args, ctx.keyFile) },
 ];
 
 function commandHelp(name: string): string {

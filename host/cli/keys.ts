@@ -15,11 +15,12 @@ agent's authorized_keys or an initramfs build's AUTHORIZED_KEYS).
   -f, --file FILE   where to write (default: $FRACTAL_KEY or ~/.config/fractal/key)
 `;
 
-export function runKeygen(args: string[]): number {
+/** `keyFile`: --key or $FRACTAL_KEY, if given. */
+export function runKeygen(args: string[], keyFile?: string): number {
   const p = parseFlags(args, [{ long: "file", short: "f", value: true }, { long: "help", short: "h" }], "keygen");
   if (flag(p, "help")) return void process.stdout.write(keygenHelp), 0;
   if (p.rest.length > 0) throw usageError("keygen", `unexpected argument "${p.rest[0]}"`);
-  const file = value(p, "file") ?? (process.env.FRACTAL_KEY || defaultKeyPath());
+  const file = value(p, "file") ?? keyFile ?? defaultKeyPath();
   const line = writeNewKey(file);
   process.stdout.write(`wrote ${file} and ${file}.pub\n${line}\n`);
   return 0;
@@ -30,8 +31,8 @@ export function runKeygen(args: string[]): number {
  * docker-machine does, so `boot` then `exec` just works), and every line of
  * the --authorize files with its allow= list.
  */
-export function guestKeyArgs(authorizeFiles: string[]): string[] {
-  let signer = loadSigner(process.env.FRACTAL_KEY || undefined);
+export function guestKeyArgs(authorizeFiles: string[], keyFile?: string): string[] {
+  let signer = loadSigner(keyFile);
   if (!signer) {
     const file = defaultKeyPath();
     writeNewKey(file);

@@ -27,6 +27,15 @@ Global options:
 
 ${commandList()}
 Run \`fractal-host COMMAND --help\` for a command's options.
+
+Environment:
+  FRACTAL_CONNECT   the agent, when neither --connect nor --vm is given
+  FRACTAL_KEY       the key, when --key is not given
+  FRACTAL_TLS_CA    the CA certificates, when --tls-ca is not given
+  FRACTAL_STATE     where VMs keep their state (default ~/.local/state/fractal/vms)
+  FRACTAL_KERNEL, FRACTAL_INITRD
+                    boot's default kernel and initramfs
+  FRACTAL_ACCEL     kvm, tcg or hvf instead of probing; FRACTAL_QEMU: the QEMU binary
 `;
 
 const globalSpecs = [
@@ -37,21 +46,28 @@ const globalSpecs = [
   { long: "help", short: "h" },
 ];
 
-async function connect(url: string | undefined, vm: string | undefined, command: string): Promise<AgentClient> {
+interface Target {
+  url?: string;
+  vm?: string;
+  keyFile?: string;
+  tlsCaFile?: string;
+}
+
+async function connect(t: Target, command: string): Promise<AgentClient> {
+  const { url, vm } = t;
   if (url && vm) throw usageError("fractal-host", "give --connect or --vm, not both");
   const target = vm ? vmEndpoint(requireVm(vm)) : (url ?? process.env.FRACTAL_CONNECT);
   if (!target) {
     const more = command === "stop" ? " (stop stops containers; to power a VM off, use `fractal-host vm stop NAME`)" : "";
     throw usageError(command, `no agent given: use --vm NAME, --connect URL or set FRACTAL_CONNECT${more}`);
   }
-  const ca = process.env.FRACTAL_TLS_CA;
   let tlsCa: string | undefined;
   try {
-    tlsCa = ca ? fs.readFileSync(ca, "utf8") : undefined;
+    tlsCa = t.tlsCaFile ? fs.readFileSync(t.tlsCaFile, "utf8") : undefined;
   } catch (err) {
-    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `cannot read --tls-ca ${ca}: ${(err as Error).message}`);
+    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `cannot read --tls-ca ${t.tlsCaFile}: ${(err as Error).message}`);
   }
-  return AgentClient.connect(target, { dial: { tlsCa } });
+  return AgentClient.connect(target, { keyFile: t.keyFile, dial: { tlsCa } });
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -63,12 +79,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = findCommand(name);
   if (!command) throw usageError("fractal-host", `unknown command "${name}"`);
+  // Flags first, then their documented environment variables.
   const url = value(g, "connect");
-  // Global key and CA flags reach the library (and boot) as its environment.
-  if (value(g, "key") !== undefined) process.env.FRACTAL_KEY = value(g, "key");
-  if (value(g, "tls-ca") !== undefined) process.env.FRACTAL_TLS_CA = value(g, "tls-ca");
+  const keyFile = value(g, "key") ?? (process.env.FRACTAL_KEY || undefined);
+  const tlsCaFile = value(g, "tls-ca") ?? (process.env.FRACTAL_TLS_CA || undefined);
   const gvm = value(g, "vm");
-  const ctx: Context = { vm: gvm, connect: (vm) => connect(url, vm ?? gvm, name) };
+  const ctx: Context = { vm: gvm, keyFile, connect: (vm) => connect({ url, vm: vm ?? gvm, keyFile, tlsCaFile }, name) };
   return command.run(args, ctx);
 }
 

@@ -171,11 +171,12 @@ function authArg(mode: string | undefined): string[] {
   return mode === undefined ? [] : [`fractal.auth=${parseAuthMode(mode, "boot --auth")}`];
 }
 
-export async function runBoot(opts: BootOptions, detach: boolean, authorize: string[] = []): Promise<number> {
+/** `keyFile`: the user's key (--key or $FRACTAL_KEY), authorised in the guest; default ~/.config/fractal/key, made if missing. */
+export async function runBoot(opts: BootOptions, detach: boolean, authorize: string[] = [], keyFile?: string): Promise<number> {
   const tty = process.stderr.isTTY;
   const rec = await bootVm({
     ...opts,
-    append: [...guestKeyArgs(authorize), ...(opts.append ?? [])],
+    append: [...guestKeyArgs(authorize, keyFile), ...(opts.append ?? [])],
     progress: tty ? (ms, accel) => process.stderr.write(`\rbooting ${opts.name} (${accel}) ${(ms / 1000).toFixed(0)}s `) : undefined,
   });
   if (tty) process.stderr.write("\r\x1b[K");
@@ -275,13 +276,13 @@ export function parseShell(args: string[]): { name: string; namespace: string | 
 }
 
 /** `fractal-host shell`: boot a host-root VM unless it runs, then an interactive $SHELL in the namespace. */
-export async function runShell(args: string[], connect: (vm: string) => Promise<AgentClient>): Promise<number> {
+export async function runShell(args: string[], connect: (vm: string) => Promise<AgentClient>, keyFile?: string): Promise<number> {
   const sh = parseShell(args);
   if (sh === "help") return void process.stdout.write(shellHelp), 0;
   if (!listVms().some((v) => v.record.name === sh.name && v.state === "running")) {
     const b = parseBoot(["--name", sh.name, "--host-root", "--detach", ...sh.boot]);
     if (b === "help") return void process.stdout.write(bootHelp), 0;
-    await runBoot(b.opts, true, b.authorize);
+    await runBoot(b.opts, true, b.authorize, keyFile);
   }
   const nsArg = sh.namespace === undefined ? "--namespace" : `--namespace=${sh.namespace}`;
   const cmd = parseExec(["-i", "-t", nsArg, "--", process.env.SHELL || "/bin/sh"], process.env);
