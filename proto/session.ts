@@ -35,11 +35,18 @@ export const MAX_IN_FLIGHT = 4096;
  * the answers meets TCP's window, not our memory.
  */
 export const MAX_QUEUED_OUT = 1 << 20;
+/**
+ * Server: bytes read but not yet decoded (requests wait their turn, see
+ * REQUEST_BATCH). Past this the session stops reading, so a peer that sends
+ * faster than its requests are served meets TCP's window, not our memory.
+ * One largest frame must fit.
+ */
+const MAX_INPUT_BACKLOG = 2 * MAX_FRAME;
 /** Server, reliable links: a frame that began to arrive must be complete within this long. */
 export const FRAME_TIMEOUT_MS = 30_000;
 /**
- * Server: a connection with no request in flight, no open stream and
- * nothing received for this long is closed. Pings count as activity, so a
+ * Server: a connection with no request in flight, no open stream and no
+ * frame in either direction for this long is closed. Pings count as activity, so a
  * client that wants an idle connection kept sends one now and then.
  */
 export const IDLE_TIMEOUT_MS = 15 * 60_000;
@@ -119,13 +126,16 @@ export class Session implements StreamHost {
   private linkBlocked = false;
   /** Bytes written since the link last reported backpressure (see MAX_QUEUED_OUT). */
   private queuedOut = 0;
-  /** We stopped reading from the link until it drains. */
-  private readPaused = false;
+  /** Server: more than MAX_QUEUED_OUT waits behind backpressure; requests wait until the link drains. */
+  private outputBacked = false;
+  /** Server: the link is paused (see steerReading). */
+  private readingPaused = false;
   /** Server: requests whose handler has not answered yet. */
   private inFlight = 0;
   private frameTimer: ReturnType<typeof setTimeout> | undefined;
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
-  private lastHeard = Date.now();
+  /** When a frame last came or went, or the connection was last seen busy. */
+  private lastActive = Date.now();
   /** A batch of requests was served and the rest of the input waits for the next turn. */
   private continuing = false;
   private nextRequestId = 1;
@@ -160,9 +170,9 @@ export class Session implements StreamHost {
     link.onDrain(() => {
       this.linkBlocked = false;
       this.queuedOut = 0;
-      if (this.readPaused) {
-        this.readPaused = false;
-        this.link.resume?.();
+      if (this.outputBacked) {
+        this.outputBacked = false;
+        this.steerReading();
         if (!this.continuing) this.takeInput();
       }
       this.pump();
@@ -307,14 +317,32 @@ export class Session implements StreamHost {
 
   /** Accounts for bytes handed to the link; a server stops reading while too much waits behind backpressure. */
   private written(n: number, accepted: boolean): void {
+    this.lastActive = Date.now();
     if (!accepted) this.linkBlocked = true;
     if (!this.linkBlocked) return;
     this.queuedOut += n;
-    if (this.role === "server" && !this.readPaused && this.queuedOut > MAX_QUEUED_OUT && this.link.pause) {
-      this.readPaused = true;
+    if (this.role === "server" && !this.outputBacked && this.queuedOut > MAX_QUEUED_OUT) {
+      this.outputBacked = true;
+      this.steerReading();
+    }
+  }
+
+  /**
+   * Server: reads from the link only while its answers are not backed up
+   * and what it read is not piling up undecoded. Clients always read: their
+   * agent may be waiting for them to take what it sent.
+   */
+  private steerReading(): void {
+    if (this.role !== "server" || !this.link.pause || !this.link.resume) return;
+    const pause = this.outputBacked || this.decoder.pending > MAX_INPUT_BACKLOG;
+    if (pause === this.readingPaused) return;
+    this.readingPaused = pause;
+    if (pause) {
       this.link.pause();
       // The peer is not stalling a frame: we stopped reading it.
       this.clearFrameTimer();
+    } else {
+      this.link.resume();
     }
   }
 
@@ -344,20 +372,22 @@ export class Session implements StreamHost {
 
   private onBytes(chunk: Uint8Array): void {
     if (this.closedErr) return;
-    this.lastHeard = Date.now();
+    this.lastActive = Date.now();
     this.decoder.feed(chunk);
+    this.steerReading();
     if (!this.continuing) this.takeInput();
   }
 
   /**
    * Decodes and dispatches what the decoder holds, in order. A server stops
-   * while reading is paused (the rest stays undecoded until the link
-   * drains) and after each REQUEST_BATCH requests, going on in the next
-   * turn of the event loop.
+   * while its answers are backed up (the rest stays undecoded until the
+   * link drains) and after each REQUEST_BATCH requests, going on in the
+   * next turn of the event loop.
    */
   private takeInput(): void {
     let requests = 0;
-    while (!this.closedErr && !this.readPaused) {
+    let frames = 0;
+    while (!this.closedErr && !this.outputBacked) {
       let f: Frame | undefined;
       try {
         f = this.decoder.next();
@@ -366,6 +396,7 @@ export class Session implements StreamHost {
         return;
       }
       if (!f) break;
+      frames++;
       try {
         this.dispatch(f);
       } catch (err) {
@@ -374,6 +405,9 @@ export class Session implements StreamHost {
       }
       if (f.request && this.role === "server" && ++requests >= REQUEST_BATCH) {
         this.continuing = true;
+        // Complete frames wait for their turn: no peer is stalling one.
+        this.clearFrameTimer();
+        this.steerReading();
         setImmediate(() => {
           this.continuing = false;
           this.takeInput();
@@ -381,7 +415,8 @@ export class Session implements StreamHost {
         return;
       }
     }
-    this.armFrameTimer();
+    this.steerReading();
+    this.armFrameTimer(frames > 0);
   }
 
   private dispatch(f: Frame & { kind?: string }): void {
@@ -636,14 +671,15 @@ export class Session implements StreamHost {
    * complete within the frame timeout, so a peer that sends a header and
    * stalls does not hold its buffer (up to MAX_FRAME) for ever.
    */
-  private armFrameTimer(): void {
+  private armFrameTimer(progress: boolean): void {
     const ms = this.opts.frameTimeoutMs ?? FRAME_TIMEOUT_MS;
-    if (this.role !== "server" || this.link.resync || ms <= 0 || this.readPaused || this.closedErr) return;
-    if (this.decoder.pending === 0) return this.clearFrameTimer();
-    if (this.frameTimer) return;
+    if (this.role !== "server" || this.link.resync || ms <= 0 || this.closedErr) return;
+    // A completed frame means the partial one now held is new: its clock starts now.
+    if (progress || this.decoder.pending === 0 || this.readingPaused || this.outputBacked) this.clearFrameTimer();
+    if (this.decoder.pending === 0 || this.readingPaused || this.outputBacked || this.frameTimer) return;
     this.frameTimer = setTimeout(() => {
       this.frameTimer = undefined;
-      if (this.decoder.pending > 0 && !this.readPaused) {
+      if (this.decoder.pending > 0 && !this.readingPaused && !this.outputBacked) {
         this.violate(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `a frame begun ${ms / 1000} s ago is still incomplete (${this.decoder.pending} bytes held)`, true));
       }
     }, ms);
@@ -659,10 +695,10 @@ export class Session implements StreamHost {
   private armIdleTimer(ms: number, wait = ms): void {
     if (this.role !== "server" || ms <= 0 || this.closedErr) return;
     this.idleTimer = setTimeout(() => {
-      const quiet = Date.now() - this.lastHeard;
       // Paused reading is not busy: a peer that floods and never reads goes quiet too.
       const busy = this.inFlight > 0 || this.ins.size > 0 || this.outs.size > 0;
-      if (busy) return this.armIdleTimer(ms);
+      if (busy) this.lastActive = Date.now();
+      const quiet = Date.now() - this.lastActive;
       if (quiet < ms) return this.armIdleTimer(ms, ms - quiet);
       this.violate(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `idle for ${Math.round(quiet / 1000)} s with nothing in flight: closing the connection`, true));
     }, wait);

@@ -43,7 +43,7 @@ async function bystander(url: string): Promise<{ stop: () => Promise<number> }> 
 }
 
 describe("a client that pipelines and never reads", () => {
-  it("is paused, not buffered: 1,000,000 requests grow the agent by less than 64 MiB, and pings stay under 1 s", async () => {
+  it("is paused, not buffered: 4,000,000 requests grow the agent by less than 64 MiB, and pings stay under 1 s", async () => {
     const a = await startAgent();
     try {
       const pinger = await bystander(a.tcp);
@@ -51,12 +51,13 @@ describe("a client that pipelines and never reads", () => {
       await handshake(r);
       r.socket.pause(); // never read a single answer
       const before = rssMiB(a.proc.pid!);
-      const req = (id: number) => encodeFrame({ request: { id, version: {} } });
+      // 52 MB of requests (more than the kernel's socket buffers hold:
+      // tcp_rmem may grow to 32 MiB here) whose answers would be 400 MB.
+      const batch = Buffer.concat(Array.from({ length: 1000 }, (_, i) => encodeFrame({ request: { id: i + 1, version: {} } })));
       let peak = before;
-      // 13 MB of requests whose answers (~100 MB) would overflow any socket buffer.
-      for (let id = 1; id <= 1_000_000; id += 1000) {
-        r.socket.write(Buffer.concat(Array.from({ length: 1000 }, (_, i) => req(id + i))));
-        peak = Math.max(peak, rssMiB(a.proc.pid!));
+      for (let i = 0; i < 4000; i++) {
+        r.socket.write(batch);
+        if (i % 100 === 0) peak = Math.max(peak, rssMiB(a.proc.pid!));
       }
       // The agent stops reading once its answers back up: what it has not
       // taken stays in this process, and its memory stays flat.
@@ -64,9 +65,12 @@ describe("a client that pipelines and never reads", () => {
         await sleep(250);
         peak = Math.max(peak, rssMiB(a.proc.pid!));
       }
-      expect(r.socket.writableLength).toBeGreaterThan(0);
-      expect(peak - before).toBeLessThan(64);
-      expect(await pinger.stop()).toBeLessThan(1000);
+      const slowest = await pinger.stop();
+      const figures = `agent RSS ${before.toFixed(0)} -> peak ${peak.toFixed(0)} MiB; slowest ping ${slowest.toFixed(0)} ms; ${(r.socket.writableLength / 1e6).toFixed(0)} MB never taken`;
+      console.log(`4,000,000 pipelined requests, never read: ${figures}`);
+      expect(r.socket.writableLength, figures).toBeGreaterThan(0);
+      expect(peak - before, figures).toBeLessThan(64);
+      expect(slowest, figures).toBeLessThan(1000);
       r.socket.destroy();
     } finally {
       await a.stop();
@@ -109,6 +113,25 @@ describe("stalled and idle peers", () => {
     await r.closed;
     expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
     expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
+  it("times each frame, not the stream: frames that each arrive in time never trip the timeout", async () => {
+    const r = await rawTcp(agent.tcp);
+    await handshake(r);
+    // Six pings, each split across two writes 400 ms apart, so that some
+    // frame is always half there for 2.4 s: more than the 1 s frame timeout,
+    // though no single frame takes more than 0.4 s.
+    const pings = Array.from({ length: 6 }, (_, i) => encodeFrame({ request: { id: 100 + i, ping: { nonce: i } } }));
+    let carry = Buffer.alloc(0);
+    for (const p of pings) {
+      const half = p.length >> 1;
+      r.send(Buffer.concat([carry, p.subarray(0, half)]));
+      carry = Buffer.from(p.subarray(half));
+      await sleep(400);
+    }
+    r.send(carry);
+    for (let i = 0; i < 6; i++) expect((await r.next((f) => f.response?.id === 100 + i)).response!.ping!.nonce ?? 0).toBe(i);
+    r.socket.destroy();
   });
 
   it("drops a connection that authenticates and then idles, but not one waiting for a process", async () => {
