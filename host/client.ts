@@ -171,42 +171,32 @@ export class AgentClient {
 
   /** Starts a process. Attach output sinks right away: bytes may already be arriving. */
   async exec(o: ExecOptions): Promise<RemoteProcess> {
-    const s = this.session;
-    const stdinId = o.stdin ? s.allocateStreamId() : 0;
-    const stdoutId = s.allocateStreamId();
-    const stderrId = o.tty ? 0 : s.allocateStreamId();
-    const stdout = s.openIn(stdoutId);
-    const stderr = stderrId ? s.openIn(stderrId) : undefined;
-    const stdin = stdinId ? s.openOut(stdinId) : undefined;
-    let r: Response;
-    try {
-      r = await this.call(
-        {
-          exec: {
-            argv: o.argv,
-            env: Object.entries(o.env ?? {}).map(([key, value]) => ({ key, value })),
-            replaceEnv: o.replaceEnv ?? false,
-            cwd: o.cwd ?? "",
-            setUid: o.user !== undefined,
-            uid: o.user?.uid ?? 0,
-            gid: o.user?.gid ?? 0,
-            tty: o.tty ? { cols: o.tty.cols, rows: o.tty.rows, term: o.tty.term ?? "" } : undefined,
-            stdinStream: stdinId,
-            stdoutStream: stdoutId,
-            stderrStream: stderrId,
-            namespace: o.namespace ? { entries: o.namespace } : undefined,
-            container: o.container ?? "",
-            user: o.userSpec ?? "",
-          },
+    const streams = new RequestStreams(this.session);
+    const stdin = streams.outgoing(o.stdin ?? false);
+    const stdout = streams.incoming(true);
+    const stderr = streams.incoming(!o.tty);
+    const r = await streams.call(
+      this,
+      {
+        exec: {
+          argv: o.argv,
+          env: Object.entries(o.env ?? {}).map(([key, value]) => ({ key, value })),
+          replaceEnv: o.replaceEnv ?? false,
+          cwd: o.cwd ?? "",
+          setUid: o.user !== undefined,
+          uid: o.user?.uid ?? 0,
+          gid: o.user?.gid ?? 0,
+          tty: o.tty ? { cols: o.tty.cols, rows: o.tty.rows, term: o.tty.term ?? "" } : undefined,
+          stdinStream: stdin.id,
+          stdoutStream: stdout.id,
+          stderrStream: stderr.id,
+          namespace: o.namespace ? { entries: o.namespace } : undefined,
+          container: o.container ?? "",
+          user: o.userSpec ?? "",
         },
-        "exec",
-      );
-    } catch (err) {
-      s.forget(stdoutId);
-      if (stderrId) s.forget(stderrId);
-      if (stdinId) s.forget(stdinId);
-      throw err;
-    }
+      },
+      "exec",
+    );
     const handle = r.exec!.process ?? 0; // call() checked the kind
     const control: ProcessControl = {
       signal: async (signal, group) => void (await this.call({ signal: { process: handle, signal, group } }, "ok")),
@@ -217,7 +207,7 @@ export class AgentClient {
         return e.signal ? { kind: "signaled", signal: e.signal } : { kind: "exited", code: e.code ?? 0 };
       },
     };
-    return new RemoteProcess(control, handle, r.exec!.pid ?? 0, stdin, stdout, stderr);
+    return new RemoteProcess(control, handle, r.exec!.pid ?? 0, stdin.stream, stdout.stream!, stderr.stream); // stdout: always asked for
   }
 
   async images(): Promise<{ store: string; images: ImageSummary[] }> {
@@ -237,93 +227,57 @@ export class AgentClient {
 
   /** Unpacks an image's layers into the guest's cache (as docker pull makes an image ready). */
   async unpackImage(image: string, onProgress?: (line: string) => void): Promise<void> {
-    const progressId = onProgress ? this.progressStream(onProgress) : 0;
-    await this.call({ imageUnpack: { image, progressStream: progressId } }, "ok");
-  }
-
-  /** Opens an agent->client stream of text lines. */
-  private progressStream(onLine: (line: string) => void): number {
-    const s = this.session;
-    const id = s.allocateStreamId();
-    let text = "";
-    s.openIn(id).pipeTo({
-      data(chunk, done) {
-        text += Buffer.from(chunk).toString();
-        for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n")) {
-          onLine(text.slice(0, nl));
-          text = text.slice(nl + 1);
-        }
-        done();
-      },
-      end() {},
-    });
-    return id;
+    const streams = new RequestStreams(this.session);
+    await streams.call(this, { imageUnpack: { image, progressStream: streams.lines(onProgress) } }, "ok");
   }
 
   /** Creates and starts a container; unless detached, its output is on the returned process's sinks. */
   async run(o: RunOptions): Promise<{ id: string; name: string; proc?: RemoteProcess }> {
-    const s = this.session;
     const attached = !o.detach;
-    const stdinId = attached && o.interactive ? s.allocateStreamId() : 0;
-    const stdoutId = attached ? s.allocateStreamId() : 0;
-    const stderrId = attached && !o.tty ? s.allocateStreamId() : 0;
-    const progressId = o.onProgress ? this.progressStream(o.onProgress) : 0;
-    const stdout = stdoutId ? s.openIn(stdoutId) : undefined;
-    const stderr = stderrId ? s.openIn(stderrId) : undefined;
-    const stdin = stdinId ? s.openOut(stdinId) : undefined;
-    let r: Response;
-    try {
-      r = await this.call(
-        {
-          run: {
-            image: o.image,
-            name: o.name ?? "",
-            command: o.command ?? [],
-            replaceEntrypoint: o.entrypoint !== undefined,
-            entrypoint: o.entrypoint ?? [],
-            env: Object.entries(o.env ?? {}).map(([key, value]) => ({ key, value })),
-            cwd: o.cwd ?? "",
-            user: o.user ?? "",
-            tty: o.tty ? { cols: o.tty.cols, rows: o.tty.rows, term: o.tty.term ?? "" } : undefined,
-            interactive: o.interactive ?? false,
-            remove: o.remove ?? false,
-            memoryBytes: o.memoryBytes ?? 0,
-            cpus: o.cpus ?? 0,
-            pids: o.pids ?? 0,
-            stdinStream: stdinId,
-            stdoutStream: stdoutId,
-            stderrStream: stderrId,
-            progressStream: progressId,
-          },
+    const streams = new RequestStreams(this.session);
+    const stdin = streams.outgoing(attached && (o.interactive ?? false));
+    const stdout = streams.incoming(attached);
+    const stderr = streams.incoming(attached && !o.tty);
+    const r = await streams.call(
+      this,
+      {
+        run: {
+          image: o.image,
+          name: o.name ?? "",
+          command: o.command ?? [],
+          replaceEntrypoint: o.entrypoint !== undefined,
+          entrypoint: o.entrypoint ?? [],
+          env: Object.entries(o.env ?? {}).map(([key, value]) => ({ key, value })),
+          cwd: o.cwd ?? "",
+          user: o.user ?? "",
+          tty: o.tty ? { cols: o.tty.cols, rows: o.tty.rows, term: o.tty.term ?? "" } : undefined,
+          interactive: o.interactive ?? false,
+          remove: o.remove ?? false,
+          memoryBytes: o.memoryBytes ?? 0,
+          cpus: o.cpus ?? 0,
+          pids: o.pids ?? 0,
+          stdinStream: stdin.id,
+          stdoutStream: stdout.id,
+          stderrStream: stderr.id,
+          progressStream: streams.lines(o.onProgress),
         },
-        "run",
-      );
-    } catch (err) {
-      for (const id of [stdoutId, stderrId, stdinId, progressId]) if (id) s.forget(id);
-      throw err;
-    }
+      },
+      "run",
+    );
     const id = r.run!.id ?? ""; // call() checked the kind
     const name = r.run!.name ?? "";
-    if (!stdout) return { id, name };
-    return { id, name, proc: new RemoteProcess(this.containerControl(id), 0, 0, stdin, stdout, stderr) };
+    if (!stdout.stream) return { id, name };
+    return { id, name, proc: new RemoteProcess(this.containerControl(id), 0, 0, stdin.stream, stdout.stream, stderr.stream) };
   }
 
   /** Connects to a container's output (and input when `stdin`); with `follow` until it exits. */
-  attach(container: string, o: { stdin?: boolean; logs?: boolean; follow?: boolean }): Promise<RemoteProcess> {
-    const s = this.session;
-    const stdinId = o.stdin ? s.allocateStreamId() : 0;
-    const stdoutId = s.allocateStreamId();
-    const stderrId = s.allocateStreamId();
-    const stdin = stdinId ? s.openOut(stdinId) : undefined;
-    const stdout = s.openIn(stdoutId);
-    const stderr = s.openIn(stderrId);
-    return this.call({ attach: { container, logs: o.logs ?? false, follow: o.follow ?? false, stdinStream: stdinId, stdoutStream: stdoutId, stderrStream: stderrId } }, "ok").then(
-      () => new RemoteProcess(this.containerControl(container), 0, 0, stdin, stdout, stderr),
-      (err: unknown) => {
-        for (const id of [stdoutId, stderrId, stdinId]) if (id) s.forget(id);
-        throw err;
-      },
-    );
+  async attach(container: string, o: { stdin?: boolean; logs?: boolean; follow?: boolean }): Promise<RemoteProcess> {
+    const streams = new RequestStreams(this.session);
+    const stdin = streams.outgoing(o.stdin ?? false);
+    const stdout = streams.incoming(true);
+    const stderr = streams.incoming(true);
+    await streams.call(this, { attach: { container, logs: o.logs ?? false, follow: o.follow ?? false, stdinStream: stdin.id, stdoutStream: stdout.id, stderrStream: stderr.id } }, "ok");
+    return new RemoteProcess(this.containerControl(container), 0, 0, stdin.stream, stdout.stream!, stderr.stream); // stdout: always asked for
   }
 
   async containerWait(container: string): Promise<ContainerExitResult> {
@@ -381,6 +335,66 @@ export class AgentClient {
     if (kind === "error") throw new FractalError(r.error!.code ?? ErrorCode.INTERNAL, r.error!.message ?? "unknown error");
     if (kind !== expect) throw new FractalError(ErrorCode.INTERNAL, `expected a ${expect} response, got ${kind ?? "nothing"}`);
     return r;
+  }
+}
+
+/**
+ * The streams one request names, opened before it goes out (the agent may
+ * send on them as soon as it answers, or before) and forgotten if it fails.
+ */
+class RequestStreams {
+  private readonly ids: number[] = [];
+
+  constructor(private readonly session: Session) {}
+
+  /** A stream the agent sends on, if wanted; id 0 means none. */
+  incoming(want: boolean): { id: number; stream?: InStream } {
+    if (!want) return { id: 0 };
+    const id = this.take();
+    return { id, stream: this.session.openIn(id) };
+  }
+
+  /** A stream we send on, if wanted; id 0 means none. */
+  outgoing(want: boolean): { id: number; stream?: OutStream } {
+    if (!want) return { id: 0 };
+    const id = this.take();
+    return { id, stream: this.session.openOut(id) };
+  }
+
+  /** An incoming stream of text lines (progress), if there is someone to tell; its id. */
+  lines(onLine?: (line: string) => void): number {
+    if (!onLine) return 0;
+    const { id, stream } = this.incoming(true);
+    let text = "";
+    // incoming(true) always opens a stream.
+    stream!.pipeTo({
+      data(chunk, done) {
+        text += Buffer.from(chunk).toString();
+        for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n")) {
+          onLine(text.slice(0, nl));
+          text = text.slice(nl + 1);
+        }
+        done();
+      },
+      end() {},
+    });
+    return id;
+  }
+
+  /** Sends the request; if it fails, its streams are dropped. */
+  async call(client: AgentClient, body: RequestBody, expect: NonNullable<Response["body"]> | "ok"): Promise<Response> {
+    try {
+      return await client.call(body, expect);
+    } catch (err) {
+      for (const id of this.ids) this.session.forget(id);
+      throw err;
+    }
+  }
+
+  private take(): number {
+    const id = this.session.allocateStreamId();
+    this.ids.push(id);
+    return id;
   }
 }
 

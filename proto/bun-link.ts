@@ -1,7 +1,7 @@
 // Adapts a Bun-native socket (from Bun.connect({fd}), used for vsock) to a
 // Link. Bun's socket write() may take only part of the bytes; the rest waits
 // here, in order, until the socket's drain callback.
-import type { Link } from "./link.js";
+import { LinkEvents, type Link } from "./link.js";
 
 const HIGH_WATER = 4 << 20;
 
@@ -13,14 +13,10 @@ interface BunSocket {
 
 /** Connects a Bun socket on an existing fd and returns it as a Link. */
 export async function bunFdLink(fd: number, description: string): Promise<Link> {
-  const dataCbs: ((c: Uint8Array) => void)[] = [];
-  const drainCbs: (() => void)[] = [];
-  const closeCbs: ((err?: Error) => void)[] = [];
+  const events = new LinkEvents();
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
-  let closed = false;
   let blocked = false;
-  let lastError: Error | undefined;
   let sock!: BunSocket;
   const flush = () => {
     while (pending.length > 0) {
@@ -36,32 +32,29 @@ export async function bunFdLink(fd: number, description: string): Promise<Link> 
     }
     if (blocked && pendingBytes < HIGH_WATER / 2) {
       blocked = false;
-      for (const cb of drainCbs) cb();
+      events.drain();
     }
   };
-  const onClose = () => {
-    if (closed) return;
-    closed = true;
-    for (const cb of closeCbs) cb(lastError);
-  };
+  const onClose = () => events.close();
   sock = (await Bun.connect({
     fd,
     socket: {
       data(_s: unknown, d: Uint8Array) {
-        for (const cb of dataCbs) cb(d);
+        events.data(d);
       },
       drain: () => flush(),
       close: onClose,
       end: onClose,
       error(_s: unknown, err: Error) {
-        lastError = err;
+        events.lastError = err;
       },
     },
   } as unknown as Parameters<typeof Bun.connect>[0])) as unknown as BunSocket; // Bun's types lack the fd form
   return {
     description,
+    ...events.register,
     write(chunks) {
-      if (closed) return true;
+      if (events.closed) return true;
       for (const c of chunks) {
         if (pending.length === 0) {
           const n = sock.write(c);
@@ -81,8 +74,5 @@ export async function bunFdLink(fd: number, description: string): Promise<Link> 
     close() {
       sock.end();
     },
-    onData: (cb) => void dataCbs.push(cb),
-    onDrain: (cb) => void drainCbs.push(cb),
-    onClose: (cb) => void closeCbs.push(cb),
   };
 }

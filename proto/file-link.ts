@@ -7,7 +7,7 @@
 // node:fs streams, two idle ports held both pool threads and the agent's
 // own writes starved.
 import fs from "node:fs";
-import type { Link } from "./link.js";
+import { LinkEvents, type Link } from "./link.js";
 
 export interface FileLinkOptions {
   /**
@@ -21,19 +21,14 @@ export interface FileLinkOptions {
 }
 
 export function fileLink(fd: number, description: string, opts: FileLinkOptions = {}): Link {
-  const dataCbs: ((c: Uint8Array) => void)[] = [];
-  const closeCbs: ((err?: Error) => void)[] = [];
-  const drainCbs: (() => void)[] = [];
-  let closed = false;
-  let lastError: Error | undefined;
+  const events = new LinkEvents();
   let flushing = 0;
   let reader = Bun.file(fd).stream().getReader();
   /** Set while paused: the read loop waits on it before its next read. */
   let paused: { wait: Promise<void>; go: () => void } | undefined;
   const writer = Bun.file(fd).writer();
   const finish = () => {
-    if (closed) return;
-    closed = true;
+    if (events.closed) return;
     paused?.go();
     void reader.cancel().catch(() => {});
     try {
@@ -41,7 +36,7 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
     } catch {
       // already closed
     }
-    for (const cb of closeCbs) cb(lastError);
+    events.close();
   };
   void (async () => {
     try {
@@ -49,33 +44,34 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
         if (paused) await paused.wait;
         const { value, done } = await reader.read();
         if (!done) {
-          for (const cb of dataCbs) cb(value);
+          events.data(value);
           continue;
         }
         // EOF: on a virtio-serial port it means the host side disconnected.
-        if (!opts.onEof || closed) break;
+        if (!opts.onEof || events.closed) break;
         opts.onEof();
         await new Promise((r) => setTimeout(r, opts.rearmMs ?? 100));
         reader = Bun.file(fd).stream().getReader();
       }
     } catch (err) {
-      lastError = err as Error;
+      events.lastError = err as Error;
     }
     finish();
   })();
   return {
     description,
     resync: true,
+    ...events.register,
     write(chunks) {
-      if (closed) return true;
+      if (events.closed) return true;
       for (const c of chunks) writer.write(c);
       flushing++;
       Promise.resolve(writer.flush())
         .then(() => {
-          if (--flushing === 0) for (const cb of drainCbs) cb();
+          if (--flushing === 0) events.drain();
         })
         .catch((err: Error) => {
-          lastError = err;
+          events.lastError = err;
           finish();
         });
       // Report backpressure while earlier flushes are still pending.
@@ -93,8 +89,5 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
       p?.go();
     },
     close: finish,
-    onData: (cb) => void dataCbs.push(cb),
-    onDrain: (cb) => void drainCbs.push(cb),
-    onClose: (cb) => void closeCbs.push(cb),
   };
 }

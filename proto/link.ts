@@ -40,24 +40,66 @@ export interface Link {
   readonly rehello?: (hello: import("./wire.js").Hello) => void;
 }
 
+/**
+ * The callbacks every Link keeps, once: an adapter fires data, drain and
+ * close; its session registers through `register`. Close fires once, with
+ * the last error the transport reported.
+ */
+export class LinkEvents {
+  private readonly dataCbs: ((chunk: Uint8Array) => void)[] = [];
+  private readonly drainCbs: (() => void)[] = [];
+  private readonly closeCbs: ((err?: Error) => void)[] = [];
+  private done = false;
+  /** The transport's last error, reported with the close. */
+  lastError: Error | undefined;
+
+  /** The Link methods that register callbacks, to spread into an adapter. */
+  readonly register: Pick<Link, "onData" | "onDrain" | "onClose"> = {
+    onData: (cb) => void this.dataCbs.push(cb),
+    onDrain: (cb) => void this.drainCbs.push(cb),
+    onClose: (cb) => void this.closeCbs.push(cb),
+  };
+
+  get closed(): boolean {
+    return this.done;
+  }
+
+  data(chunk: Uint8Array): void {
+    for (const cb of this.dataCbs) cb(chunk);
+  }
+
+  drain(): void {
+    for (const cb of this.drainCbs) cb();
+  }
+
+  /** Fires the close callbacks, the first time only. */
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    for (const cb of this.closeCbs) cb(this.lastError);
+  }
+}
+
 /** Adapts a node:net socket (TCP, unix, or one made from a vsock fd). */
 export function socketLink(sock: Socket, description: string, initial?: Uint8Array): Link {
   sock.setNoDelay?.(true);
-  let closed = false;
-  const closeCbs: ((err?: Error) => void)[] = [];
-  let lastError: Error | undefined;
+  const events = new LinkEvents();
   sock.on("error", (err) => {
-    lastError = err;
+    events.lastError = err;
   });
-  sock.on("close", () => {
-    if (closed) return;
-    closed = true;
-    for (const cb of closeCbs) cb(lastError);
-  });
+  sock.on("close", () => events.close());
+  sock.on("drain", () => events.drain());
   return {
     description,
+    ...events.register,
+    onData(cb) {
+      // Bytes read before the link existed (a handshake's tail) come first;
+      // the socket flows only once someone takes its bytes.
+      if (initial && initial.length > 0) cb(initial);
+      sock.on("data", (b: Buffer) => cb(b));
+    },
     write(chunks) {
-      if (closed || sock.destroyed) return true;
+      if (events.closed || sock.destroyed) return true;
       // No cork(): corking makes node:net concatenate the chunks, a copy of
       // every data payload that cost a quarter of the agent's CPU time.
       let ok = true;
@@ -69,18 +111,7 @@ export function socketLink(sock: Socket, description: string, initial?: Uint8Arr
       // A peer that never reads must not keep the socket forever.
       setTimeout(() => sock.destroy(), 5000).unref();
     },
-    onData(cb) {
-      // Bytes read before the link existed (a handshake's tail) come first.
-      if (initial && initial.length > 0) cb(initial);
-      sock.on("data", (b: Buffer) => cb(b));
-    },
     pause: () => void sock.pause(),
     resume: () => void sock.resume(),
-    onDrain(cb) {
-      sock.on("drain", cb);
-    },
-    onClose(cb) {
-      closeCbs.push(cb);
-    },
   };
 }

@@ -2,36 +2,30 @@
 // whose boundaries mean nothing: the byte stream is what counts, exactly as
 // on TCP, so a frame may span messages and a message may hold many frames.
 import type WebSocket from "ws";
-import type { Link } from "./link.js";
+import { LinkEvents, type Link } from "./link.js";
 
 /** Above this many unsent bytes the link reports backpressure. */
 const HIGH_WATER = 4 << 20;
 
 export function wsLink(ws: WebSocket, description: string): Link {
-  let closed = false;
-  const closeCbs: ((err?: Error) => void)[] = [];
-  const drainCbs: (() => void)[] = [];
-  let lastError: Error | undefined;
+  const events = new LinkEvents();
   let waitingDrain = false;
   ws.binaryType = "nodebuffer";
   ws.on("error", (err: Error) => {
-    lastError = err;
+    events.lastError = err;
   });
-  ws.on("close", () => {
-    if (closed) return;
-    closed = true;
-    for (const cb of closeCbs) cb(lastError);
-  });
+  ws.on("close", () => events.close());
   const onSent = () => {
     if (waitingDrain && ws.bufferedAmount < HIGH_WATER / 2) {
       waitingDrain = false;
-      for (const cb of drainCbs) cb();
+      events.drain();
     }
   };
   return {
     description,
+    ...events.register,
     write(chunks) {
-      if (closed || ws.readyState !== ws.OPEN) return true;
+      if (events.closed || ws.readyState !== ws.OPEN) return true;
       const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       ws.send(buf, { binary: true }, onSent);
       if (ws.bufferedAmount >= HIGH_WATER) {
@@ -52,11 +46,5 @@ export function wsLink(ws: WebSocket, description: string): Link {
     },
     pause: () => ws.pause(),
     resume: () => ws.resume(),
-    onDrain(cb) {
-      drainCbs.push(cb);
-    },
-    onClose(cb) {
-      closeCbs.push(cb);
-    },
   };
 }

@@ -1,6 +1,6 @@
 // An in-process Link pair for unit tests: bytes arrive asynchronously, and a
 // writer past the high-water mark sees backpressure until the peer drained.
-import type { Link } from "../../proto/link.js";
+import { LinkEvents, type Link } from "../../proto/link.js";
 
 export interface MemoryLink extends Link {
   /** Bytes this side wrote, for assertions. */
@@ -20,46 +20,36 @@ export function memoryLinkPair(highWater = 1 << 20): [MemoryLink, MemoryLink] {
 interface End {
   link: MemoryLink;
   peer?: End;
-  dataCbs: ((c: Uint8Array) => void)[];
-  closeCbs: ((err?: Error) => void)[];
-  drainCbs: (() => void)[];
+  events: LinkEvents;
   queued: number;
   blocked: boolean;
-  closed: boolean;
-  closeNow(): void;
 }
 
 function makeEnd(highWater: number): End {
+  const events = new LinkEvents();
   const end: End = {
-    dataCbs: [],
-    closeCbs: [],
-    drainCbs: [],
+    events,
     queued: 0,
     blocked: false,
-    closed: false,
-    closeNow() {
-      if (end.closed) return;
-      end.closed = true;
-      for (const cb of end.closeCbs) cb();
-    },
     link: undefined as unknown as MemoryLink, // set just below
   };
   const deliver = (to: End, bytes: Uint8Array) => {
     end.queued += bytes.length;
     setImmediate(() => {
       end.queued -= bytes.length;
-      if (!to.closed) for (const cb of to.dataCbs) cb(bytes);
+      if (!to.events.closed) to.events.data(bytes);
       if (end.blocked && end.queued < highWater / 2) {
         end.blocked = false;
-        for (const cb of end.drainCbs) cb();
+        events.drain();
       }
     });
   };
   end.link = {
     description: "memory",
     written: 0,
+    ...events.register,
     write(chunks) {
-      if (end.closed || !end.peer) return true;
+      if (events.closed || !end.peer) return true;
       for (const c of chunks) {
         // Copy: the sender may reuse its buffer once write() returns.
         const copy = c.slice();
@@ -71,23 +61,12 @@ function makeEnd(highWater: number): End {
     },
     close() {
       setImmediate(() => {
-        end.closeNow();
-        end.peer?.closeNow();
+        events.close();
+        end.peer?.events.close();
       });
-    },
-    onData(cb) {
-      end.dataCbs.push(cb);
-    },
-    onDrain(cb) {
-      end.drainCbs.push(cb);
-    },
-    onClose(cb) {
-      end.closeCbs.push(cb);
     },
     inject(bytes) {
-      setImmediate(() => {
-        for (const cb of end.dataCbs) cb(bytes);
-      });
+      setImmediate(() => events.data(bytes));
     },
   };
   return end;
