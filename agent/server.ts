@@ -30,13 +30,13 @@ export interface ConnectionLimits {
 }
 
 /** What every connection is served with. */
-export interface Served {
+interface Served {
   agent: AgentContext;
   limits: ConnectionLimits;
 }
 
-/** Accepts connections on a link; usable for transports that are not listeners (serial). */
-export function serveLink(link: Link, authenticator: Authenticator | undefined, served: Served): Session {
+/** Serves one connection. */
+function serveLink(link: Link, authenticator: Authenticator | undefined, served: Served): Session {
   const { limits } = served;
   let session!: Session;
   let protocolErrors = 0;
@@ -81,8 +81,7 @@ export async function serve(opts: ServeOptions): Promise<Agent> {
   const listeners: Listener[] = [];
   for (const url of opts.listen) {
     try {
-      const l = await listenOne(url, opts);
-      if (l) listeners.push(l);
+      listeners.push(await listenOne(url, opts));
     } catch (err) {
       if (!opts.tolerant) throw err;
       log("error", `cannot serve ${url}: ${(err as Error).message}`);
@@ -96,22 +95,19 @@ export async function serve(opts: ServeOptions): Promise<Agent> {
   };
 }
 
-async function listenOne(url: string, opts: ServeOptions): Promise<Listener | undefined> {
+async function listenOne(url: string, opts: ServeOptions): Promise<Listener> {
   const ep = parseEndpoint(url);
-  if (ep.kind === "serial" || ep.kind === "virtio-serial") {
-    const { serveSerial } = await import("./serial.js");
-    serveSerial(ep, opts.gate.forConnection(ep.kind, "", formatEndpoint(ep)), { agent: opts.agent, limits: opts.limits ?? {} });
-    return undefined;
-  }
   const perAddress = new AddressCounter(opts.limits?.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS);
   const l = await listen(
     ep,
     (link) => {
       if (link.peer !== undefined && !perAddress.admit(link)) return;
-      log("info", `${link.description}: connected`);
+      // A serial line starts a link per host session, most of them never
+      // used (a port reopened with no host there): only real ones are logged.
+      if (!link.resync) log("info", `${link.description}: connected`);
       serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description), { agent: opts.agent, limits: opts.limits ?? {} });
     },
-    { tls: opts.tls },
+    { tls: opts.tls, report: (message) => log("warn", `${formatEndpoint(ep)}: ${message}`) },
   );
   log("info", `listening on ${formatEndpoint(l.endpoint)}`);
   return l;

@@ -1,4 +1,6 @@
 // Server side of every transport: an endpoint URL in, a stream of Links out.
+// A serial line (UART, virtio-serial) has no connections: each host session
+// on it is one Link (see serial-listen.ts), so it is a listener like the rest.
 import fs from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -19,6 +21,8 @@ export interface Listener {
 export interface ListenOptions {
   /** Certificate chain and private key (PEM) for tls:// and wss://. */
   tls?: { cert: string; key: string };
+  /** Transient trouble a listener rides out (a serial device not there yet), for the log. */
+  report?: (message: string) => void;
 }
 
 export async function listen(url: string | Endpoint, onLink: (link: Link) => void, opts: ListenOptions = {}): Promise<Listener> {
@@ -80,11 +84,15 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       await bind(server, ep, () => server.listen({ fd }));
       return { endpoint: ep, close: () => closeServer(server) };
     }
-    case "hvsock":
     case "serial":
-    case "virtio-serial":
-      // Serial lines are not listeners: the agent serves them with serveSerial().
-      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${formatEndpoint(ep)} cannot be listened on here`);
+    case "virtio-serial": {
+      // Bun-only (file streams on a device), so loaded only when asked for.
+      const { listenSerial } = await import("./serial-listen.js");
+      return listenSerial(ep, onLink, opts);
+    }
+    case "hvsock":
+      // Firecracker's hybrid vsock is a host-side unix socket a client dials.
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${formatEndpoint(ep)} cannot be listened on: a guest listens on vsock://:PORT`);
   }
 }
 

@@ -1,29 +1,29 @@
-// Serving the protocol on serial lines (a UART, a virtio-serial port). A
-// serial line has no connections, only bytes, so the agent gives each host
-// session its own "epoch": a fresh Link and Session over the same device.
-// An epoch ends when
+// Serial lines (a UART, a virtio-serial port) as a listener. A serial line
+// has no connections, only bytes, so each host session gets its own
+// "epoch": a fresh Link over the same device, handed to onLink as a TCP
+// listener hands over an accepted socket. An epoch ends when
 //   * the device reads EOF (virtio-serial: the host side disconnected); the
 //     port is reopened after a short pause, or
 //   * a Hello arrives on an epoch that already shook hands: the host
 //     reconnected without us seeing it (a UART has no hang-up), so the old
-//     session is torn down and the Hello starts the next one.
+//     session is torn down and the Hello starts the next one, or
+//   * its session closed itself (a protocol error); the line stays served.
 // Junk left from a torn session is skipped by the resynchronising decoder.
 import fs from "node:fs";
 import path from "node:path";
-import { formatEndpoint, type Endpoint } from "../proto/endpoint.js";
-import { encodeFrame } from "../proto/frame.js";
-import type { Link } from "../proto/link.js";
-import type { Authenticator } from "../proto/session.js";
-import type { Frame } from "../proto/wire.js";
-import { fileLink } from "../proto/file-link.js";
-import { log } from "./log.js";
-import { serveLink, type Served } from "./server.js";
-import { makeRaw } from "../proto/libc.js";
+import type { Endpoint } from "./endpoint.js";
+import { fileLink } from "./file-link.js";
+import { encodeFrame } from "./frame.js";
+import { makeRaw } from "./libc.js";
+import { LinkEvents, type Link } from "./link.js";
+import type { Listener, ListenOptions } from "./listen.js";
+import type { Frame } from "./wire.js";
 
 // Short, because the next host may be waiting (its Hello is repeated, so
 // nothing is lost); not zero, because a port with no host attached reads EOF
 // at once and we would spin.
 const REOPEN_DELAY_MS = 100;
+const RETRY_MS = 1000;
 
 /** Finds a virtio-serial port's device by its name, as udev would link it under /dev/virtio-ports. */
 export function virtioPortPath(name: string): string | undefined {
@@ -47,35 +47,45 @@ function devicePath(ep: Endpoint): string | undefined {
   return undefined;
 }
 
-/** Serves one serial endpoint forever; never throws. */
-export function serveSerial(ep: Endpoint, authenticator: Authenticator | undefined, served: Served): void {
-  const where = formatEndpoint(ep);
-  let waitingLogged = false;
+/** Serves one serial endpoint until closed: waits for its device, reopens it after a hang-up, never throws. */
+export function listenSerial(ep: Endpoint, onLink: (link: Link) => void, opts: ListenOptions = {}): Listener {
+  let closed = false;
+  let waitingReported = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let device: Link | undefined;
+  const later = (ms: number) => {
+    if (!closed) timer = setTimeout(open, ms);
+  };
   const open = () => {
     const dev = devicePath(ep);
     if (!dev || !fs.existsSync(dev)) {
-      if (!waitingLogged) log("warn", `${where}: device not present yet; retrying`);
-      waitingLogged = true;
-      setTimeout(open, 1000);
-      return;
+      if (!waitingReported) opts.report?.(`device ${dev ?? "for this port"} not present yet; retrying`);
+      waitingReported = true;
+      return later(RETRY_MS);
     }
     let fd: number;
     try {
       fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_NOCTTY | fs.constants.O_NONBLOCK);
       if (ep.kind === "serial") makeRaw(fd);
     } catch (err) {
-      log("error", `${where}: cannot open ${dev}: ${(err as Error).message}`);
-      setTimeout(open, 1000);
-      return;
+      opts.report?.(`cannot open ${dev}: ${(err as Error).message}`);
+      return later(RETRY_MS);
     }
-    runEpochs(fd, where, authenticator, served, () => setTimeout(open, REOPEN_DELAY_MS));
+    device = runEpochs(fd, dev, onLink, () => later(REOPEN_DELAY_MS));
   };
-  log("info", `listening on ${where}`);
   open();
+  return {
+    endpoint: ep,
+    close: async () => {
+      closed = true;
+      clearTimeout(timer);
+      device?.close();
+    },
+  };
 }
 
-/** Splits one device into a sequence of per-session links. */
-function runEpochs(fd: number, where: string, authenticator: Authenticator | undefined, served: Served, onDeviceClosed: () => void): void {
+/** Splits one device into a sequence of per-session links; returns the device's own link. */
+function runEpochs(fd: number, where: string, onLink: (link: Link) => void, onDeviceClosed: () => void): Link {
   let current: Epoch | undefined;
   // EOF ends the host's session; the fd stays open for the next one.
   const device = fileLink(fd, where, {
@@ -92,14 +102,12 @@ function runEpochs(fd: number, where: string, authenticator: Authenticator | und
         current?.end();
         start(encodeFrame(hello));
       },
-      // The session closed itself (a protocol error, or no Hello within the
-      // handshake timeout): the line is still there, so serve the next host.
       () => {
         if (current === epoch) start();
       },
     );
     current = epoch;
-    serveLink(epoch.link, authenticator, served);
+    onLink(epoch.link);
     if (firstBytes) epoch.feed(firstBytes);
   };
   device.onData((b) => current?.feed(b));
@@ -110,12 +118,12 @@ function runEpochs(fd: number, where: string, authenticator: Authenticator | und
     onDeviceClosed();
   });
   start();
+  return device;
 }
 
+/** One host session on a serial device. */
 class Epoch {
-  private dataCbs: ((c: Uint8Array) => void)[] = [];
-  private drainCbs: (() => void)[] = [];
-  private closeCbs: ((err?: Error) => void)[] = [];
+  private readonly events = new LinkEvents();
   private ended = false;
   readonly link: Link;
 
@@ -134,24 +142,24 @@ class Epoch {
         this.end();
         this.onSessionClosed();
       },
-      onData: (cb) => void this.dataCbs.push(cb),
-      onDrain: (cb) => void this.drainCbs.push(cb),
-      onClose: (cb) => void this.closeCbs.push(cb),
+      pause: () => device.pause?.(),
+      resume: () => device.resume?.(),
+      ...this.events.register,
       rehello: (hello) => this.onRehello(hello),
     };
   }
 
   feed(b: Uint8Array): void {
-    if (!this.ended) for (const cb of this.dataCbs) cb(b);
+    if (!this.ended) this.events.data(b);
   }
 
   drain(): void {
-    if (!this.ended) for (const cb of this.drainCbs) cb();
+    if (!this.ended) this.events.drain();
   }
 
   end(): void {
     if (this.ended) return;
     this.ended = true;
-    for (const cb of this.closeCbs) cb();
+    this.events.close();
   }
 }
