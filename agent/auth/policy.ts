@@ -1,15 +1,9 @@
-// Per-key allowlists of request types (their format: proto/authorized-keys.ts).
+// Per-key allowlists of request types (their format: proto/authorized-keys.ts;
+// a request's name: policyName in ../commands.ts).
 // A refused request is answered with PERMISSION_DENIED before its handler
 // runs, so it changes nothing.
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { Principal } from "../../proto/session.js";
-import type { Request } from "../../proto/wire.js";
-
-/** The policy name of a request: its oneof field in snake case, attach without stdin as "logs". */
-export function requestType(req: Request, kind: string): string {
-  if (kind === "attach" && !req.attach?.stdinStream) return "logs";
-  return kind.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-}
 
 /** Throws PERMISSION_DENIED unless the principal may send this request type. */
 export function checkAllowed(p: Principal | undefined, type: string): void {

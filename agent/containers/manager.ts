@@ -14,7 +14,8 @@ import { mount } from "../../proto/libc.js";
 import { Container, RUNTIME, type ContainerExit } from "./container.js";
 import { LayerCache, type Progress } from "./layers.js";
 import type { OutputSink } from "./output.js";
-import { mergeEnv, processArgs, runtimeConfig, type Limits } from "./spec.js";
+import type { RunCommand } from "../commands.js";
+import { mergeEnv, processArgs, runtimeConfig } from "./spec.js";
 import { checkCommand } from "./lookup.js";
 import { overlayData } from "./overlay.js";
 import { resolveUser } from "./users.js";
@@ -22,20 +23,8 @@ import { resolveUser } from "./users.js";
 export const CONTAINERS_DIR = "/run/fractal/containers";
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
-export interface RunSpec {
-  image: string;
-  name: string;
-  command: string[];
-  /** Replaces the image's Entrypoint and Cmd (docker run --entrypoint). */
-  entrypoint?: string[];
-  env: string[];
-  cwd: string;
-  user: string;
-  tty?: { cols: number; rows: number };
-  interactive: boolean;
-  remove: boolean;
-  limits: Limits;
-}
+/** A run as the manager takes it: the decoded request without its streams, env as K=V. */
+export type RunSpec = Omit<RunCommand, "stdio" | "progressStream" | "env"> & { env: string[] };
 
 /** Runs the OCI runtime for a short command (kill, delete); resolves with its exit code and stderr. */
 function runtime(args: string[]): Promise<{ code: number; err: string }> {

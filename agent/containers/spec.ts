@@ -5,13 +5,9 @@
 // own (as docker's --network host): the guest is the isolation boundary
 // toward the outside, containers share its network.
 import type { RunConfig } from "../../oci/store.js";
+import type { Limits } from "../commands.js";
 import type { ResolvedUser } from "./users.js";
 
-export interface Limits {
-  memoryBytes: number;
-  cpus: number;
-  pids: number;
-}
 
 export interface SpecInput {
   args: string[];

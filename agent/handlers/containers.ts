@@ -5,9 +5,8 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { checkSignal } from "../../proto/signals.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
-import type { AttachRequest, ExecRequest, RunRequest } from "../../proto/wire.js";
+import type { AttachCommand, ExecCommand, RunCommand } from "../commands.js";
 import { describe, RUNTIME, type Container, type ContainerExit } from "../containers/container.js";
 import type { ContainerManager } from "../containers/manager.js";
 import { IMAGE_STORE } from "../../proto/guest.js";
@@ -100,47 +99,22 @@ export class ContainerHandlers {
     return { ok: {} };
   }
 
-  async run(req: RunRequest): Promise<ResponseBody> {
-    const tty = req.tty ? { cols: req.tty.cols || 80, rows: req.tty.rows || 24 } : undefined;
-    const env = (req.env ?? []).map((kv) => {
-      if (!kv.key || kv.key.includes("=")) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `run: bad environment variable name "${kv.key ?? ""}"`);
-      return `${kv.key}=${kv.value ?? ""}`;
-    });
-    if (req.tty?.term) env.push(`TERM=${req.tty.term}`);
-    const limit = (v: number | null | undefined, what: string) => {
-      const n = v ?? 0;
-      if (!Number.isFinite(n) || n < 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `run: bad ${what} ${n}`);
-      return n;
-    };
-    const progress = progressLines(this.session, req.progressStream ?? 0);
-    const sink = req.stdoutStream ? streamSink(this.session, req.stdoutStream, req.stderrStream ?? 0, tty !== undefined) : undefined;
+  async run(cmd: RunCommand): Promise<ResponseBody> {
+    const { stdio, progressStream, ...spec } = cmd;
+    const env = spec.env.map(([k, v]) => `${k}=${v}`);
+    if (spec.tty?.term) env.push(`TERM=${spec.tty.term}`);
+    const progress = progressLines(this.session, progressStream);
+    const sink = stdio.stdout ? streamSink(this.session, stdio.stdout, stdio.stderr, spec.tty !== undefined) : undefined;
     let c: Container;
     try {
-      c = await this.containers.run(
-        {
-          image: req.image ?? "",
-          name: req.name ?? "",
-          command: req.command ?? [],
-          entrypoint: req.replaceEntrypoint ? (req.entrypoint ?? []) : undefined,
-          env,
-          cwd: req.cwd ?? "",
-          user: req.user ?? "",
-          tty,
-          interactive: req.interactive ?? false,
-          remove: req.remove ?? false,
-          limits: { memoryBytes: limit(req.memoryBytes, "memory limit"), cpus: limit(req.cpus, "CPU limit"), pids: limit(req.pids, "pids limit") },
-        },
-        sink,
-        progress.line,
-        (req.stdinStream ?? 0) !== 0,
-      );
+      c = await this.containers.run({ ...spec, env }, sink, progress.line, stdio.stdin !== 0);
     } catch (err) {
       sink?.end();
       throw err;
     } finally {
       progress.end();
     }
-    pipeStdin(this.session, req.stdinStream ?? 0, c);
+    pipeStdin(this.session, stdio.stdin, c);
     return { run: { id: c.id, name: c.name } };
   }
 
@@ -149,22 +123,22 @@ export class ContainerHandlers {
     return { containerExit: exitToWire(await c.done) };
   }
 
-  attach(req: AttachRequest): ResponseBody {
-    const c = this.containers.find(req.container ?? "");
+  attach(cmd: AttachCommand): ResponseBody {
+    const c = this.containers.find(cmd.container);
     const tty = c.init.tty !== undefined;
-    const feeds = (req.stdinStream ?? 0) !== 0 && c.acceptsStdin;
-    c.attach(streamSink(this.session, req.stdoutStream ?? 0, req.stderrStream ?? 0, tty), { pace: feeds, fromStart: req.logs ?? false, follow: req.follow ?? false });
-    pipeStdin(this.session, req.stdinStream ?? 0, c);
+    const feeds = cmd.stdio.stdin !== 0 && c.acceptsStdin;
+    c.attach(streamSink(this.session, cmd.stdio.stdout, cmd.stdio.stderr, tty), { pace: feeds, fromStart: cmd.logs, follow: cmd.follow });
+    pipeStdin(this.session, cmd.stdio.stdin, c);
     return { ok: {} };
   }
 
   async kill(ref: string, sig: number): Promise<ResponseBody> {
-    await this.containers.kill(ref, checkSignal(sig));
+    await this.containers.kill(ref, sig);
     return { ok: {} };
   }
 
   async stop(ref: string, timeoutS: number): Promise<ResponseBody> {
-    const e = await this.containers.stop(ref, timeoutS || 10);
+    const e = await this.containers.stop(ref, timeoutS);
     return { containerExit: exitToWire(e) };
   }
 
@@ -174,7 +148,6 @@ export class ContainerHandlers {
   }
 
   resize(ref: string, cols: number, rows: number): ResponseBody {
-    if (cols < 1 || rows < 1 || cols > 0xffff || rows > 0xffff) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `window size ${cols}x${rows} is out of range`);
     this.containers.find(ref).resize(cols, rows);
     return { ok: {} };
   }
@@ -205,23 +178,23 @@ export class ContainerHandlers {
  * `exec` inside a container: the runtime's own exec joins the container's
  * namespaces and cgroup (never this process). Returns the argv to start.
  */
-export function containerExecArgv(containers: ContainerManager, req: ExecRequest, tty: boolean): { argv: string[]; pidFile: string } {
-  const c = containers.find(req.container ?? "");
+export function containerExecArgv(containers: ContainerManager, cmd: ExecCommand, container: { ref: string; user: string }): { argv: string[]; pidFile: string } {
+  const c = containers.find(container.ref);
   if (!c.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${c.name} is not running (${c.exit ? describe(c.exit) : "not started"})`);
   const pidFile = path.join(c.init.bundle, `exec-${randomBytes(6).toString("hex")}.pid`);
   const argv = [RUNTIME, "exec", "--pid-file", pidFile];
-  if (tty) argv.push("--tty");
-  if (req.cwd) argv.push("--cwd", req.cwd);
-  if (req.user) {
-    const u = resolveUser(c.rootfs, req.user);
+  if (cmd.tty) argv.push("--tty");
+  if (cmd.cwd) argv.push("--cwd", cmd.cwd);
+  if (container.user) {
+    const u = resolveUser(c.rootfs, container.user);
     argv.push("--user", `${u.uid}:${u.gid}`);
   }
-  const env = [...c.init.env, ...(req.env ?? []).map((kv) => `${kv.key}=${kv.value ?? ""}`)];
-  if (req.tty?.term) env.push(`TERM=${req.tty.term}`);
+  const env = [...c.init.env, ...cmd.env.map(([k, v]) => `${k}=${v}`)];
+  if (cmd.tty?.term) env.push(`TERM=${cmd.tty.term}`);
   // Later entries win in the runtime, as in the process environment.
-  checkCommand(c.rootfs, req.argv?.[0] ?? "", [...env].reverse(), req.cwd || c.init.cwd);
+  checkCommand(c.rootfs, cmd.argv[0]!, [...env].reverse(), cmd.cwd || c.init.cwd); // decode checked argv is not empty
   for (const e of env) argv.push("--env", e);
-  argv.push(c.id, ...(req.argv ?? []));
+  argv.push(c.id, ...cmd.argv);
   return { argv, pidFile };
 }
 

@@ -3,11 +3,11 @@
 // SIGHUP, as a login session's do when the terminal hangs up.
 import fs from "node:fs";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { checkSignal } from "../../proto/signals.js";
 import { HOST_ROOT, NS_HELPER } from "../../proto/guest.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
-import type { ExecRequest } from "../../proto/wire.js";
-import { startChild, type ExitResult } from "../process/child.js";
+import type { InStream, OutStream } from "../../proto/stream.js";
+import type { ExecCommand } from "../commands.js";
+import { startChild, type Child, type ChildSpec, type ExitResult } from "../process/child.js";
 import { ProcessTable } from "../process/table.js";
 import { log } from "../log.js";
 import { resizeByPidFile } from "../containers/winsize.js";
@@ -15,6 +15,7 @@ import type { ContainerManager } from "../containers/manager.js";
 import { containerExecArgv } from "./containers.js";
 
 const SIGHUP = 1;
+const discard = () => Promise.resolve();
 
 
 /**
@@ -22,13 +23,8 @@ const SIGHUP = 1;
  * namespace is never entered by this process: unshare(2) and setns(2)
  * change only the calling thread, and Bun runs many threads.
  */
-function inNamespace(argv: string[], ns: NonNullable<ExecRequest["namespace"]>, cwd: string): string[] {
-  const binds = (ns.entries ?? []).flatMap((e) => {
-    const local = e.local ?? "";
-    const remote = e.remote || local;
-    if (!local.startsWith("/") || !remote.startsWith("/")) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `namespace entry "${local}=${remote}": paths must be absolute`);
-    return ["-bind", `${local}=${remote}`];
-  });
+function inNamespace(argv: string[], ns: { local: string; remote: string }[], cwd: string): string[] {
+  const binds = ns.flatMap((e) => ["-bind", `${e.local}=${e.remote}`]);
   return [NS_HELPER, "-root", HOST_ROOT, ...binds, "-cwd", cwd, "--", ...argv];
 }
 
@@ -52,58 +48,74 @@ export class ProcessHandlers {
     session.onClose(() => this.hangUp());
   }
 
-  exec(req: ExecRequest): ResponseBody {
-    const argv = req.argv ?? [];
-    if (argv.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, "exec: argv is empty");
-    let env: Record<string, string> = req.replaceEnv ? {} : { ...(process.env as Record<string, string>) };
-    for (const kv of req.env ?? []) {
-      if (!kv.key || kv.key.includes("=")) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `exec: bad environment variable name "${kv.key ?? ""}"`);
-      env[kv.key] = kv.value ?? "";
-    }
-    const tty = req.tty ? { cols: req.tty.cols ?? 80, rows: req.tty.rows ?? 24 } : undefined;
-    if (req.tty?.term) env.TERM = req.tty.term;
-    let cwd = req.cwd || process.cwd();
-    let command = argv;
-    let pidFile: string | undefined;
-    if (req.container) {
-      // The container's environment, cwd and user apply inside it; the
-      // runtime itself runs with the agent's.
-      const ce = containerExecArgv(this.containers, req, tty !== undefined);
-      command = ce.argv;
-      pidFile = ce.pidFile;
-      env = { ...(process.env as Record<string, string>) };
-      cwd = "/";
-    } else if (req.namespace) {
-      if (!hostRootMounted()) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `--namespace needs the host's root at ${HOST_ROOT}: boot the VM with --host-root`);
-      // The working directory is inside the namespace; the helper falls back to / when it is not there.
-      command = inNamespace(argv, req.namespace, req.cwd || "/");
-      cwd = "/";
-    }
-    checkDirectory(cwd);
-
-    // Open the streams before anything can fail asynchronously: data for
-    // stdin may already be on its way right behind this request.
-    const s = this.session;
-    const stdin = req.stdinStream ? s.openIn(req.stdinStream) : undefined;
-    const stdout = req.stdoutStream ? s.openOut(req.stdoutStream) : undefined;
-    const stderr = req.stderrStream && !tty ? s.openOut(req.stderrStream) : undefined;
-    const discard = () => Promise.resolve();
-
-    let child;
+  /** Starts a process: where and how it runs, its streams, then the child itself. */
+  exec(cmd: ExecCommand): ResponseBody {
+    const launch = this.launchSpec(cmd);
+    const streams = this.openStdio(cmd);
+    let child: Child;
     try {
-      child = startChild(
-        { argv: command, env, cwd, tty, uid: req.setUid ? (req.uid ?? 0) : undefined, gid: req.setUid ? (req.gid ?? 0) : undefined },
-        {
-          stdout: stdout ? (c) => stdout.write(c) : discard,
-          stderr: stderr ? (c) => stderr.write(c) : discard,
-        },
-      );
+      child = startChild(launch, {
+        stdout: streams.stdout ? (c) => streams.stdout!.write(c) : discard, // checked in the condition
+        stderr: streams.stderr ? (c) => streams.stderr!.write(c) : discard,
+      });
     } catch (err) {
-      stdin?.reset("exec failed");
-      stdout?.end();
-      stderr?.end();
+      streams.stdin?.reset("exec failed");
+      streams.stdout?.end();
+      streams.stderr?.end();
       throw err;
     }
+    this.feedStdin(child, streams.stdin, cmd.tty !== undefined);
+    const entry = this.table.add(child);
+    if (launch.pidFile) this.pidFiles.set(entry.handle, launch.pidFile);
+    void child.done.then(() => {
+      streams.stdout?.end();
+      streams.stderr?.end();
+      if (launch.pidFile) fs.rmSync(launch.pidFile, { force: true });
+    });
+    return { exec: { process: entry.handle, pid: child.pid } };
+  }
+
+  /** The argv, environment and directory to start: in the guest, in a container (through the runtime), or in a namespace of host paths (through the helper). */
+  private launchSpec(cmd: ExecCommand): ChildSpec & { pidFile?: string } {
+    const tty = cmd.tty ? { cols: cmd.tty.cols, rows: cmd.tty.rows } : undefined;
+    const agentEnv = { ...(process.env as Record<string, string>) }; // process.env holds strings only
+    if (cmd.container) {
+      // The container's environment, cwd and user apply inside it; the
+      // runtime itself runs with the agent's.
+      const ce = containerExecArgv(this.containers, cmd, cmd.container);
+      return { argv: ce.argv, env: agentEnv, cwd: "/", tty, pidFile: ce.pidFile };
+    }
+    const env: Record<string, string> = cmd.replaceEnv ? {} : agentEnv;
+    for (const [k, v] of cmd.env) env[k] = v;
+    if (cmd.tty?.term) env.TERM = cmd.tty.term;
+    const ids = cmd.user ? { uid: cmd.user.uid, gid: cmd.user.gid } : {};
+    if (cmd.namespace) {
+      if (!hostRootMounted()) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `--namespace needs the host's root at ${HOST_ROOT}: boot the VM with --host-root`);
+      // The working directory is inside the namespace; the helper falls back to / when it is not there.
+      return { argv: inNamespace(cmd.argv, cmd.namespace, cmd.cwd || "/"), env, cwd: "/", tty, ...ids };
+    }
+    const cwd = cmd.cwd || process.cwd();
+    checkDirectory(cwd);
+    return { argv: cmd.argv, env, cwd, tty, ...ids };
+  }
+
+  /**
+   * Opens the streams the request named before anything can fail
+   * asynchronously: data for stdin may already be on its way right behind
+   * the request. A terminal has one output: no stderr stream.
+   */
+  private openStdio(cmd: ExecCommand): { stdin?: InStream; stdout?: OutStream; stderr?: OutStream } {
+    const s = this.session;
+    const { stdin, stdout, stderr } = cmd.stdio;
+    return {
+      stdin: stdin ? s.openIn(stdin) : undefined,
+      stdout: stdout ? s.openOut(stdout) : undefined,
+      stderr: stderr && !cmd.tty ? s.openOut(stderr) : undefined,
+    };
+  }
+
+  /** Connects the client's stdin stream to the child; without one, a pipe child reads EOF at once. */
+  private feedStdin(child: Child, stdin: InStream | undefined, tty: boolean): void {
     if (stdin) {
       stdin.pipeTo({
         data: (chunk, done) => void child.writeStdin(chunk).then(done, done),
@@ -113,23 +125,14 @@ export class ProcessHandlers {
     } else if (!tty) {
       child.closeStdin();
     }
-    const entry = this.table.add(child);
-    if (pidFile) this.pidFiles.set(entry.handle, pidFile);
-    child.done.then(() => {
-      stdout?.end();
-      stderr?.end();
-      if (pidFile) fs.rmSync(pidFile, { force: true });
-    });
-    return { exec: { process: entry.handle, pid: child.pid } };
   }
 
   signal(handle: number, sig: number, group: boolean): ResponseBody {
-    this.table.requireRunning(handle, "signal").signal(checkSignal(sig), group);
+    this.table.requireRunning(handle, "signal").signal(sig, group);
     return { ok: {} };
   }
 
   resize(handle: number, cols: number, rows: number): ResponseBody {
-    if (cols < 1 || rows < 1 || cols > 0xffff || rows > 0xffff) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `window size ${cols}x${rows} is out of range`);
     this.table.requireRunning(handle, "resize").resize(cols, rows);
     const pidFile = this.pidFiles.get(handle);
     if (pidFile) resizeByPidFile(pidFile, cols, rows);

@@ -1,0 +1,244 @@
+// The agent's one edge for wire types: every Request is decoded here, once,
+// into a plain, fully validated Command (as firecracker turns a parsed HTTP
+// request into a VmmAction). Defaults are filled and limits checked in this
+// file only; handlers take Commands and never see a protobuf type, its
+// optional fields or its oneof.
+//
+// protobufjs stays the generator (the design names it, and its static module
+// already types each message): what made handlers hard to change was not the
+// generated code but reading it everywhere, which this file ends.
+import { ErrorCode, FractalError } from "../proto/errors.js";
+import { checkSignal } from "../proto/signals.js";
+import type { AttachRequest, ExecRequest, Request, RunRequest } from "../proto/wire.js";
+
+export interface Tty {
+  cols: number;
+  rows: number;
+  /** TERM for the process; undefined keeps the default. */
+  term?: string;
+}
+
+/** Stream ids a request named; 0 = none. */
+export interface Stdio {
+  stdin: number;
+  stdout: number;
+  stderr: number;
+}
+
+export interface ExecCommand {
+  argv: string[];
+  /** Added to the environment (or, with replaceEnv, the whole of it), in order. */
+  env: [string, string][];
+  replaceEnv: boolean;
+  /** Empty: the agent's (or the container's) own. */
+  cwd: string;
+  /** Numeric ids to run as, in the guest. */
+  user?: { uid: number; gid: number };
+  tty?: Tty;
+  stdio: Stdio;
+  /** Host paths to bind into a private mount namespace (local <- remote). */
+  namespace?: { local: string; remote: string }[];
+  /** Run inside this container instead of the guest. */
+  container?: { ref: string; user: string };
+}
+
+export interface Limits {
+  memoryBytes: number;
+  cpus: number;
+  pids: number;
+}
+
+export interface RunCommand {
+  image: string;
+  name: string;
+  command: string[];
+  /** Replaces the image's Entrypoint and Cmd (docker run --entrypoint). */
+  entrypoint?: string[];
+  env: [string, string][];
+  cwd: string;
+  user: string;
+  tty?: Tty;
+  interactive: boolean;
+  remove: boolean;
+  limits: Limits;
+  stdio: Stdio;
+  progressStream: number;
+}
+
+export interface AttachCommand {
+  container: string;
+  logs: boolean;
+  follow: boolean;
+  stdio: Stdio;
+}
+
+/** Every request the agent serves, decoded. */
+export type Command =
+  | { kind: "ping"; nonce: number }
+  | { kind: "version" }
+  | { kind: "exec"; exec: ExecCommand }
+  | { kind: "signal"; process: number; signal: number; group: boolean }
+  | { kind: "resize"; process: number; cols: number; rows: number }
+  | { kind: "closeStdin"; process: number }
+  | { kind: "wait"; process: number }
+  | { kind: "shutdown"; reboot: boolean }
+  | { kind: "images" }
+  | { kind: "imageUnpack"; image: string; progressStream: number }
+  | { kind: "run"; run: RunCommand }
+  | { kind: "attach"; attach: AttachCommand }
+  | { kind: "containerWait"; container: string }
+  | { kind: "containerKill"; container: string; signal: number }
+  | { kind: "containerStop"; container: string; timeoutS: number }
+  | { kind: "containerRemove"; container: string; force: boolean }
+  | { kind: "containerList"; all: boolean }
+  | { kind: "containerResize"; container: string; cols: number; rows: number };
+
+export function assertNever(x: never): never {
+  throw new FractalError(ErrorCode.UNKNOWN_MESSAGE, `unknown request type ${String(x)}`);
+}
+
+const bad = (why: string) => new FractalError(ErrorCode.INVALID_ARGUMENT, why);
+
+/** The policy name of a command (proto/authorized-keys.ts): its type in snake case; attach without stdin is "logs". */
+export function policyName(c: Command): string {
+  if (c.kind === "attach" && c.attach.stdio.stdin === 0) return "logs";
+  return c.kind.replace(/[A-Z]/g, (ch) => `_${ch.toLowerCase()}`);
+}
+
+/** Decodes and checks a request; throws FractalError naming what is wrong. */
+export function decodeRequest(req: Request): Command {
+  // protobufjs sets `body` to the name of the oneof field present; an
+  // unknown field number (a newer client) leaves it undefined.
+  const kind = (req as { body?: NonNullable<Request["body"]> }).body;
+  switch (kind) {
+    case undefined:
+      throw new FractalError(ErrorCode.UNKNOWN_MESSAGE, "unknown request type (a newer client?)");
+    case "ping":
+      return { kind, nonce: req.ping?.nonce ?? 0 };
+    case "version":
+      return { kind };
+    case "exec":
+      return { kind, exec: execCommand(req.exec ?? {}) };
+    case "signal":
+      return { kind, process: req.signal?.process ?? 0, signal: checkSignal(req.signal?.signal ?? 0), group: req.signal?.group ?? false };
+    case "resize": {
+      const r = req.resize ?? {};
+      return { kind, process: r.process ?? 0, ...windowSize(r.cols ?? 0, r.rows ?? 0) };
+    }
+    case "closeStdin":
+      return { kind, process: req.closeStdin?.process ?? 0 };
+    case "wait":
+      return { kind, process: req.wait?.process ?? 0 };
+    case "shutdown":
+      return { kind, reboot: req.shutdown?.reboot ?? false };
+    case "images":
+      return { kind };
+    case "imageUnpack":
+      return { kind, image: nonEmpty(req.imageUnpack?.image, "image"), progressStream: req.imageUnpack?.progressStream ?? 0 };
+    case "run":
+      return { kind, run: runCommand(req.run ?? {}) };
+    case "attach":
+      return { kind, attach: attachCommand(req.attach ?? {}) };
+    case "containerWait":
+      return { kind, container: containerRef(req.containerWait?.container) };
+    case "containerKill":
+      return { kind, container: containerRef(req.containerKill?.container), signal: checkSignal(req.containerKill?.signal ?? 0) };
+    case "containerStop":
+      // 0 means docker's default grace period.
+      return { kind, container: containerRef(req.containerStop?.container), timeoutS: req.containerStop?.timeoutS || 10 };
+    case "containerRemove":
+      return { kind, container: containerRef(req.containerRemove?.container), force: req.containerRemove?.force ?? false };
+    case "containerList":
+      return { kind, all: req.containerList?.all ?? false };
+    case "containerResize": {
+      const r = req.containerResize ?? {};
+      return { kind, container: containerRef(r.container), ...windowSize(r.cols ?? 0, r.rows ?? 0) };
+    }
+    default:
+      return assertNever(kind);
+  }
+}
+
+function execCommand(e: ExecRequest): ExecCommand {
+  const argv = e.argv ?? [];
+  if (argv.length === 0 || argv[0] === "") throw bad("exec: no command given");
+  const container = e.container ? { ref: e.container, user: e.user ?? "" } : undefined;
+  if (container && e.namespace) throw bad("exec: --namespace runs in the guest, not in a container");
+  return {
+    argv,
+    env: envPairs(e.env, "exec"),
+    replaceEnv: e.replaceEnv ?? false,
+    cwd: e.cwd ?? "",
+    user: e.setUid ? { uid: e.uid ?? 0, gid: e.gid ?? 0 } : undefined,
+    tty: tty(e.tty),
+    stdio: { stdin: e.stdinStream ?? 0, stdout: e.stdoutStream ?? 0, stderr: e.stderrStream ?? 0 },
+    namespace: e.namespace ? (e.namespace.entries ?? []).map((n) => namespaceEntry(n.local ?? "", n.remote ?? "")) : undefined,
+    container,
+  };
+}
+
+function runCommand(r: RunRequest): RunCommand {
+  const limit = (v: number | null | undefined, what: string) => {
+    const n = v ?? 0;
+    if (!Number.isFinite(n) || n < 0) throw bad(`run: bad ${what} ${n}`);
+    return n;
+  };
+  return {
+    image: nonEmpty(r.image, "image"),
+    name: r.name ?? "",
+    command: r.command ?? [],
+    entrypoint: r.replaceEntrypoint ? (r.entrypoint ?? []) : undefined,
+    env: envPairs(r.env, "run"),
+    cwd: r.cwd ?? "",
+    user: r.user ?? "",
+    tty: tty(r.tty),
+    interactive: r.interactive ?? false,
+    remove: r.remove ?? false,
+    limits: { memoryBytes: limit(r.memoryBytes, "memory limit"), cpus: limit(r.cpus, "CPU limit"), pids: limit(r.pids, "pids limit") },
+    stdio: { stdin: r.stdinStream ?? 0, stdout: r.stdoutStream ?? 0, stderr: r.stderrStream ?? 0 },
+    progressStream: r.progressStream ?? 0,
+  };
+}
+
+function attachCommand(a: AttachRequest): AttachCommand {
+  return {
+    container: containerRef(a.container),
+    logs: a.logs ?? false,
+    follow: a.follow ?? false,
+    stdio: { stdin: a.stdinStream ?? 0, stdout: a.stdoutStream ?? 0, stderr: a.stderrStream ?? 0 },
+  };
+}
+
+function tty(t: { cols?: number | null; rows?: number | null; term?: string | null } | null | undefined): Tty | undefined {
+  if (!t) return undefined;
+  return { ...windowSize(t.cols || 80, t.rows || 24), term: t.term || undefined };
+}
+
+function windowSize(cols: number, rows: number): { cols: number; rows: number } {
+  if (cols < 1 || rows < 1 || cols > 0xffff || rows > 0xffff) throw bad(`window size ${cols}x${rows} is out of range`);
+  return { cols, rows };
+}
+
+function envPairs(kvs: { key?: string | null; value?: string | null }[] | null | undefined, what: string): [string, string][] {
+  return (kvs ?? []).map((kv) => {
+    const key = kv.key ?? "";
+    if (key === "" || key.includes("=") || key.includes("\0")) throw bad(`${what}: bad environment variable name "${key}"`);
+    return [key, kv.value ?? ""];
+  });
+}
+
+function namespaceEntry(local: string, remote: string): { local: string; remote: string } {
+  const r = remote || local;
+  if (!local.startsWith("/") || !r.startsWith("/")) throw bad(`namespace entry "${local}=${r}": paths must be absolute`);
+  return { local, remote: r };
+}
+
+function containerRef(ref: string | null | undefined): string {
+  if (!ref) throw bad("no container given");
+  return ref;
+}
+
+function nonEmpty(v: string | null | undefined, what: string): string {
+  if (!v) throw bad(`no ${what} given`);
+  return v;
+}
