@@ -49,6 +49,8 @@ export class Container {
   exit?: ContainerExit;
   readonly output: OutputLog;
   private stdinFd = -1;
+  /** Writes to the stdin FIFO, waiting for room when the container is not reading (no busy retry). */
+  private stdinSink: ReturnType<ReturnType<typeof Bun.file>["writer"]> | undefined;
   private stdinOpen: boolean;
   private shimPid = 0;
   private startedShim = false;
@@ -127,13 +129,9 @@ export class Container {
     // Until the shim has its ends open, our own writers stand in for them:
     // a FIFO with no writer at all reads as EOF, which would mean "exited".
     const bridge = this.connect(true);
-    this.launched = (async () => {
-      const exitFile = path.join(bundle, "exit");
-      while (!fs.existsSync(this.pidFile) && !fs.existsSync(exitFile) && shim.exitCode === null && shim.signalCode === null) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+    this.launched = runtimeReported(bundle, shim.exited).then(() => {
       for (const fd of bridge) fs.closeSync(fd);
-    })();
+    });
   }
 
   /** Opens the FIFOs and pumps output into the log until the shim is gone; returns the bridge writers asked for. */
@@ -144,7 +142,10 @@ export class Container {
     const pumps = [this.pump(outs[0]!, 1), this.pump(outs[1]!, 2)];
     // Read-write: opening never waits for the shim, and a writer exists
     // while we are here; the shim's own writer covers the time we are not.
-    if (this.stdinOpen) this.stdinFd = fs.openSync(this.fifo("stdin"), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    if (this.stdinOpen) {
+      this.stdinFd = fs.openSync(this.fifo("stdin"), fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+      this.stdinSink = Bun.file(this.stdinFd).writer();
+    }
     void Promise.all(pumps).then(() => this.finish());
     return writers;
   }
@@ -194,17 +195,12 @@ export class Container {
     this.output.attach(sink, o);
   }
 
+  /** Resolves once the FIFO took the chunk: a container that does not read holds its writer back. */
   async writeStdin(chunk: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < chunk.length && this.acceptsStdin && this.stdinFd >= 0) {
-      try {
-        off += fs.writeSync(this.stdinFd, chunk, off);
-      } catch (err) {
-        // A full FIFO: the container is not reading yet; try again shortly.
-        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    }
+    const sink = this.stdinSink;
+    if (!sink || !this.acceptsStdin) return;
+    sink.write(chunk);
+    await sink.flush();
   }
 
   closeStdin(): void {
@@ -221,6 +217,8 @@ export class Container {
 
   private closeStdinFd(): void {
     if (this.stdinFd < 0) return;
+    void Promise.resolve(this.stdinSink?.end()).catch(() => {});
+    this.stdinSink = undefined;
     fs.closeSync(this.stdinFd);
     this.stdinFd = -1;
   }
@@ -249,6 +247,28 @@ export class Container {
       // crun never created it
     }
   }
+}
+
+/**
+ * Resolves once the runtime reported the container's process (a non-empty
+ * pid file in the bundle) or its end (the shim's exit file), or `giveUp`
+ * settles (the shim died): inotify on the bundle directory, not a polling
+ * loop.
+ */
+function runtimeReported(bundle: string, giveUp: Promise<unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const seen = () => (readQuiet(path.join(bundle, "pid")) ?? "").trim() !== "" || fs.existsSync(path.join(bundle, "exit"));
+    const done = () => {
+      watcher.close();
+      resolve();
+    };
+    const watcher = fs.watch(bundle, () => {
+      if (seen()) done();
+    });
+    void giveUp.then(done, done);
+    // Either may have appeared before the watch began.
+    if (seen()) done();
+  });
 }
 
 function readQuiet(file: string): string | undefined {

@@ -3,7 +3,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { exitStatusFor } from "../../proto/errors.js";
 import { HOST_ROOT } from "../../proto/guest.js";
-import { bootVm, listVms, stopVm, type BootOptions } from "../vm/manager.js";
+import { bootVm, listVms, qmpSocket, stopVm, type BootOptions } from "../vm/manager.js";
+import { qemuExited } from "../vm/qmp.js";
 import { hostRootShare, imageStoreShare } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
 import { flag, parseFlags, parseSize, usageError, value, values } from "./args.js";
@@ -182,13 +183,12 @@ export async function runBoot(opts: BootOptions, detach: boolean, authorize: str
   if (tty) process.stderr.write("\r\x1b[K");
   process.stdout.write(`${rec.name}: ready (${rec.accel}, pid ${rec.pid}); agent at ${[rec.endpoints.vsock, rec.endpoints.tcp, rec.endpoints.serial, rec.endpoints.uart].filter(Boolean).join(", ")}\n`);
   if (detach) return 0;
-  return followConsole(rec.name, rec.console, rec.pid);
+  return followConsole(rec.name, rec.console);
 }
 
 /** Foreground mode: stream the console until the VM goes; Ctrl-C stops it. */
-async function followConsole(name: string, file: string, pid: number): Promise<number> {
+async function followConsole(name: string, file: string): Promise<number> {
   process.stdout.write(`${name}: console follows; Ctrl-C stops the VM\n`);
-  let offset = 0;
   let stopping = false;
   process.on("SIGINT", () => {
     if (stopping) return;
@@ -198,24 +198,31 @@ async function followConsole(name: string, file: string, pid: number): Promise<n
       process.exit(0);
     });
   });
-  for (;;) {
+  // What QEMU appends, from where we left off, whenever the file changes.
+  let offset = 0;
+  const buf = Buffer.alloc(64 << 10);
+  const copy = () => {
+    let fd: number;
     try {
-      const buf = fs.readFileSync(file);
-      if (buf.length > offset) {
-        process.stdout.write(buf.subarray(offset));
-        offset = buf.length;
-      }
+      fd = fs.openSync(file, "r");
     } catch {
-      // state removed by a concurrent stop
+      return; // state removed by a concurrent stop
     }
     try {
-      process.kill(pid, 0);
-    } catch {
-      process.stdout.write(`\n${name}: QEMU exited\n`);
-      return 0;
+      // A copy: stdout may still hold the bytes when the buffer is read into again.
+      for (let n; (n = fs.readSync(fd, buf, 0, buf.length, offset)) > 0; offset += n) process.stdout.write(Buffer.from(buf.subarray(0, n)));
+    } finally {
+      fs.closeSync(fd);
     }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  };
+  const watcher = fs.watch(file, copy);
+  copy();
+  // QEMU's QMP socket closes when it exits: no polling of its pid.
+  await qemuExited(qmpSocket(name), Infinity);
+  watcher.close();
+  copy();
+  process.stdout.write(`\n${name}: QEMU exited\n`);
+  return 0;
 }
 
 export function runLs(): number {

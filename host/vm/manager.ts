@@ -9,6 +9,7 @@ import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
 import { qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { Qmp, qemuExited } from "./qmp.js";
 import { listNames, qemuAlive, readRecord, removeState, stateRoot, vmDir, writeRecord, type VmRecord } from "./state.js";
 
 export interface BootOptions {
@@ -212,23 +213,33 @@ export function vmEndpoint(rec: VmRecord): string {
   return rec.endpoints.vsock ?? rec.endpoints.tcp ?? rec.endpoints.serial;
 }
 
-async function waitExit(pid: number, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (!qemuAlive(pid)) return true;
-    await sleep(100);
-  }
-  return !qemuAlive(pid);
+/** QEMU's machine-protocol socket in the VM's state directory. */
+export function qmpSocket(name: string): string {
+  return path.join(vmDir(name), "qmp.sock");
 }
 
+/** True once QEMU is gone: its QMP socket closing says so, with the pid as the last word. */
+async function waitExit(rec: VmRecord, ms: number): Promise<boolean> {
+  return (await qemuExited(qmpSocket(rec.name), ms)) || !qemuAlive(rec.pid);
+}
+
+/** Ends QEMU: a QMP quit (it exits at once, flushing nothing the guest owns), then signals if that fails. */
 async function killVm(rec: VmRecord): Promise<void> {
+  try {
+    const qmp = await Qmp.connect(qmpSocket(rec.name), 2000);
+    await qmp.execute("quit").catch(() => {}); // QEMU may close before it answers
+    qmp.close();
+    if (await waitExit(rec, 5000)) return;
+  } catch {
+    // no QMP (an older VM, or QEMU stuck): signals
+  }
   for (const sig of ["SIGTERM", "SIGKILL"] as const) {
     try {
       process.kill(rec.pid, sig);
     } catch {
       return;
     }
-    if (await waitExit(rec.pid, 5000)) return;
+    if (await waitExit(rec, 5000)) return;
   }
 }
 
@@ -245,7 +256,7 @@ export async function stopVm(name: string, graceMs = 20_000): Promise<"shutdown"
     const c = await AgentClient.connect(vmEndpoint(rec), { handshakeTimeoutMs: 5000 });
     await c.call({ shutdown: { reboot: false } }, "ok");
     c.close();
-    if (await waitExit(rec.pid, graceMs)) how = "shutdown";
+    if (await waitExit(rec, graceMs)) how = "shutdown";
   } catch {
     // agent unreachable: fall through to killing QEMU
   }

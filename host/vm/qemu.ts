@@ -155,6 +155,8 @@ export function qemuArgs(o: QemuOptions): string[] {
     // The second UART (ttyS1) must follow the console's -serial to get its name.
     ...(o.uart ? ["-chardev", `socket,id=uart,path=${o.stateDir}/uart.sock,server=on,wait=off`, "-serial", "chardev:uart"] : []),
     "-device", "virtio-rng-pci",
+    // QEMU's machine protocol: how the host sees it exit and quits it.
+    "-qmp", `unix:${o.stateDir}/qmp.sock,server=on,wait=off`,
     "-pidfile", `${o.stateDir}/qemu.pid`,
     "-daemonize",
   ];

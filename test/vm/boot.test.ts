@@ -124,7 +124,7 @@ describe("fractal-host boot", () => {
   it("keeps the VM's state directory and its key-less sockets private to their owner", () => {
     const mode = (f: string) => fs.statSync(path.join(state, NAME, f)).mode & 0o777;
     expect(mode(".")).toBe(0o700);
-    for (const f of ["agent.sock", "uart.sock", "console.log"]) expect([f, mode(f)]).toEqual([f, 0o600]);
+    for (const f of ["agent.sock", "uart.sock", "qmp.sock", "console.log"]) expect([f, mode(f)]).toEqual([f, 0o600]);
   });
 
   it("resynchronises the serial channel after a client dropped mid-frame", async () => {
@@ -181,6 +181,24 @@ describe("fractal-host boot", () => {
     } finally {
       await cli(["vm", "stop", "shares1"]);
     }
+  }, 300_000);
+
+  it("follows the console in the foreground until the VM is powered off from elsewhere", async () => {
+    let out = "";
+    const fg = runCli(["boot", "--name", "fg1", "--no-net", "--mem", "512M"], {
+      env,
+      started: (p) => p.stdout!.on("data", (b: Buffer) => (out += b.toString())),
+    });
+    const t0 = Date.now();
+    while (!/console follows/.test(out) && Date.now() - t0 < 240_000) await new Promise((r) => setTimeout(r, 200));
+    // The guest's own console lines come through, read from where the last read stopped.
+    while (!/fractal-agent/.test(out) && Date.now() - t0 < 240_000) await new Promise((r) => setTimeout(r, 200));
+    const stop = await cli(["vm", "stop", "fg1"]);
+    expect(stop.stdout.toString()).toBe("fg1: powered off\n");
+    const r = await fg;
+    expect(r.code).toBe(0);
+    expect(out).toMatch(/fg1: QEMU exited\n$/);
+    expect(out.match(/console follows/g)).toHaveLength(1);
   }, 300_000);
 
   it("stops the VM gracefully through its agent", async () => {

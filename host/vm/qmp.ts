@@ -1,0 +1,94 @@
+// QEMU's machine protocol (QMP) on the VM's unix socket (qmp.sock in its
+// state directory): one JSON object per line, a greeting, then
+// `qmp_capabilities` before any command. It is how the host learns that
+// QEMU exited (the socket closes) without polling its pid, and how it quits
+// QEMU cleanly. QMP takes one client at a time; a second one waits in the
+// socket's backlog until the first leaves.
+import net from "node:net";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+
+interface Reply {
+  return?: unknown;
+  error?: { class: string; desc: string };
+  event?: string;
+}
+
+export class Qmp {
+  private buf = "";
+  private readonly waiting: ((r: Reply) => void)[] = [];
+  /** Resolves when QEMU closes the socket: it exited (or is exiting). */
+  readonly closed: Promise<void>;
+
+  private constructor(private readonly sock: net.Socket) {
+    this.closed = new Promise((resolve) => sock.once("close", () => resolve()));
+    sock.on("error", () => {});
+    sock.setEncoding("utf8");
+    sock.on("data", (text: string) => {
+      this.buf += text;
+      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
+        const line = this.buf.slice(0, nl).trim();
+        this.buf = this.buf.slice(nl + 1);
+        if (line === "") continue;
+        const msg = JSON.parse(line) as Reply & { QMP?: unknown }; // QMP speaks JSON objects only
+        // Events (SHUTDOWN, STOP, ...) and the greeting answer no command.
+        if (msg.event !== undefined || msg.QMP !== undefined) continue;
+        this.waiting.shift()?.(msg);
+      }
+    });
+  }
+
+  /** Connects and negotiates; rejects if nothing listens (QEMU gone) or it does not answer in time. */
+  static async connect(socketPath: string, timeoutMs = 5000): Promise<Qmp> {
+    const sock = net.connect(socketPath);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP ${socketPath}: no answer`)), timeoutMs);
+      sock.once("connect", () => (clearTimeout(timer), resolve()));
+      sock.once("error", (err) => (clearTimeout(timer), reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP ${socketPath}: ${err.message}`))));
+    });
+    const q = new Qmp(sock);
+    await q.execute("qmp_capabilities");
+    return q;
+  }
+
+  /** Runs one command; resolves with its return value, rejects with its error or if QEMU went away. */
+  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const gone = () => reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP: QEMU went away during ${command}`));
+      void this.closed.then(gone);
+      this.waiting.push((r) => (r.error ? reject(new FractalError(ErrorCode.INTERNAL, `QMP ${command}: ${r.error.desc}`)) : resolve(r.return)));
+      this.sock.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`);
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+/**
+ * Resolves true once QEMU has exited, false if it still runs after `ms`
+ * (Infinity: wait as long as it runs).
+ * Only the socket is needed, not a QMP conversation: a connection waiting
+ * in the backlog (another client holds QMP) is closed all the same when
+ * QEMU goes, and nothing listening means it is gone already.
+ */
+export function qemuExited(socketPath: string, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(socketPath);
+    const timer =
+      ms === Infinity
+        ? undefined
+        : setTimeout(() => {
+            sock.destroy();
+            resolve(false);
+          }, ms);
+    const gone = () => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(true);
+    };
+    sock.on("error", gone);
+    sock.on("close", gone);
+    sock.on("data", () => {}); // the greeting; reading keeps the close visible
+  });
+}
