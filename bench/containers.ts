@@ -31,8 +31,8 @@ const store = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-store-"));
 async function benchLayer(): Promise<{ tar: Buffer; files: number; bytes: number }> {
   const pack = tar.pack();
   const chunks: Buffer[] = [];
-  pack.on("data", (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => pack.on("end", r));
+  pack.on("data", (c: unknown) => void chunks.push(c as Buffer)); // tar-stream emits Buffers
+  const done = new Promise<void>((r) => pack.on("end", () => r()));
   let seed = 42;
   const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
   let bytes = 0;
