@@ -7,10 +7,10 @@
 // an opaque directory gets overlay's xattr, or is reported to the caller
 // when the directory will be served over a file system that drops trusted
 // xattrs (9p does), which then spells the opacity out as whiteouts.
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import tar from "tar-stream";
+import { BlobReadError, openBlob, type BlobStream } from "./blob-stream.js";
 import { ImageError } from "./errors.js";
 import type { Layer } from "./store.js";
 import { lsetxattr, mknod, S_IFBLK, S_IFCHR, S_IFIFO } from "../proto/libc.js";
@@ -51,118 +51,6 @@ interface DirMeta {
   real: string;
   header: Header;
 }
-
-function sniff(file: string, offset: number): "gzip" | "zstd" | "none" {
-  const b = Buffer.alloc(4);
-  const fd = fs.openSync(file, "r");
-  try {
-    fs.readSync(fd, b, 0, 4, offset);
-  } finally {
-    fs.closeSync(fd);
-  }
-  if (b[0] === 0x1f && b[1] === 0x8b) return "gzip";
-  if (b.readUInt32LE(0) === 0xfd2fb528) return "zstd";
-  return "none";
-}
-
-interface StreamHash {
-  bytes: number;
-  /** Resolves at once unless too much is waiting to be hashed. */
-  update(chunk: Uint8Array): Promise<void> | undefined;
-  digest(): Promise<string>;
-  close(): void;
-}
-
-/** sha256 on this thread: for small layers, where starting a worker costs more. */
-class InlineSha256 implements StreamHash {
-  private readonly hash = createHash("sha256");
-  bytes = 0;
-  update(chunk: Uint8Array): undefined {
-    this.bytes += chunk.length;
-    this.hash.update(chunk);
-    return undefined;
-  }
-  digest(): Promise<string> {
-    return Promise.resolve(`sha256:${this.hash.digest("hex")}`);
-  }
-  close(): void {}
-}
-
-/** Layers at least this big hash on worker threads (a worker takes ~0.3 s to start under TCG). */
-const WORKER_HASH_MIN = 8 << 20;
-
-/** sha256 of one byte stream on a worker thread, with bounded bytes in flight. */
-class Sha256Worker implements StreamHash {
-  private readonly worker: Worker;
-  private inFlight = 0;
-  private waiters: (() => void)[] = [];
-  private result?: (d: string) => void;
-  private failed?: Error;
-  bytes = 0;
-
-  private done = false;
-
-  constructor() {
-    this.worker = idleWorkers.pop() ?? new Worker(HASH_WORKER);
-    this.worker.ref();
-    this.worker.onmessage = (e: MessageEvent) => {
-      const m = e.data as { acked?: number; digest?: string };
-      if (m.digest) return this.result?.(m.digest);
-      this.inFlight -= m.acked ?? 0;
-      if (this.inFlight <= MAX_IN_FLIGHT) for (const w of this.waiters.splice(0)) w();
-    };
-    this.worker.onerror = (e) => {
-      this.failed = new Error(`hash worker: ${e.message}`);
-      for (const w of this.waiters.splice(0)) w();
-    };
-  }
-
-  update(chunk: Uint8Array): Promise<void> | undefined {
-    if (this.failed) throw this.failed;
-    this.bytes += chunk.length;
-    this.inFlight += chunk.length;
-    // A copy (the stream may reuse the chunk's memory), handed over without a second one.
-    const copy = new Uint8Array(chunk);
-    this.worker.postMessage(copy, [copy.buffer]);
-    if (this.inFlight <= MAX_IN_FLIGHT) return undefined;
-    return new Promise((r) => this.waiters.push(r));
-  }
-
-  digest(): Promise<string> {
-    if (this.failed) return Promise.reject(this.failed);
-    return new Promise((resolve) => {
-      this.result = (d) => {
-        this.done = true;
-        resolve(d);
-      };
-      this.worker.postMessage(null);
-    });
-  }
-
-  /** Back to the pool when it finished cleanly (it has reset itself); otherwise gone. */
-  close(): void {
-    if (this.done && !this.failed && idleWorkers.length < MAX_IDLE_WORKERS) {
-      this.worker.onmessage = null;
-      this.worker.onerror = null;
-      // An idle worker must not keep a command-line process alive.
-      this.worker.unref();
-      idleWorkers.push(this.worker);
-    } else {
-      this.worker.terminate();
-    }
-  }
-}
-
-const MAX_IN_FLIGHT = 32 << 20;
-/** Finished workers kept for the next unpack: two, as one unpack uses. */
-const MAX_IDLE_WORKERS = 2;
-const idleWorkers: Worker[] = [];
-// In a compiled binary the worker is its own entry point (see the Makefile),
-// named relative to the entry points' common root; from source, it sits next
-// to this module.
-// (import.meta.url keeps the source path in a --bytecode build; Bun.main
-// tells the two apart.)
-const HASH_WORKER = Bun.main.startsWith("/$bunfs/") ? "./oci/hash-worker.ts" : new URL("./hash-worker.ts", import.meta.url).href;
 
 /** Resolves when `extract` wants more input; rejects if it failed meanwhile. */
 function drained(extract: tar.Extract): Promise<void> {
@@ -389,92 +277,28 @@ function writeFile(real: string, body: Body, h: Header): Promise<void> {
   }).finally(() => fs.closeSync(fd));
 }
 
+/** A failure applying one entry (refused, or the disk said no), as opposed to the tar itself being broken. */
+class EntryError extends Error {
+  constructor(readonly failure: unknown) {
+    super(failure instanceof Error ? failure.message : String(failure));
+    this.name = "EntryError";
+  }
+}
+
 /**
  * Unpacks `layer` into `dest` (which must not exist yet). On any failure
  * nothing is left at `dest`.
  */
 export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOptions): Promise<UnpackResult> {
   const src = layer.source;
-  let size: number;
-  try {
-    const st = fs.statSync(src.file);
-    if (!st.isFile()) throw new Error("not a regular file");
-    size = src.size >= 0 ? src.size : st.size - src.offset;
-  } catch (err) {
-    throw new ImageError("corrupt", `${src.label}: cannot read ${src.file}: ${(err as Error).message}`);
-  }
+  const blob = openBlob(layer, opts.progress);
   const tmp = `${dest}.partial-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  fs.mkdirSync(path.dirname(dest), { recursive: true });
-  fs.mkdirSync(tmp, { mode: 0o755 });
-  const ex = new Extractor(tmp, opts);
-  const big = size >= WORKER_HASH_MIN;
-  const blobHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
-  const diffHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
-  // Set when reading the blob (or decompressing it) failed, as opposed to
-  // parsing or writing what came out.
-  let readFailed = false;
-  let compressed = false;
   try {
-    const kind = size > 0 ? sniff(src.file, src.offset) : "none";
-    // Web streams: Bun runs these natively; node:stream pipelines of the
-    // same stages cost three times as much under emulation.
-    let plain: ReadableStream<Uint8Array> = Bun.file(src.file)
-      .slice(src.offset, src.offset + size)
-      .stream()
-      .pipeThrough(
-        new TransformStream<Uint8Array, Uint8Array>({
-          async transform(chunk, ctl) {
-            opts.progress?.(chunk.length);
-            await blobHash.update(chunk);
-            ctl.enqueue(chunk);
-          },
-        }),
-      );
-    if (kind !== "none") {
-      compressed = true;
-      // "zstd" is missing from TypeScript's CompressionFormat; Bun supports it.
-      const format = kind as unknown as ConstructorParameters<typeof DecompressionStream>[0];
-      plain = plain.pipeThrough(new DecompressionStream(format) as unknown as TransformStream<Uint8Array, Uint8Array>);
-    }
-    const extract = tar.extract();
-    extract.on("entry", (h, body, next) => {
-      ex.entry(h, body).then(
-        () => next(),
-        (err: unknown) => next(err instanceof Error ? err : new Error(String(err))),
-      );
-    });
-    const finished = new Promise<void>((resolve, reject) => {
-      extract.once("finish", () => resolve());
-      extract.once("error", reject);
-    });
-    finished.catch(() => {}); // observed below; an early failure must not go unhandled
-    const reader = plain.getReader();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read().catch((e: unknown) => {
-          readFailed = true;
-          throw e;
-        });
-        if (done) break;
-        // Whatever follows the tar's end blocks is still hashed.
-        await diffHash.update(value);
-        ex.expanded += value.length;
-        if (ex.expanded > ex.budget) {
-          throw new ImageError("invalid", `more than ${human(SLACK_BYTES)} of data that no tar entry accounts for (after entry ${ex.entries}): trailing garbage or an oversized header`);
-        }
-        if (!extract.write(value)) await drained(extract);
-      }
-    } catch (err) {
-      void reader.cancel().catch(() => {});
-      throw err;
-    }
-    extract.end(undefined);
-    await finished;
-    const label = src.label;
-    const [blobDigest, diffId] = await Promise.all([blobHash.digest(), diffHash.digest()]);
-    if (blobHash.bytes !== size) throw new ImageError("corrupt", `${label}: truncated (${blobHash.bytes} of ${size} bytes)`);
-    if (layer.digest && blobDigest !== layer.digest) throw new ImageError("corrupt", `${label}: content does not match its digest (corrupt blob)`);
-    if (diffId !== layer.diffId) throw new ImageError("corrupt", `${label}: uncompressed content is ${diffId}, but the image config says ${layer.diffId}`);
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    fs.mkdirSync(tmp, { mode: 0o755 });
+    const ex = new Extractor(tmp, opts);
+    await applyTar(blob, ex);
+    await blob.verify();
     ex.finishDirs();
     const result = { entries: ex.entries, opaque: ex.opaque };
     opts.finish?.(tmp, result);
@@ -482,14 +306,50 @@ export async function unpackLayer(layer: Layer, dest: string, opts: UnpackOption
     return result;
   } catch (err) {
     rmQuiet(tmp);
-    // Errors from single entries ("points outside the layer") get the layer's name.
-    if (err instanceof ImageError) throw err.message.startsWith(src.label) ? err : new ImageError(err.kind, `${src.label}: ${err.message}`);
-    const e = err as NodeJS.ErrnoException;
-    if (readFailed && compressed && !(e.code && e.syscall)) throw new ImageError("corrupt", `${src.label}: cannot decompress (${e.message})`);
-    if (/tar|header|end of data/i.test(e.message)) throw new ImageError("corrupt", `${src.label}: not a valid tar (${e.message})`);
-    throw new ImageError("invalid", `${src.label}: ${e.message}`);
+    throw classify(err, src.label);
   } finally {
-    blobHash.close();
-    diffHash.close();
+    blob.close();
   }
+}
+
+/** Feeds the blob's tar through tar-stream into the extractor, holding the stream to its size budget. */
+async function applyTar(blob: BlobStream, ex: Extractor): Promise<void> {
+  const extract = tar.extract();
+  extract.on("entry", (h, body, next) => {
+    ex.entry(h, body).then(
+      () => next(),
+      (err: unknown) => next(new EntryError(err)),
+    );
+  });
+  const finished = new Promise<void>((resolve, reject) => {
+    extract.once("finish", () => resolve());
+    extract.once("error", reject);
+  });
+  finished.catch(() => {}); // observed below; an early failure must not go unhandled
+  try {
+    for (;;) {
+      const value = await blob.read();
+      if (!value) break;
+      ex.expanded += value.length;
+      if (ex.expanded > ex.budget) {
+        throw new ImageError("invalid", `more than ${human(SLACK_BYTES)} of data that no tar entry accounts for (after entry ${ex.entries}): trailing garbage or an oversized header`);
+      }
+      if (!extract.write(value)) await drained(extract);
+    }
+  } catch (err) {
+    blob.cancel();
+    throw err;
+  }
+  extract.end(undefined);
+  await finished;
+}
+
+/** An unpack's failure as the ImageError a user reads, named after the layer, by where it came from. */
+function classify(err: unknown, label: string): ImageError {
+  const named = (kind: ImageError["kind"], message: string) => new ImageError(kind, message.startsWith(label) ? message : `${label}: ${message}`);
+  if (err instanceof EntryError) return err.failure instanceof ImageError ? named(err.failure.kind, err.failure.message) : named("invalid", err.message);
+  if (err instanceof ImageError) return named(err.kind, err.message);
+  if (err instanceof BlobReadError) return named("corrupt", err.compressed ? `cannot decompress (${err.message})` : `cannot read the blob (${err.message})`);
+  // Anything else came from tar-stream's parser.
+  return named("corrupt", `not a valid tar (${err instanceof Error ? err.message : String(err)})`);
 }

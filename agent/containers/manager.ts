@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { asFractalError } from "../../oci/errors.js";
-import { ImageStore, type Image } from "../../oci/store.js";
+import { ImageStore, type Image, type RunConfig } from "../../oci/store.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { IMAGE_STORE } from "../../proto/guest.js";
 import { log } from "../log.js";
@@ -110,34 +110,11 @@ export class ContainerManager {
     // Again: the name could have been taken while layers were unpacking.
     this.checkNameFree(name);
     const bundle = path.join(CONTAINERS_DIR, id);
-    const rootfs = path.join(bundle, "rootfs");
     for (const d of ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
     const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs: Date.now() });
     try {
-      mount("overlay", rootfs, "overlay", 0, overlayData(lowers, `${bundle}/upper`, `${bundle}/work`));
-      const user = resolveUser(rootfs, spec.user || img.config.User || "");
-      const env = mergeEnv(img.config.Env ?? [], spec.env, user.home);
-      c.init.env.push(...env);
-      const cwd = spec.cwd || img.config.WorkingDir || "/";
-      c.init.cwd = cwd;
-      checkCommand(rootfs, args[0]!, env, cwd);
-      const hostname = id.slice(0, 12);
-      fs.writeFileSync(path.join(bundle, "hostname"), `${hostname}\n`);
-      fs.writeFileSync(path.join(bundle, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t${hostname}\n`);
-      fs.writeFileSync(path.join(bundle, "resolv.conf"), fs.existsSync("/etc/resolv.conf") ? fs.readFileSync("/etc/resolv.conf") : "");
-      const cfg = runtimeConfig({
-        args,
-        env,
-        cwd,
-        user,
-        tty: spec.tty,
-        hostname,
-        rootfs,
-        bundle,
-        cgroupsPath: `/fractal/${id}/ctr`,
-        limits: spec.limits,
-      });
-      fs.writeFileSync(path.join(bundle, "config.json"), JSON.stringify(cfg, null, 1));
+      mountRoot(bundle, lowers);
+      writeBundle(c, img.config, spec);
       this.containers.set(id, c);
       // From the first byte; held back by the client only if it feeds stdin.
       if (sink) c.attach(sink, { pace: spec.interactive && paced, fromStart: true, follow: true });
@@ -217,4 +194,32 @@ export class ContainerManager {
     if (!this.containers.delete(c.id)) return;
     void runtime(["delete", "-f", c.id]).finally(() => c.cleanUp());
   }
+}
+
+/** The container's root: the image's layers under an overlay whose upper layer is the container's own. */
+function mountRoot(bundle: string, lowers: string[]): void {
+  mount("overlay", path.join(bundle, "rootfs"), "overlay", 0, overlayData(lowers, `${bundle}/upper`, `${bundle}/work`));
+}
+
+/**
+ * The process as the image and the request define it (user and groups from
+ * the container's own files, environment, working directory, a command that
+ * exists there), the files bound over its /etc, and the runtime's
+ * config.json.
+ */
+function writeBundle(c: Container, image: RunConfig, spec: RunSpec): void {
+  const { bundle, id } = c.init;
+  const rootfs = c.rootfs;
+  const user = resolveUser(rootfs, spec.user || image.User || "");
+  const env = mergeEnv(image.Env ?? [], spec.env, user.home);
+  c.init.env.push(...env);
+  const cwd = spec.cwd || image.WorkingDir || "/";
+  c.init.cwd = cwd;
+  checkCommand(rootfs, c.init.args[0]!, env, cwd); // run() refused an empty command
+  const hostname = id.slice(0, 12);
+  fs.writeFileSync(path.join(bundle, "hostname"), `${hostname}\n`);
+  fs.writeFileSync(path.join(bundle, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t${hostname}\n`);
+  fs.writeFileSync(path.join(bundle, "resolv.conf"), fs.existsSync("/etc/resolv.conf") ? fs.readFileSync("/etc/resolv.conf") : "");
+  const cfg = runtimeConfig({ args: c.init.args, env, cwd, user, tty: spec.tty, hostname, rootfs, bundle, cgroupsPath: `/fractal/${id}/ctr`, limits: spec.limits });
+  fs.writeFileSync(path.join(bundle, "config.json"), JSON.stringify(cfg, null, 1));
 }

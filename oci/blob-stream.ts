@@ -1,0 +1,210 @@
+// A layer blob as a verified byte stream: read from the store, hashed
+// (the blob's digest), decompressed (gzip or zstd, sniffed from its first
+// bytes), hashed again (the uncompressed diff_id), and checked against the
+// image's digests once the caller has read it all. It only reads and
+// verifies; applying the tar it carries is oci/layer.ts's job.
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import { ImageError } from "./errors.js";
+import type { Layer } from "./store.js";
+
+/** A failure reading the blob or decompressing it, as opposed to using what came out. */
+export class BlobReadError extends Error {
+  constructor(
+    readonly compressed: boolean,
+    cause: unknown,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause));
+    this.name = "BlobReadError";
+  }
+}
+
+export interface BlobStream {
+  /** The next uncompressed bytes, undefined at the end; a failure to read or decompress rejects with BlobReadError. */
+  read(): Promise<Uint8Array | undefined>;
+  /** After the last read: throws ImageError "corrupt" unless size, digest and diff_id all match. */
+  verify(): Promise<void>;
+  cancel(): void;
+  /** Releases the hashers; call once, whatever happened. */
+  close(): void;
+}
+
+/** Opens `layer`'s blob for reading; `progress` sees compressed bytes as they are read. */
+export function openBlob(layer: Layer, progress?: (bytes: number) => void): BlobStream {
+  const src = layer.source;
+  let size: number;
+  try {
+    const st = fs.statSync(src.file);
+    if (!st.isFile()) throw new Error("not a regular file");
+    size = src.size >= 0 ? src.size : st.size - src.offset;
+  } catch (err) {
+    throw new ImageError("corrupt", `${src.label}: cannot read ${src.file}: ${(err as Error).message}`);
+  }
+  const big = size >= WORKER_HASH_MIN;
+  const blobHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
+  const diffHash: StreamHash = big ? new Sha256Worker() : new InlineSha256();
+  const kind = size > 0 ? sniff(src.file, src.offset) : "none";
+  // Web streams: Bun runs these natively; node:stream pipelines of the
+  // same stages cost three times as much under emulation.
+  let plain: ReadableStream<Uint8Array> = Bun.file(src.file)
+    .slice(src.offset, src.offset + size)
+    .stream()
+    .pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        async transform(chunk, ctl) {
+          progress?.(chunk.length);
+          await blobHash.update(chunk);
+          ctl.enqueue(chunk);
+        },
+      }),
+    );
+  if (kind !== "none") {
+    // "zstd" is missing from TypeScript's CompressionFormat; Bun supports it.
+    const format = kind as unknown as ConstructorParameters<typeof DecompressionStream>[0];
+    plain = plain.pipeThrough(new DecompressionStream(format) as unknown as TransformStream<Uint8Array, Uint8Array>);
+  }
+  const reader = plain.getReader();
+  return {
+    async read() {
+      for (;;) {
+        let r;
+        try {
+          r = await reader.read();
+        } catch (err) {
+          throw new BlobReadError(kind !== "none", err);
+        }
+        if (r.done) return undefined;
+        if (r.value.length === 0) continue;
+        // Whatever follows the tar's end blocks is still hashed.
+        await diffHash.update(r.value);
+        return r.value;
+      }
+    },
+    async verify() {
+      const [blobDigest, diffId] = await Promise.all([blobHash.digest(), diffHash.digest()]);
+      if (blobHash.bytes !== size) throw new ImageError("corrupt", `${src.label}: truncated (${blobHash.bytes} of ${size} bytes)`);
+      if (layer.digest && blobDigest !== layer.digest) throw new ImageError("corrupt", `${src.label}: content does not match its digest (corrupt blob)`);
+      if (diffId !== layer.diffId) throw new ImageError("corrupt", `${src.label}: uncompressed content is ${diffId}, but the image config says ${layer.diffId}`);
+    },
+    cancel() {
+      void reader.cancel().catch(() => {});
+    },
+    close() {
+      blobHash.close();
+      diffHash.close();
+    },
+  };
+}
+
+function sniff(file: string, offset: number): "gzip" | "zstd" | "none" {
+  const b = Buffer.alloc(4);
+  const fd = fs.openSync(file, "r");
+  try {
+    fs.readSync(fd, b, 0, 4, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (b[0] === 0x1f && b[1] === 0x8b) return "gzip";
+  if (b.readUInt32LE(0) === 0xfd2fb528) return "zstd";
+  return "none";
+}
+
+interface StreamHash {
+  bytes: number;
+  /** Resolves at once unless too much is waiting to be hashed. */
+  update(chunk: Uint8Array): Promise<void> | undefined;
+  digest(): Promise<string>;
+  close(): void;
+}
+
+/** sha256 on this thread: for small layers, where starting a worker costs more. */
+class InlineSha256 implements StreamHash {
+  private readonly hash = createHash("sha256");
+  bytes = 0;
+  update(chunk: Uint8Array): undefined {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    return undefined;
+  }
+  digest(): Promise<string> {
+    return Promise.resolve(`sha256:${this.hash.digest("hex")}`);
+  }
+  close(): void {}
+}
+
+/** Layers at least this big hash on worker threads (a worker takes ~0.3 s to start under TCG). */
+const WORKER_HASH_MIN = 8 << 20;
+
+/** sha256 of one byte stream on a worker thread, with bounded bytes in flight. */
+class Sha256Worker implements StreamHash {
+  private readonly worker: Worker;
+  private inFlight = 0;
+  private waiters: (() => void)[] = [];
+  private result?: (d: string) => void;
+  private failed?: Error;
+  bytes = 0;
+
+  private done = false;
+
+  constructor() {
+    this.worker = idleWorkers.pop() ?? new Worker(HASH_WORKER);
+    this.worker.ref();
+    this.worker.onmessage = (e: MessageEvent) => {
+      const m = e.data as { acked?: number; digest?: string };
+      if (m.digest) return this.result?.(m.digest);
+      this.inFlight -= m.acked ?? 0;
+      if (this.inFlight <= MAX_IN_FLIGHT) for (const w of this.waiters.splice(0)) w();
+    };
+    this.worker.onerror = (e) => {
+      this.failed = new Error(`hash worker: ${e.message}`);
+      for (const w of this.waiters.splice(0)) w();
+    };
+  }
+
+  update(chunk: Uint8Array): Promise<void> | undefined {
+    if (this.failed) throw this.failed;
+    this.bytes += chunk.length;
+    this.inFlight += chunk.length;
+    // A copy (the stream may reuse the chunk's memory), handed over without a second one.
+    const copy = new Uint8Array(chunk);
+    this.worker.postMessage(copy, [copy.buffer]);
+    if (this.inFlight <= MAX_IN_FLIGHT) return undefined;
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  digest(): Promise<string> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise((resolve) => {
+      this.result = (d) => {
+        this.done = true;
+        resolve(d);
+      };
+      this.worker.postMessage(null);
+    });
+  }
+
+  /** Back to the pool when it finished cleanly (it has reset itself); otherwise gone. */
+  close(): void {
+    if (this.done && !this.failed && idleWorkers.length < MAX_IDLE_WORKERS) {
+      this.worker.onmessage = null;
+      this.worker.onerror = null;
+      // An idle worker must not keep a command-line process alive.
+      this.worker.unref();
+      idleWorkers.push(this.worker);
+    } else {
+      this.worker.terminate();
+    }
+  }
+}
+
+const MAX_IN_FLIGHT = 32 << 20;
+/** Finished workers kept for the next unpack: two, as one unpack uses. */
+const MAX_IDLE_WORKERS = 2;
+const idleWorkers: Worker[] = [];
+// In a compiled binary the worker is its own entry point (see the Makefile),
+// named relative to the entry points' common root; from source, it sits next
+// to this module.
+// (import.meta.url keeps the source path in a --bytecode build; Bun.main
+// tells the two apart.)
+const HASH_WORKER = Bun.main.startsWith("/$bunfs/") ? "./oci/hash-worker.ts" : new URL("./hash-worker.ts", import.meta.url).href;
+
