@@ -8,6 +8,7 @@
 // (no credit) or a slow link never delays a ping behind bulk bytes queued in
 // this process.
 import { newChallenge, type Signer } from "./auth.js";
+import { Deadlines } from "./deadlines.js";
 import { ErrorCode, FractalError, ProtocolViolation, codeName } from "./errors.js";
 import { FrameDecoder, MAX_DATA_CHUNK, MAX_FRAME, encodeDataPrefix, encodeFrame } from "./frame.js";
 import type { Link } from "./link.js";
@@ -132,10 +133,8 @@ export class Session implements StreamHost {
   private readingPaused = false;
   /** Server: requests whose handler has not answered yet. */
   private inFlight = 0;
-  private frameTimer: ReturnType<typeof setTimeout> | undefined;
-  private idleTimer: ReturnType<typeof setTimeout> | undefined;
-  /** When a frame last came or went, or the connection was last seen busy. */
-  private lastActive = Date.now();
+  /** Server: the frame and idle timeouts. */
+  private readonly deadlines: Deadlines | undefined;
   /** A batch of requests was served and the rest of the input waits for the next turn. */
   private continuing = false;
   private nextRequestId = 1;
@@ -158,6 +157,15 @@ export class Session implements StreamHost {
   ) {
     this.window = opts.window ?? DEFAULT_WINDOW;
     this.decoder = new FrameDecoder({ maxFrame: opts.maxFrame ?? MAX_FRAME, resync: opts.resync ?? link.resync });
+    if (role === "server") {
+      this.deadlines = new Deadlines({
+        frameMs: link.resync ? 0 : (opts.frameTimeoutMs ?? FRAME_TIMEOUT_MS),
+        idleMs: opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+        partial: () => (this.readingPaused || this.outputBacked ? 0 : this.decoder.pending),
+        busy: () => this.inFlight > 0 || this.ins.size > 0 || this.outs.size > 0,
+        expired: (v) => this.violate(v),
+      });
+    }
     this.nextStreamId = role === "client" ? 1 : 2;
     this.ready$ = new Promise<void>((resolve, reject) => {
       this.handshakeDone = (err) => {
@@ -229,7 +237,7 @@ export class Session implements StreamHost {
     s.ready$.then(
       () => {
         clearTimeout(timer);
-        s.armIdleTimer(s.opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS);
+        s.deadlines?.startIdle();
       },
       () => clearTimeout(timer),
     );
@@ -317,7 +325,7 @@ export class Session implements StreamHost {
 
   /** Accounts for bytes handed to the link; a server stops reading while too much waits behind backpressure. */
   private written(n: number, accepted: boolean): void {
-    this.lastActive = Date.now();
+    this.deadlines?.active();
     if (!accepted) this.linkBlocked = true;
     if (!this.linkBlocked) return;
     this.queuedOut += n;
@@ -340,7 +348,7 @@ export class Session implements StreamHost {
     if (pause) {
       this.link.pause();
       // The peer is not stalling a frame: we stopped reading it.
-      this.clearFrameTimer();
+      this.deadlines?.stopFrame();
     } else {
       this.link.resume();
     }
@@ -372,7 +380,7 @@ export class Session implements StreamHost {
 
   private onBytes(chunk: Uint8Array): void {
     if (this.closedErr) return;
-    this.lastActive = Date.now();
+    this.deadlines?.active();
     this.decoder.feed(chunk);
     this.steerReading();
     if (!this.continuing) this.takeInput();
@@ -406,7 +414,7 @@ export class Session implements StreamHost {
       if (f.request && this.role === "server" && ++requests >= REQUEST_BATCH) {
         this.continuing = true;
         // Complete frames wait for their turn: no peer is stalling one.
-        this.clearFrameTimer();
+        this.deadlines?.stopFrame();
         this.steerReading();
         setImmediate(() => {
           this.continuing = false;
@@ -416,7 +424,7 @@ export class Session implements StreamHost {
       }
     }
     this.steerReading();
-    this.armFrameTimer(frames > 0);
+    this.deadlines?.frame(frames > 0);
   }
 
   private dispatch(f: Frame & { kind?: string }): void {
@@ -666,45 +674,6 @@ export class Session implements StreamHost {
     return id !== 0 && id <= this.highestStream[id & 1]!;
   }
 
-  /**
-   * Server, reliable links: a frame whose first bytes arrived must be
-   * complete within the frame timeout, so a peer that sends a header and
-   * stalls does not hold its buffer (up to MAX_FRAME) for ever.
-   */
-  private armFrameTimer(progress: boolean): void {
-    const ms = this.opts.frameTimeoutMs ?? FRAME_TIMEOUT_MS;
-    if (this.role !== "server" || this.link.resync || ms <= 0 || this.closedErr) return;
-    // A completed frame means the partial one now held is new: its clock starts now.
-    if (progress || this.decoder.pending === 0 || this.readingPaused || this.outputBacked) this.clearFrameTimer();
-    if (this.decoder.pending === 0 || this.readingPaused || this.outputBacked || this.frameTimer) return;
-    this.frameTimer = setTimeout(() => {
-      this.frameTimer = undefined;
-      if (this.decoder.pending > 0 && !this.readingPaused && !this.outputBacked) {
-        this.violate(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `a frame begun ${ms / 1000} s ago is still incomplete (${this.decoder.pending} bytes held)`, true));
-      }
-    }, ms);
-    this.frameTimer.unref?.();
-  }
-
-  private clearFrameTimer(): void {
-    clearTimeout(this.frameTimer);
-    this.frameTimer = undefined;
-  }
-
-  /** Server: closes the connection once it has been idle (see IDLE_TIMEOUT_MS) for `ms`. */
-  private armIdleTimer(ms: number, wait = ms): void {
-    if (this.role !== "server" || ms <= 0 || this.closedErr) return;
-    this.idleTimer = setTimeout(() => {
-      // Paused reading is not busy: a peer that floods and never reads goes quiet too.
-      const busy = this.inFlight > 0 || this.ins.size > 0 || this.outs.size > 0;
-      if (busy) this.lastActive = Date.now();
-      const quiet = Date.now() - this.lastActive;
-      if (quiet < ms) return this.armIdleTimer(ms, ms - quiet);
-      this.violate(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `idle for ${Math.round(quiet / 1000)} s with nothing in flight: closing the connection`, true));
-    }, wait);
-    this.idleTimer.unref?.();
-  }
-
   /** Ends the session with `err`; torn down before the link closes, whose close event (synchronous on some links) would report a plain "connection closed" instead. */
   private fail(err: FractalError): void {
     this.teardown(err);
@@ -714,8 +683,7 @@ export class Session implements StreamHost {
   private teardown(err: FractalError): void {
     if (this.closedErr) return;
     this.closedErr = err;
-    this.clearFrameTimer();
-    clearTimeout(this.idleTimer);
+    this.deadlines?.stop();
     this.handshakeDone(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
