@@ -424,7 +424,7 @@ export class Session implements StreamHost {
       }
     }
     this.steerReading();
-    this.deadlines?.frame(frames > 0);
+    if (!this.closedErr) this.deadlines?.frame(frames > 0);
   }
 
   private dispatch(f: Frame & { kind?: string }): void {

@@ -208,6 +208,10 @@ function startPty(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
     // past a grace period we report the exit as ssh does.
     await Promise.race([ptyClosed, sleep(PTY_EOF_GRACE_MS)]);
     await outputChain;
+    // The master is ours to close: left to the collector it stays open (a
+    // leaked /dev/ptmx descriptor per exec -t) for as long as anything
+    // still refers to this process.
+    if (!term.closed) term.close();
     return exitOf(proc);
   })();
   return {
