@@ -198,6 +198,7 @@ describe("containers", () => {
     expect(logs.stdout.length).toBe(size);
     expect(logs.stdout.every((b) => b === 0)).toBe(true);
     const peak = kib("VmHWM", await guest(`cat /proc/${agentPid}/status`));
+    console.log(`200 MiB log replayed: agent RSS ${(before / 1024).toFixed(0)} MiB, peak ${(peak / 1024).toFixed(0)} MiB`);
     expect((peak - before) / 1024).toBeLessThan(32);
     await vm("rm", "big");
   }, 300_000);
