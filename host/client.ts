@@ -171,12 +171,11 @@ export class AgentClient {
 
   /** Starts a process. Attach output sinks right away: bytes may already be arriving. */
   async exec(o: ExecOptions): Promise<RemoteProcess> {
-    const streams = new RequestStreams(this.session);
+    const streams = new RequestStreams(this);
     const stdin = streams.outgoing(o.stdin ?? false);
     const stdout = streams.incoming(true);
     const stderr = streams.incoming(!o.tty);
     const r = await streams.call(
-      this,
       {
         exec: {
           argv: o.argv,
@@ -227,19 +226,18 @@ export class AgentClient {
 
   /** Unpacks an image's layers into the guest's cache (as docker pull makes an image ready). */
   async unpackImage(image: string, onProgress?: (line: string) => void): Promise<void> {
-    const streams = new RequestStreams(this.session);
-    await streams.call(this, { imageUnpack: { image, progressStream: streams.lines(onProgress) } }, "ok");
+    const streams = new RequestStreams(this);
+    await streams.call({ imageUnpack: { image, progressStream: streams.lines(onProgress) } }, "ok");
   }
 
   /** Creates and starts a container; unless detached, its output is on the returned process's sinks. */
   async run(o: RunOptions): Promise<{ id: string; name: string; proc?: RemoteProcess }> {
     const attached = !o.detach;
-    const streams = new RequestStreams(this.session);
+    const streams = new RequestStreams(this);
     const stdin = streams.outgoing(attached && (o.interactive ?? false));
     const stdout = streams.incoming(attached);
     const stderr = streams.incoming(attached && !o.tty);
     const r = await streams.call(
-      this,
       {
         run: {
           image: o.image,
@@ -272,11 +270,11 @@ export class AgentClient {
 
   /** Connects to a container's output (and input when `stdin`); with `follow` until it exits. */
   async attach(container: string, o: { stdin?: boolean; logs?: boolean; follow?: boolean }): Promise<RemoteProcess> {
-    const streams = new RequestStreams(this.session);
+    const streams = new RequestStreams(this);
     const stdin = streams.outgoing(o.stdin ?? false);
     const stdout = streams.incoming(true);
     const stderr = streams.incoming(true);
-    await streams.call(this, { attach: { container, logs: o.logs ?? false, follow: o.follow ?? false, stdinStream: stdin.id, stdoutStream: stdout.id, stderrStream: stderr.id } }, "ok");
+    await streams.call({ attach: { container, logs: o.logs ?? false, follow: o.follow ?? false, stdinStream: stdin.id, stdoutStream: stdout.id, stderrStream: stderr.id } }, "ok");
     return new RemoteProcess(this.containerControl(container), 0, 0, stdin.stream, stdout.stream!, stderr.stream); // stdout: always asked for
   }
 
@@ -344,8 +342,11 @@ export class AgentClient {
  */
 class RequestStreams {
   private readonly ids: number[] = [];
+  private readonly session: Session;
 
-  constructor(private readonly session: Session) {}
+  constructor(private readonly client: AgentClient) {
+    this.session = client.session;
+  }
 
   /** A stream the agent sends on, if wanted; id 0 means none. */
   incoming(want: boolean): { id: number; stream?: InStream } {
@@ -382,9 +383,9 @@ class RequestStreams {
   }
 
   /** Sends the request; if it fails, its streams are dropped. */
-  async call(client: AgentClient, body: RequestBody, expect: NonNullable<Response["body"]> | "ok"): Promise<Response> {
+  async call(body: RequestBody, expect: NonNullable<Response["body"]> | "ok"): Promise<Response> {
     try {
-      return await client.call(body, expect);
+      return await this.client.call(body, expect);
     } catch (err) {
       for (const id of this.ids) this.session.forget(id);
       throw err;

@@ -72,10 +72,10 @@ describe("image configs", () => {
 
 describe("a Debian image from debootstrap", () => {
   it("runs its tools, with merged /usr", async () => {
-    const os = await vm("run", "--rm", "debian:bookworm", "cat", "/etc/os-release");
-    expect(os.stderr).toBe("");
-    expect(out(os)).toMatch(/^ID=debian$/m);
-    expect(out(os)).toMatch(/^VERSION_CODENAME=bookworm$/m);
+    const release = await vm("run", "--rm", "debian:bookworm", "cat", "/etc/os-release");
+    expect(release.stderr).toBe("");
+    expect(out(release)).toMatch(/^ID=debian$/m);
+    expect(out(release)).toMatch(/^VERSION_CODENAME=bookworm$/m);
     const apt = await vm("run", "--rm", "debian:bookworm", "bash", "-c", "apt-get --version; readlink /bin /lib /sbin");
     expect(out(apt)).toMatch(/^apt 2\.\d+\.\d+ \(amd64\)\n/);
     expect(out(apt)).toMatch(/\nusr\/bin\nusr\/lib\nusr\/sbin\n$/);
