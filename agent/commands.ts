@@ -11,11 +11,10 @@ import { ErrorCode, FractalError } from "../proto/errors.js";
 import { checkSignal } from "../proto/signals.js";
 import type { AttachRequest, ExecRequest, Request, RunRequest } from "../proto/wire.js";
 
+/** A terminal's size. (Its TERM, when the client names one, is the last entry of the command's env.) */
 export interface Tty {
   cols: number;
   rows: number;
-  /** TERM for the process; undefined keeps the default. */
-  term?: string;
 }
 
 /** Stream ids a request named; 0 = none. */
@@ -27,7 +26,7 @@ export interface Stdio {
 
 export interface ExecCommand {
   argv: string[];
-  /** Added to the environment (or, with replaceEnv, the whole of it), in order. */
+  /** Added to the environment (or, with replaceEnv, the whole of it), in order; a terminal's TERM last. */
   env: [string, string][];
   replaceEnv: boolean;
   /** Empty: the agent's (or the container's) own. */
@@ -166,7 +165,7 @@ function execCommand(e: ExecRequest): ExecCommand {
   if (container && e.namespace) throw bad("exec: --namespace runs in the guest, not in a container");
   return {
     argv,
-    env: envPairs(e.env, "exec"),
+    env: envPairs(e.env, e.tty, "exec"),
     replaceEnv: e.replaceEnv ?? false,
     cwd: e.cwd ?? "",
     user: e.setUid ? { uid: e.uid ?? 0, gid: e.gid ?? 0 } : undefined,
@@ -188,7 +187,7 @@ function runCommand(r: RunRequest): RunCommand {
     name: r.name ?? "",
     command: r.command ?? [],
     entrypoint: r.replaceEntrypoint ? (r.entrypoint ?? []) : undefined,
-    env: envPairs(r.env, "run"),
+    env: envPairs(r.env, r.tty, "run"),
     cwd: r.cwd ?? "",
     user: r.user ?? "",
     tty: tty(r.tty),
@@ -209,9 +208,9 @@ function attachCommand(a: AttachRequest): AttachCommand {
   };
 }
 
-function tty(t: { cols?: number | null; rows?: number | null; term?: string | null } | null | undefined): Tty | undefined {
+function tty(t: { cols?: number | null; rows?: number | null } | null | undefined): Tty | undefined {
   if (!t) return undefined;
-  return { ...windowSize(t.cols || 80, t.rows || 24), term: t.term || undefined };
+  return windowSize(t.cols || 80, t.rows || 24);
 }
 
 function windowSize(cols: number, rows: number): { cols: number; rows: number } {
@@ -219,12 +218,15 @@ function windowSize(cols: number, rows: number): { cols: number; rows: number } 
   return { cols, rows };
 }
 
-function envPairs(kvs: { key?: string | null; value?: string | null }[] | null | undefined, what: string): [string, string][] {
-  return (kvs ?? []).map((kv) => {
+/** The request's variables, checked, then the terminal's TERM (which wins, as the client's terminal says what it is). */
+function envPairs(kvs: { key?: string | null; value?: string | null }[] | null | undefined, t: { term?: string | null } | null | undefined, what: string): [string, string][] {
+  const pairs = (kvs ?? []).map((kv): [string, string] => {
     const key = kv.key ?? "";
     if (key === "" || key.includes("=") || key.includes("\0")) throw bad(`${what}: bad environment variable name "${key}"`);
     return [key, kv.value ?? ""];
   });
+  if (t?.term) pairs.push(["TERM", t.term]);
+  return pairs;
 }
 
 function namespaceEntry(local: string, remote: string): { local: string; remote: string } {

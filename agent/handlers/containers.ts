@@ -102,7 +102,6 @@ export class ContainerHandlers {
   async run(cmd: RunCommand): Promise<ResponseBody> {
     const { stdio, progressStream, ...spec } = cmd;
     const env = spec.env.map(([k, v]) => `${k}=${v}`);
-    if (spec.tty?.term) env.push(`TERM=${spec.tty.term}`);
     const progress = progressLines(this.session, progressStream);
     const sink = stdio.stdout ? streamSink(this.session, stdio.stdout, stdio.stderr, spec.tty !== undefined) : undefined;
     let c: Container;
@@ -190,7 +189,6 @@ export function containerExecArgv(containers: ContainerManager, cmd: ExecCommand
     argv.push("--user", `${u.uid}:${u.gid}`);
   }
   const env = [...c.init.env, ...cmd.env.map(([k, v]) => `${k}=${v}`)];
-  if (cmd.tty?.term) env.push(`TERM=${cmd.tty.term}`);
   // Later entries win in the runtime, as in the process environment.
   checkCommand(c.rootfs, cmd.argv[0]!, [...env].reverse(), cmd.cwd || c.init.cwd); // decode checked argv is not empty
   for (const e of env) argv.push("--env", e);

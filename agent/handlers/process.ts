@@ -77,7 +77,7 @@ export class ProcessHandlers {
 
   /** The argv, environment and directory to start: in the guest, in a container (through the runtime), or in a namespace of host paths (through the helper). */
   private launchSpec(cmd: ExecCommand): ChildSpec & { pidFile?: string } {
-    const tty = cmd.tty ? { cols: cmd.tty.cols, rows: cmd.tty.rows } : undefined;
+    const { tty } = cmd;
     const agentEnv = { ...(process.env as Record<string, string>) }; // process.env holds strings only
     if (cmd.container) {
       // The container's environment, cwd and user apply inside it; the
@@ -87,7 +87,6 @@ export class ProcessHandlers {
     }
     const env: Record<string, string> = cmd.replaceEnv ? {} : agentEnv;
     for (const [k, v] of cmd.env) env[k] = v;
-    if (cmd.tty?.term) env.TERM = cmd.tty.term;
     const ids = cmd.user ? { uid: cmd.user.uid, gid: cmd.user.gid } : {};
     if (cmd.namespace) {
       if (!hostRootMounted()) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `--namespace needs the host's root at ${HOST_ROOT}: boot the VM with --host-root`);
