@@ -18,34 +18,25 @@ export interface Agent {
 
 /** Protocol errors logged per connection. */
 const MAX_LOGGED_ERRORS = 3;
-/** Connections one network address may hold open at once (QEMU's user-net puts every host client at one address). */
+/** Connections one network address may hold open at once, over all listeners (QEMU's user-net puts every host client at one address). */
 export const MAX_CONNECTIONS_PER_ADDRESS = 128;
 
 /** Per-connection bounds (see proto/session.ts); unset means the defaults there. */
 export interface ConnectionLimits {
   frameTimeoutMs?: number;
   idleTimeoutMs?: number;
-  maxInFlight?: number;
   maxConnectionsPerAddress?: number;
 }
 
-/** What every connection is served with. */
-interface Served {
-  agent: AgentContext;
-  limits: ConnectionLimits;
-}
-
 /** Serves one connection. */
-function serveLink(link: Link, authenticator: Authenticator | undefined, served: Served): Session {
-  const { limits } = served;
+function serveLink(link: Link, authenticator: Authenticator | undefined, opts: ServeOptions): Session {
   let session!: Session;
   let protocolErrors = 0;
   session = Session.accept(link, {
     name: `fractal-agent ${AGENT_VERSION}`,
     authenticator,
-    frameTimeoutMs: limits.frameTimeoutMs,
-    idleTimeoutMs: limits.idleTimeoutMs,
-    maxInFlight: limits.maxInFlight,
+    frameTimeoutMs: opts.limits?.frameTimeoutMs,
+    idleTimeoutMs: opts.limits?.idleTimeoutMs,
     onRequest: (req, s) => handler(req, s),
     onProtocolError: (err, fromPeer) => {
       // A hostile peer can make errors as fast as it can send: a few tell
@@ -56,7 +47,7 @@ function serveLink(link: Link, authenticator: Authenticator | undefined, served:
     },
   });
   // Built after accept so the handler can hook the session's close.
-  const handler = connectionHandler(session, served.agent);
+  const handler = connectionHandler(session, opts.agent);
   // A serial port reopened while no host is attached yields sessions that
   // never shook hands; logging each would flood the console.
   session.onClose((err) => {
@@ -79,9 +70,12 @@ export interface ServeOptions {
 
 export async function serve(opts: ServeOptions): Promise<Agent> {
   const listeners: Listener[] = [];
+  // One count for the whole agent: a cap per listener would let an address
+  // hold that many on TCP, as many again on WebSocket, and so on.
+  const perAddress = new AddressCounter(opts.limits?.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS);
   for (const url of opts.listen) {
     try {
-      listeners.push(await listenOne(url, opts));
+      listeners.push(await listenOne(url, opts, perAddress));
     } catch (err) {
       if (!opts.tolerant) throw err;
       log("error", `cannot serve ${url}: ${(err as Error).message}`);
@@ -95,9 +89,8 @@ export async function serve(opts: ServeOptions): Promise<Agent> {
   };
 }
 
-async function listenOne(url: string, opts: ServeOptions): Promise<Listener> {
+async function listenOne(url: string, opts: ServeOptions, perAddress: AddressCounter): Promise<Listener> {
   const ep = parseEndpoint(url);
-  const perAddress = new AddressCounter(opts.limits?.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS);
   const l = await listen(
     ep,
     (link) => {
@@ -105,7 +98,7 @@ async function listenOne(url: string, opts: ServeOptions): Promise<Listener> {
       // A serial line starts a link per host session, most of them never
       // used (a port reopened with no host there): only real ones are logged.
       if (!link.resync) log("info", `${link.description}: connected`);
-      serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description), { agent: opts.agent, limits: opts.limits ?? {} });
+      serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description), opts);
     },
     { tls: opts.tls, report: (message) => log("warn", `${formatEndpoint(ep)}: ${message}`) },
   );

@@ -83,8 +83,6 @@ export interface SessionOptions {
   signer?: Signer | (() => Signer | undefined);
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
-  /** Server: see MAX_IN_FLIGHT. */
-  maxInFlight?: number;
   /** Server: see FRAME_TIMEOUT_MS; 0 turns it off. Serial links never time out a frame. */
   frameTimeoutMs?: number;
   /** Server: see IDLE_TIMEOUT_MS; 0 turns it off. */
@@ -573,9 +571,8 @@ export class Session implements StreamHost {
     if (this.role !== "server" || !handler) {
       throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "this side serves no requests", false);
     }
-    const max = this.opts.maxInFlight ?? MAX_IN_FLIGHT;
-    if (this.inFlight >= max) {
-      this.sendFrame({ response: { id, error: { code: ErrorCode.RESOURCE_EXHAUSTED, message: `${max} requests are already in flight on this connection: wait for answers before sending more` } } });
+    if (this.inFlight >= MAX_IN_FLIGHT) {
+      this.sendFrame({ response: { id, error: { code: ErrorCode.RESOURCE_EXHAUSTED, message: `${MAX_IN_FLIGHT} requests are already in flight on this connection: wait for answers before sending more` } } });
       return;
     }
     this.inFlight++;

@@ -97,8 +97,8 @@ export class ContainerManager {
   }
 
   /** Creates and starts a container; `sink` (if any) sees its output from the first byte. */
-  /** `paced`: the client behind `sink` also feeds the container's stdin. */
-  async run(spec: RunSpec, sink?: OutputSink, progress?: Progress, paced = false): Promise<Container> {
+  /** `pace`: the client behind `sink` feeds the container's stdin, so it may hold the container back (see OutputLog). */
+  async run(spec: RunSpec, sink?: OutputSink, progress?: Progress, pace = false): Promise<Container> {
     if (spec.name !== "" && !NAME.test(spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `invalid container name "${spec.name}": use letters, digits, '_', '.' and '-'`);
     if (spec.name !== "") this.checkNameFree(spec.name);
     const img = this.resolveImage(spec.image);
@@ -116,8 +116,8 @@ export class ContainerManager {
       mountRoot(bundle, lowers);
       writeBundle(c, img.config, spec);
       this.containers.set(id, c);
-      // From the first byte; held back by the client only if it feeds stdin.
-      if (sink) c.attach(sink, { pace: spec.interactive && paced, fromStart: true, follow: true });
+      // From the first byte.
+      if (sink) c.attach(sink, { pace, fromStart: true, follow: true });
       c.start();
     } catch (err) {
       this.containers.delete(id);

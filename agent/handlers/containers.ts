@@ -106,7 +106,8 @@ export class ContainerHandlers {
     const sink = stdio.stdout ? streamSink(this.session, stdio.stdout, stdio.stderr, spec.tty !== undefined) : undefined;
     let c: Container;
     try {
-      c = await this.containers.run({ ...spec, env }, sink, progress.line, stdio.stdin !== 0);
+      const feeds = stdio.stdin !== 0 && spec.interactive;
+      c = await this.containers.run({ ...spec, env }, sink, progress.line, feeds);
     } catch (err) {
       sink?.end();
       throw err;
