@@ -6,7 +6,11 @@ TARGET   := bun-linux-x64-baseline
 # --bytecode: the CLI starts in ~10 ms instead of ~30 ms (measured by bench-exec).
 BUILD    := build
 
-TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' 2>/dev/null)
+TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' -not -path 'host/containerd/gen/*' 2>/dev/null)
+# containerd's API, generated from the .proto files of the Go modules pinned in
+# host/containerd/protos/go.mod (fetched through the Go module proxy).
+CTRD_GEN := host/containerd/gen/containerd.js
+CTRD_PROTOS := host/containerd/protos
 
 # Kernel modules the guest needs; modules.ts adds their dependencies from the
 # kernel's own metadata. KERNEL=bzImage MODULES=lib/modules/VER use your own.
@@ -24,7 +28,10 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # Generated code is reproducible: same .proto and protobufjs-cli, same bytes.
-proto: proto/gen/fractal.js proto/gen/fractal.d.ts
+proto: proto/gen/fractal.js proto/gen/fractal.d.ts $(CTRD_GEN)
+
+$(CTRD_GEN): $(CTRD_PROTOS)/gen.sh $(CTRD_PROTOS)/go.mod $(CTRD_PROTOS)/go.sum $(CTRD_PROTOS)/ttrpc.proto node_modules/.installed
+	$(CTRD_PROTOS)/gen.sh host/containerd/gen $(BUILD)/containerd-proto $(PBJS) $(PBTS)
 
 proto/gen/fractal.js: proto/fractal.proto node_modules/.installed
 	mkdir -p proto/gen
@@ -33,7 +40,7 @@ proto/gen/fractal.js: proto/fractal.proto node_modules/.installed
 proto/gen/fractal.d.ts: proto/gen/fractal.js
 	$(PBTS) --no-comments -o $@ $<
 
-build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/marker.cpio $(BUILD)/images/index.json
+build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/containerd-shim-fractal-v1 $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/marker.cpio $(BUILD)/images/index.json
 
 # What the host needs to build and boot guests: QEMU, crun (copied into the
 # initramfs with its libraries), Go for u-root. Installed only when missing.
@@ -111,9 +118,15 @@ $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
 	$(BUN) build --compile --bytecode --target=$(TARGET) agent/main.ts oci/hash-worker.ts --outfile $@
 
-$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js Makefile
+$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) Makefile
 	mkdir -p $(BUILD)
 	$(BUN) build --compile --bytecode --target=$(TARGET) host/cli/main.ts oci/hash-worker.ts --outfile $@
+
+# containerd's runtime v2 shim for runtime_type io.containerd.fractal.v1
+# (containerd finds it on its PATH by this name).
+$(BUILD)/containerd-shim-fractal-v1: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) Makefile
+	mkdir -p $(BUILD)
+	$(BUN) build --compile --bytecode --target=$(TARGET) host/containerd/shim/main.ts --outfile $@
 
 typecheck: proto
 	node_modules/.bin/tsc --noEmit -p .
@@ -152,4 +165,4 @@ bench: bench-exec bench-boot bench-ns bench-containers bench-peers bench-reliabi
 	$(BUN) bench/collect.ts
 
 clean:
-	rm -rf $(BUILD) proto/gen
+	rm -rf $(BUILD) proto/gen host/containerd/gen

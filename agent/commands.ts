@@ -47,6 +47,21 @@ export interface Limits {
   pids: number;
 }
 
+/** A root file system prepared outside the agent (containerd's snapshotter), as guest paths. */
+export type PreparedRoot =
+  | { kind: "overlay"; lowers: string[]; upper: string; work: string }
+  | { kind: "directory"; directory: string; readonly: boolean };
+
+/** What a container built from someone else's OCI spec (the containerd shim) brings besides the process. */
+export interface PreparedContainer {
+  root: PreparedRoot;
+  hostname: string;
+  files: { path: string; content: Uint8Array }[];
+  binds: { source: string; destination: string; readonly: boolean }[];
+  /** A container whose ipc and uts namespaces this one joins; "" for none. */
+  joinNamespaces: string;
+}
+
 export interface RunCommand {
   image: string;
   name: string;
@@ -62,6 +77,8 @@ export interface RunCommand {
   limits: Limits;
   stdio: Stdio;
   progressStream: number;
+  /** Set: no image is read; the command is the whole process. */
+  prepared?: PreparedContainer;
 }
 
 export interface AttachCommand {
@@ -196,7 +213,37 @@ function runCommand(r: RunRequest): RunCommand {
     limits: { memoryBytes: limit(r.memoryBytes, "memory limit"), cpus: limit(r.cpus, "CPU limit"), pids: limit(r.pids, "pids limit") },
     stdio: { stdin: r.stdinStream ?? 0, stdout: r.stdoutStream ?? 0, stderr: r.stderrStream ?? 0 },
     progressStream: r.progressStream ?? 0,
+    prepared: r.root ? preparedContainer(r) : undefined,
   };
+}
+
+const MAX_FILE = 1 << 20;
+const absolute = (p: string | null | undefined, what: string): string => {
+  if (!p || !p.startsWith("/") || p.split("/").includes("..")) throw bad(`run: ${what} must be an absolute path without "..", not "${p ?? ""}"`);
+  return p;
+};
+
+function preparedContainer(r: RunRequest): PreparedContainer {
+  const root = r.root!;
+  let prepared: PreparedRoot;
+  if (root.directory) {
+    prepared = { kind: "directory", directory: absolute(root.directory, "root directory"), readonly: root.readonly ?? false };
+  } else {
+    const lowers = (root.lowers ?? []).map((l) => absolute(l, "lower layer"));
+    if (lowers.length === 0) throw bad("run: a prepared root needs a directory or at least one lower layer");
+    const upper = root.upper ?? "";
+    const work = root.work ?? "";
+    if ((upper === "") !== (work === "")) throw bad("run: a prepared root's upper and work directories go together");
+    if (upper === "" && lowers.length < 2) throw bad("run: a read-only overlay needs two lower layers (use a directory root for one)");
+    prepared = { kind: "overlay", lowers, upper: upper && absolute(upper, "upper"), work: work && absolute(work, "work") };
+  }
+  const files = (r.files ?? []).map((f) => {
+    const content = f.content ?? new Uint8Array();
+    if (content.length > MAX_FILE) throw bad(`run: file ${f.path} is larger than 1 MiB`);
+    return { path: absolute(f.path, "file path"), content };
+  });
+  const binds = (r.binds ?? []).map((b) => ({ source: absolute(b.source, "bind source"), destination: absolute(b.destination, "bind destination"), readonly: b.readonly ?? false }));
+  return { root: prepared, hostname: r.hostname ?? "", files, binds, joinNamespaces: r.joinNamespaces ?? "" };
 }
 
 function attachCommand(a: AttachRequest): AttachCommand {

@@ -77,6 +77,17 @@ export interface RunOptions {
   pids?: number;
   /** Progress lines while layers are unpacked. */
   onProgress?: (line: string) => void;
+  /** A root prepared outside the agent (containerd's snapshots, as guest paths): `image` only labels it and `command` is the whole process. */
+  prepared?: PreparedRunOptions;
+}
+
+export interface PreparedRunOptions {
+  root: { lowers: string[]; upper: string; work: string } | { directory: string; readonly: boolean };
+  hostname?: string;
+  files?: { path: string; content: Uint8Array }[];
+  binds?: { source: string; destination: string; readonly: boolean }[];
+  /** A running container whose ipc and uts namespaces this one joins. */
+  joinNamespaces?: string;
 }
 
 export interface ContainerSummary {
@@ -258,6 +269,15 @@ export class AgentClient {
           stdoutStream: stdout.id,
           stderrStream: stderr.id,
           progressStream: streams.lines(o.onProgress),
+          ...(o.prepared
+            ? {
+                root: "directory" in o.prepared.root ? { directory: o.prepared.root.directory, readonly: o.prepared.root.readonly } : o.prepared.root,
+                hostname: o.prepared.hostname ?? "",
+                files: o.prepared.files ?? [],
+                binds: o.prepared.binds ?? [],
+                joinNamespaces: o.prepared.joinNamespaces ?? "",
+              }
+            : {}),
         },
       },
       "run",

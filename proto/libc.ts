@@ -72,6 +72,8 @@ export const MS_RDONLY = 1;
 export const MS_NOSUID = 2;
 export const MS_NODEV = 4;
 export const MS_NOEXEC = 8;
+export const MS_REMOUNT = 32;
+export const MS_BIND = 4096;
 export const MS_RELATIME = 1 << 21;
 /** umount2: detach now, clean up when the last user goes (a container's rootfs may still be busy). */
 export const MNT_DETACH = 2;

@@ -10,12 +10,12 @@ import { ImageStore, type Image, type RunConfig } from "../../oci/store.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { IMAGE_STORE } from "../../proto/guest.js";
 import { log } from "../log.js";
-import { mount } from "../../proto/libc.js";
+import { MS_BIND, MS_RDONLY, MS_REMOUNT, mount } from "../../proto/libc.js";
 import { Container, RUNTIME, type ContainerExit } from "./container.js";
 import { LayerCache, type Progress } from "./layers.js";
 import type { OutputSink } from "./output.js";
-import type { RunCommand } from "../commands.js";
-import { mergeEnv, processArgs, runtimeConfig } from "./spec.js";
+import type { PreparedRoot, RunCommand } from "../commands.js";
+import { mergeEnv, processArgs, runtimeConfig, type SpecInput } from "./spec.js";
 import { checkCommand } from "./lookup.js";
 import { overlayData } from "./overlay.js";
 import { resolveUser } from "./users.js";
@@ -101,10 +101,12 @@ export class ContainerManager {
   async run(spec: RunSpec, sink?: OutputSink, progress?: Progress, pace = false): Promise<Container> {
     if (spec.name !== "" && !NAME.test(spec.name)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `invalid container name "${spec.name}": use letters, digits, '_', '.' and '-'`);
     if (spec.name !== "") this.checkNameFree(spec.name);
-    const img = this.resolveImage(spec.image);
-    const args = processArgs(img.config, spec.command, spec.entrypoint);
+    const img = spec.prepared ? undefined : this.resolveImage(spec.image);
+    const args = img ? processArgs(img.config, spec.command, spec.entrypoint) : spec.command;
     if (args.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `image ${spec.image} has no command: give one after the image name`);
-    const lowers = await this.prepare(img, progress);
+    const lowers = img ? await this.prepare(img, progress) : [];
+    const join = spec.prepared?.joinNamespaces ? this.find(spec.prepared.joinNamespaces) : undefined;
+    if (join && !join.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${join.name}, whose namespaces ${spec.name} should join, is not running`);
     const id = randomBytes(16).toString("hex");
     const name = spec.name || `c-${id.slice(0, 8)}`;
     // Again: the name could have been taken while layers were unpacking.
@@ -113,8 +115,9 @@ export class ContainerManager {
     for (const d of ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
     const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs: Date.now() });
     try {
-      mountRoot(bundle, lowers);
-      writeBundle(c, img.config, spec);
+      if (spec.prepared) mountPrepared(c.rootfs, spec.prepared.root);
+      else mountRoot(bundle, lowers);
+      writeBundle(c, img?.config ?? {}, spec, join?.pid ?? 0);
       this.containers.set(id, c);
       // From the first byte.
       if (sink) c.attach(sink, { pace, fromStart: true, follow: true });
@@ -201,13 +204,29 @@ function mountRoot(bundle: string, lowers: string[]): void {
   mount("overlay", path.join(bundle, "rootfs"), "overlay", 0, overlayData(lowers, `${bundle}/upper`, `${bundle}/work`));
 }
 
+/** A root someone else prepared: their overlay of guest directories, or one directory as it is. */
+function mountPrepared(rootfs: string, root: PreparedRoot): void {
+  try {
+    if (root.kind === "directory") {
+      mount(root.directory, rootfs, "", MS_BIND, "");
+      if (root.readonly) mount("", rootfs, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "");
+      return;
+    }
+    const data = root.upper ? overlayData(root.lowers, root.upper, root.work) : overlayData(root.lowers);
+    mount("overlay", rootfs, "overlay", 0, data);
+  } catch (err) {
+    const what = root.kind === "directory" ? root.directory : `lower ${root.lowers.join(":")}${root.upper ? `, upper ${root.upper}` : ""}`;
+    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `cannot mount the prepared root (${what}): ${(err as Error).message}`);
+  }
+}
+
 /**
  * The process as the image and the request define it (user and groups from
  * the container's own files, environment, working directory, a command that
  * exists there), the files bound over its /etc, and the runtime's
  * config.json.
  */
-function writeBundle(c: Container, image: RunConfig, spec: RunSpec): void {
+function writeBundle(c: Container, image: RunConfig, spec: RunSpec, joinPid: number): void {
   const { bundle, id } = c.init;
   const rootfs = c.rootfs;
   const user = resolveUser(rootfs, spec.user || image.User || "");
@@ -216,10 +235,18 @@ function writeBundle(c: Container, image: RunConfig, spec: RunSpec): void {
   const cwd = spec.cwd || image.WorkingDir || "/";
   c.init.cwd = cwd;
   checkCommand(rootfs, c.init.args[0]!, env, cwd); // run() refused an empty command
-  const hostname = id.slice(0, 12);
+  const hostname = spec.prepared?.hostname || id.slice(0, 12);
   fs.writeFileSync(path.join(bundle, "hostname"), `${hostname}\n`);
   fs.writeFileSync(path.join(bundle, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t${hostname}\n`);
   fs.writeFileSync(path.join(bundle, "resolv.conf"), fs.existsSync("/etc/resolv.conf") ? fs.readFileSync("/etc/resolv.conf") : "");
-  const cfg = runtimeConfig({ args: c.init.args, env, cwd, user, tty: spec.tty, hostname, rootfs, bundle, cgroupsPath: `/fractal/${id}/ctr`, limits: spec.limits });
+  // The request's files replace the default ones at the same path.
+  const binds: SpecInput["binds"] = [];
+  spec.prepared?.files.forEach((f, i) => {
+    const src = path.join(bundle, `file-${i}`);
+    fs.writeFileSync(src, f.content);
+    binds.push({ source: src, destination: f.path, readonly: false });
+  });
+  for (const b of spec.prepared?.binds ?? []) binds.push(b);
+  const cfg = runtimeConfig({ args: c.init.args, env, cwd, user, tty: spec.tty, hostname, rootfs, bundle, cgroupsPath: `/fractal/${id}/ctr`, limits: spec.limits, binds, joinPid });
   fs.writeFileSync(path.join(bundle, "config.json"), JSON.stringify(cfg, null, 1));
 }

@@ -14,9 +14,9 @@ import { ErrorCode, FractalError } from "../../proto/errors.js";
 export const MOUNT_DATA_MAX = 4095;
 export const LINK_DIR = "/run/fractal/l";
 
-/** `lowerdir=…,upperdir=…,workdir=…` for these lower directories (topmost first). */
-export function overlayData(lowers: string[], upper: string, work: string, linkDir = LINK_DIR): string {
-  const data = (dirs: string[]) => `lowerdir=${dirs.join(":")},upperdir=${upper},workdir=${work}`;
+/** `lowerdir=…,upperdir=…,workdir=…` for these lower directories (topmost first); no upper: a read-only overlay. */
+export function overlayData(lowers: string[], upper = "", work = "", linkDir = LINK_DIR): string {
+  const data = (dirs: string[]) => `lowerdir=${dirs.join(":")}${upper ? `,upperdir=${upper},workdir=${work}` : ""}`;
   const direct = data(lowers);
   if (direct.length <= MOUNT_DATA_MAX) return direct;
   const short = data(lowers.map((dir) => shortLink(dir, linkDir)));

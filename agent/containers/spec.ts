@@ -20,6 +20,10 @@ export interface SpecInput {
   bundle: string;
   cgroupsPath: string;
   limits: Limits;
+  /** More binds (files and directories of the guest), over the default ones at the same destination. */
+  binds?: { source: string; destination: string; readonly: boolean }[];
+  /** A process whose ipc and uts namespaces the container joins (a pod's sandbox); 0: its own. */
+  joinPid?: number;
 }
 
 const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,7 +71,10 @@ export function runtimeConfig(s: SpecInput): object {
   if (s.limits.memoryBytes > 0) resources.memory = { limit: s.limits.memoryBytes, swap: s.limits.memoryBytes };
   if (s.limits.cpus > 0) resources.cpu = { quota: Math.round(s.limits.cpus * 100000), period: 100000 };
   if (s.limits.pids > 0) resources.pids = { limit: s.limits.pids };
-  const bind = (src: string, dst: string, ro = false) => ({ destination: dst, type: "bind", source: `${s.bundle}/${src}`, options: ["rbind", ro ? "ro" : "rw"] });
+  const bind = (src: string, dst: string, ro = false) => ({ destination: dst, type: "bind", source: src.startsWith("/") ? src : `${s.bundle}/${src}`, options: ["rbind", ro ? "ro" : "rw"] });
+  const extra = (s.binds ?? []).map((b) => bind(b.source, b.destination, b.readonly));
+  const replaced = new Set(extra.map((m) => m.destination));
+  const ns = (type: string) => (s.joinPid && (type === "ipc" || type === "uts") ? { type, path: `/proc/${s.joinPid}/ns/${type}` } : { type });
   return {
     ociVersion: "1.0.2",
     process: {
@@ -82,7 +89,8 @@ export function runtimeConfig(s: SpecInput): object {
       noNewPrivileges: false,
     },
     root: { path: s.rootfs, readonly: false },
-    hostname: s.hostname,
+    // A joined uts namespace keeps its owner's name (runtimes refuse to set one there).
+    ...(s.joinPid ? {} : { hostname: s.hostname }),
     mounts: [
       { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
       { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
@@ -91,14 +99,13 @@ export function runtimeConfig(s: SpecInput): object {
       { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
       { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
       { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
-      bind("hostname", "/etc/hostname"),
-      bind("resolv.conf", "/etc/resolv.conf"),
-      bind("hosts", "/etc/hosts"),
+      ...[bind("hostname", "/etc/hostname"), bind("resolv.conf", "/etc/resolv.conf"), bind("hosts", "/etc/hosts")].filter((m) => !replaced.has(m.destination)),
+      ...extra,
     ],
     linux: {
       cgroupsPath: s.cgroupsPath,
       resources,
-      namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }],
+      namespaces: ["pid", "ipc", "uts", "mount", "cgroup"].map(ns),
       maskedPaths: [
         "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
         "/proc/sched_debug", "/sys/firmware", "/proc/scsi",

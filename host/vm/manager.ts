@@ -29,6 +29,8 @@ export interface BootOptions {
   forwards?: { host: number; guest: number }[];
   /** Progress reports while waiting (elapsed ms). */
   progress?: (elapsedMs: number, accel: string) => void;
+  /** The key the readiness check signs with (the one the command line authorises); default: the user's. */
+  keyFile?: string;
 }
 
 export type VmState = "running" | "stale";
@@ -140,7 +142,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     shares: [...o.shares.map((s) => `${s.hostDir}:${s.tag}${s.readonly ? ":ro" : ""}`), ...o.virtiofs.map((v) => `${v.socket}:${v.tag}:virtiofs`)],
   };
   writeRecord(rec);
-  await waitForAgent(rec, o.timeoutMs ?? (accel === "tcg" ? 180_000 : 60_000), o.progress);
+  await waitForAgent(rec, o.timeoutMs ?? (accel === "tcg" ? 180_000 : 60_000), o.progress, o.keyFile);
   return rec;
 }
 
@@ -150,11 +152,11 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
  * link the Hello is repeated every 300 ms, so the agent is seen within that
  * of coming up.
  */
-async function untilAnswers(url: string, deadline: number, attemptMs: number, alive: () => boolean, tick?: () => void): Promise<boolean> {
+async function untilAnswers(url: string, deadline: number, attemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string): Promise<boolean> {
   while (Date.now() < deadline && alive()) {
     tick?.();
     try {
-      await pingWithin(await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs }), attemptMs);
+      await pingWithin(await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs, keyFile }), attemptMs);
       return true;
     } catch {
       await sleep(100);
@@ -168,13 +170,13 @@ async function untilAnswers(url: string, deadline: number, attemptMs: number, al
  * the agent answers on virtio-serial before DHCP has given the guest an
  * address, and `exec --vm` prefers TCP, so the first exec must not race DHCP.
  */
-async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: number, accel: string) => void): Promise<void> {
+async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: number, accel: string) => void, keyFile?: string): Promise<void> {
   const t0 = Date.now();
   const deadline = t0 + timeoutMs;
   const alive = () => qemuAlive(rec.pid);
   const tick = () => progress?.(Date.now() - t0, rec.accel);
-  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick);
-  const tcp = serial && (!rec.endpoints.tcp || (await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick)));
+  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile);
+  const tcp = serial && (!rec.endpoints.tcp || (await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile)));
   if (tcp) return;
   const tail = consoleTail(rec.console);
   if (!alive()) {
@@ -244,7 +246,7 @@ async function killVm(rec: VmRecord): Promise<void> {
 }
 
 /** Graceful power-off through the agent; kills QEMU if that does not finish in time. Returns how it ended. */
-export async function stopVm(name: string, graceMs = 20_000): Promise<"shutdown" | "killed" | "stale"> {
+export async function stopVm(name: string, graceMs = 20_000, keyFile?: string): Promise<"shutdown" | "killed" | "stale"> {
   const rec = readRecord(name);
   if (!rec) throw new FractalError(ErrorCode.VM_NOT_FOUND, `no VM named ${name} (see fractal-host ls)`);
   if (!qemuAlive(rec.pid)) {
@@ -253,7 +255,7 @@ export async function stopVm(name: string, graceMs = 20_000): Promise<"shutdown"
   }
   let how: "shutdown" | "killed" = "killed";
   try {
-    const c = await AgentClient.connect(vmEndpoint(rec), { handshakeTimeoutMs: 5000 });
+    const c = await AgentClient.connect(vmEndpoint(rec), { handshakeTimeoutMs: 5000, keyFile });
     await c.call({ shutdown: { reboot: false } }, "ok");
     c.close();
     if (await waitExit(rec, graceMs)) how = "shutdown";
