@@ -17,7 +17,7 @@ CTRD_PROTOS := host/containerd/protos
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test-deps test run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench clean FORCE
+.PHONY: all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench clean FORCE
 
 all: build
 
@@ -59,15 +59,23 @@ host-deps:
 # The container tests check our image reader against images other tools
 # write: umoci builds layers, skopeo converts to docker-archive and zstd,
 # debootstrap makes a Debian root file system from Debian's archive.
-test-deps:
+test-deps: $(BUILD)/tools/crictl
 	@missing=""; \
 	command -v umoci >/dev/null || missing="$$missing umoci"; \
+	command -v containerd >/dev/null || missing="$$missing containerd"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# crictl for the CRI tests, from its Go module (no prebuilt download).
+CRICTL_VERSION := v1.37.0
+$(BUILD)/tools/crictl:
+	mkdir -p $(BUILD)/tools
+	GOBIN=$(abspath $(BUILD)/tools) go install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 
 # Rebuilt only when the kernel source (Debian's, or KERNEL=/MODULES=) changes.
 $(BUILD)/kernel.source: FORCE
@@ -134,6 +142,10 @@ typecheck: proto
 # The whole suite. The JSON report is what .ci/run counts from.
 test: build typecheck test-deps
 	node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=$(BUILD)/test-report.json
+
+# fractal under a containerd of the tests' own: ctr, crictl, faults.
+test-containerd: build test-deps
+	node_modules/.bin/vitest run test/containerd
 
 # The main job: start an agent on loopback and run a command through it.
 run: build

@@ -6,7 +6,7 @@
 // off by `vm stop NAME`.
 import type { AgentClient } from "../client.js";
 import { parseFlags, usageError, value } from "./args.js";
-import { containerHelp, parseRun, parseSimple, runHelp, runRun, runSimple } from "./containers.js";
+import { containerHelp, parseRun, parseSimple, runContainerdRun, runHelp, runRun, runSimple } from "./containers.js";
 import { execHelp, parseExec, runExec } from "./exec.js";
 import { imageHelp, imagesHelp, localImages, parseImages, remoteImages, runImageCommand } from "./images.js";
 import { keygenHelp, runKeygen } from "./keys.js";
@@ -131,6 +131,7 @@ export const commands: Command[] = [
     run: async (args, ctx) => {
       const cmd = parseRun(args, process.env);
       if (cmd === "help") return out(runHelp);
+      if (cmd.containerd) return runContainerdRun(cmd, ctx.keyFile);
       return runRun(await ctx.connect(cmd.vm), cmd);
     },
   },

@@ -3,6 +3,7 @@
 // propagate (128+N for a container killed by signal N, 137 for an OOM kill).
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { exitStatusOf, type AgentClient, type ContainerSummary, type RunOptions } from "../client.js";
+import { DEFAULT_ADDRESS, prepareContainerdRun } from "../containerd/run.js";
 import { parseSignal } from "../../proto/signals.js";
 import { parseSize, envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { followProcess } from "./exec.js";
@@ -30,10 +31,20 @@ exits with the container's status.
       --cpus N        CPU limit, e.g. 0.5 (cgroup cpu.max)
       --pids N        process limit (cgroup pids.max)
       --vm NAME       the VM to run in
+      --containerd    take IMAGE from the host containerd's image store: its
+                      snapshots are the root (shared into a VM of their own,
+                      booted on first use); the container is removed on exit
+      --namespace NS  containerd namespace (default: default)
+      --containerd-address SOCK
+                      containerd's socket (default: $CONTAINERD_ADDRESS, else
+                      /run/containerd/containerd.sock)
   -h, --help          this text
 `;
 
 const runSpecs = [
+  { long: "containerd" },
+  { long: "namespace", value: true },
+  { long: "containerd-address", value: true },
   { long: "detach", short: "d" },
   { long: "interactive", short: "i" },
   { long: "tty", short: "t" },
@@ -53,6 +64,8 @@ const runSpecs = [
 export interface RunCommand {
   options: RunOptions;
   vm?: string;
+  /** --containerd: the image comes from this containerd. */
+  containerd?: { address: string; namespace: string };
 }
 
 export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunCommand | "help" {
@@ -88,7 +101,28 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
   };
   if (options.detach && options.remove && options.interactive) throw usageError("run", "-d with -i and --rm leaves nothing to attach to");
   if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };
-  return { options, vm: value(p, "vm") };
+  let containerd: RunCommand["containerd"];
+  if (flag(p, "containerd")) {
+    if (options.detach) throw usageError("run", "--containerd runs attached and removes the container on exit (for containers containerd keeps, use ctr run -d --runtime io.containerd.fractal.v1)");
+    if (value(p, "vm")) throw usageError("run", "--containerd picks its own VM (the one sharing containerd's snapshots); drop --vm");
+    containerd = { address: value(p, "containerd-address") ?? (localEnv.CONTAINERD_ADDRESS || DEFAULT_ADDRESS), namespace: value(p, "namespace") ?? "default" };
+    options.remove = true;
+  } else if (value(p, "namespace") !== undefined || value(p, "containerd-address") !== undefined) {
+    throw usageError("run", "--namespace and --containerd-address go with --containerd");
+  }
+  return { options, vm: value(p, "vm"), containerd };
+}
+
+/** run --containerd: the image and root from containerd, the VM sharing its snapshots; the snapshot goes back when the container is gone. */
+export async function runContainerdRun(cmd: RunCommand, keyFile?: string): Promise<number> {
+  const c = cmd.containerd!; // the caller checked
+  const r = await prepareContainerdRun(cmd.options, c.address, c.namespace, keyFile, (m) => process.stderr.write(`${m}\n`));
+  try {
+    return await runRun(r.client, { options: r.options });
+  } finally {
+    r.client.close();
+    await r.release();
+  }
 }
 
 export async function runRun(client: AgentClient, cmd: RunCommand): Promise<number> {

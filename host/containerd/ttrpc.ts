@@ -166,7 +166,9 @@ export class TtrpcServer {
       const req = ttrpc.Request.decode(f.data);
       const h = this.methods.get(`${req.service}/${req.method}`);
       if (!h) throw new TtrpcError(Code.UNIMPLEMENTED, `${req.service}: method ${req.method} not implemented`);
-      res = { payload: await h(req.payload) };
+      const payload = await h(req.payload);
+      // An empty reply has no payload field at all, as Go's ttrpc writes it.
+      res = payload.length > 0 ? { payload } : {};
     } catch (err) {
       const code = err instanceof TtrpcError ? err.code : Code.UNKNOWN;
       res = { status: { code, message: (err as Error).message } };

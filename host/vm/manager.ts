@@ -245,6 +245,14 @@ async function killVm(rec: VmRecord): Promise<void> {
   }
 }
 
+/** Ends a VM at once (QMP quit, then signals), for owners that cannot wait for a power-off. */
+export async function killVmNow(name: string): Promise<void> {
+  const rec = readRecord(name);
+  if (!rec) return;
+  if (qemuAlive(rec.pid)) await killVm(rec);
+  removeState(name);
+}
+
 /** Graceful power-off through the agent; kills QEMU if that does not finish in time. Returns how it ended. */
 export async function stopVm(name: string, graceMs = 20_000, keyFile?: string): Promise<"shutdown" | "killed" | "stale"> {
   const rec = readRecord(name);

@@ -25,6 +25,10 @@ files=(
   github.com/containerd/containerd/api/events/task.proto
   github.com/containerd/containerd/api/services/ttrpc/events/v1/events.proto
   github.com/containerd/containerd/api/types/runtimeoptions/v1/api.proto
+  github.com/containerd/containerd/api/services/images/v1/images.proto
+  github.com/containerd/containerd/api/services/content/v1/content.proto
+  github.com/containerd/containerd/api/services/snapshots/v1/snapshots.proto
+  github.com/containerd/containerd/api/services/leases/v1/leases.proto
   github.com/containerd/cgroups/cgroup2/stats/metrics.proto
 )
 mkdir -p "$out"

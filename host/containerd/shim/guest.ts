@@ -15,7 +15,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { AgentClient } from "../../client.js";
 import { loadSigner, writeNewKey } from "../../keys.js";
-import { bootVm, stopVm, vmEndpoint } from "../../vm/manager.js";
+import { bootVm, killVmNow, stopVm, vmEndpoint } from "../../vm/manager.js";
 import { qemuAlive, readRecord, type VmRecord } from "../../vm/state.js";
 import { publicKeyBlob } from "../../../proto/auth.js";
 import { Code, TtrpcError } from "../ttrpc.js";
@@ -37,6 +37,8 @@ export class GuestVm {
     private readonly group: GroupRecord,
     private readonly opts: ShimOptions,
     private readonly log: (msg: string) => void,
+    /** The key to authorise and sign with; default: one kept in the state directory. */
+    private readonly keyFile?: string,
   ) {
     // The VM code reads its state root from the environment: this process serves one group only.
     process.env.FRACTAL_STATE = group.stateDir;
@@ -73,7 +75,7 @@ export class GuestVm {
   }
 
   private key(): string {
-    const file = path.join(this.group.stateDir, "key");
+    const file = this.keyFile ?? path.join(this.group.stateDir, "key");
     if (!fs.existsSync(file)) writeNewKey(file, `containerd-shim-fractal@${this.group.vmName}`);
     return file;
   }
@@ -85,6 +87,13 @@ export class GuestVm {
 
   private async boot(): Promise<AgentClient> {
     fs.mkdirSync(this.group.stateDir, { recursive: true, mode: 0o700 });
+    // A VM of this name that runs already (another `run --containerd`'s) is taken as it is.
+    const existing = readRecord(this.group.vmName);
+    if (existing && qemuAlive(existing.pid)) {
+      this.record = existing;
+      this.client = await this.connect();
+      return this.client;
+    }
     for (const [what, file] of [
       ["kernel", this.opts.kernel],
       ["initramfs", this.opts.initrd],
@@ -152,9 +161,12 @@ export class GuestVm {
   }
 }
 
-/** Stops a group's VM from another process (the delete command, after the shim died). */
-export async function stopGroupVm(group: GroupRecord): Promise<void> {
+/**
+ * Ends a group's VM from another process: the delete command, after the
+ * shim died. At once, not by a power-off: its tasks are being reported
+ * killed, and containerd gives delete only a few seconds.
+ */
+export async function killGroupVm(group: GroupRecord): Promise<void> {
   process.env.FRACTAL_STATE = group.stateDir;
-  const key = path.join(group.stateDir, "key");
-  if (readRecord(group.vmName)) await stopVm(group.vmName, 5_000, fs.existsSync(key) ? key : undefined).catch(() => {});
+  await killVmNow(group.vmName).catch(() => {});
 }

@@ -11,7 +11,7 @@ import { containerd, google } from "../gen/containerd.js";
 import { Publisher, timestamp } from "../events.js";
 import { TtrpcServer } from "../ttrpc.js";
 import { groupKey, groupRecord, readGroupRecord, writeGroupRecord, type GroupRecord } from "./group.js";
-import { GuestVm, stopGroupVm } from "./guest.js";
+import { GuestVm, killGroupVm } from "./guest.js";
 import { configPathOf, loadOptions } from "./options.js";
 import { TaskService } from "./service.js";
 import { readSpec } from "./translate.js";
@@ -98,7 +98,10 @@ export async function runStart(f: ShimFlags): Promise<number> {
       await new Promise((r) => setTimeout(r, 10));
     }
   });
-  fs.writeSync(1, `unix://${rec.socket}`);
+  // containerd 1.6 reconnects after a restart through the bundle's address file, which the shim writes (as runc's does).
+  const address = `unix://${rec.socket}`;
+  fs.writeFileSync(path.join(bundle, "address"), address);
+  fs.writeSync(1, address);
   return 0;
 }
 
@@ -137,7 +140,7 @@ export async function runDelete(f: ShimFlags): Promise<number> {
   const bundle = f.bundle || process.cwd();
   const rec = readGroupRecord(bundle);
   if (rec && !(await alive(rec.socket))) {
-    await stopGroupVm(rec);
+    await killGroupVm(rec);
     fs.rmSync(rec.socket, { force: true });
   }
   const res = containerd.task.v2.DeleteResponse.encode({ pid: 0, exitStatus: 128 + 9, exitedAt: timestamp(Date.now()) }).finish();
