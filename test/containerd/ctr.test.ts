@@ -186,4 +186,22 @@ describe("ctr with the fractal runtime", () => {
     cd.ctr("-n", "other", "task", "rm", "s1");
     expect(cd.ctr("-n", "other", "container", "rm", "s1").code).toBe(0);
   });
+
+  it("runs fractal-host run --containerd from containerd's image store, and gives the snapshot back", () => {
+    const state = path.join(work, "vms");
+    const cli = (...args: string[]) => spawnSync(path.join(ROOT, "build/fractal-host"), args, { encoding: "utf8", timeout: 600_000, env: { ...process.env, FRACTAL_STATE: state } });
+    try {
+      const r = cli("run", "--containerd", "--containerd-address", cd.address, "busybox", "sh", "-c", "echo from the store; grep '^overlay / ' /proc/mounts; exit 4");
+      expect(r.stdout).toContain("from the store\n");
+      expect(r.stdout).toContain(`lowerdir=${path.join(cd.dir, "root/io.containerd.snapshotter.v1.overlayfs/snapshots")}`);
+      expect(r.status, r.stderr).toBe(4);
+      expect(cd.ctr("snapshot", "ls").stdout).not.toContain("fractal-run-");
+      expect(cd.ctr("leases", "ls").stdout).not.toContain("fractal-run-");
+      const missing = cli("run", "--containerd", "--containerd-address", cd.address, "no-such-image", "true");
+      expect(missing.status).toBe(125);
+      expect(missing.stderr).toContain("no image no-such-image in containerd's namespace default");
+    } finally {
+      for (const name of fs.existsSync(state) ? fs.readdirSync(state) : []) cli("vm", "stop", name);
+    }
+  });
 });
