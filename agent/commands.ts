@@ -58,8 +58,10 @@ export interface PreparedContainer {
   hostname: string;
   files: { path: string; content: Uint8Array }[];
   binds: { source: string; destination: string; readonly: boolean }[];
-  /** A container whose ipc and uts namespaces this one joins; "" for none. */
+  /** A container whose namespaces this one joins; "" for none. */
   joinNamespaces: string;
+  /** Which of its namespaces: pid, ipc, uts. */
+  joinTypes: ("pid" | "ipc" | "uts")[];
 }
 
 export interface RunCommand {
@@ -243,7 +245,11 @@ function preparedContainer(r: RunRequest): PreparedContainer {
     return { path: absolute(f.path, "file path"), content };
   });
   const binds = (r.binds ?? []).map((b) => ({ source: absolute(b.source, "bind source"), destination: absolute(b.destination, "bind destination"), readonly: b.readonly ?? false }));
-  return { root: prepared, hostname: r.hostname ?? "", files, binds, joinNamespaces: r.joinNamespaces ?? "" };
+  const joinTypes = (r.joinNamespaceTypes?.length ? r.joinNamespaceTypes : ["ipc", "uts"]).map((t) => {
+    if (t !== "pid" && t !== "ipc" && t !== "uts") throw bad(`run: cannot join a container's ${t} namespace (pid, ipc or uts)`);
+    return t;
+  });
+  return { root: prepared, hostname: r.hostname ?? "", files, binds, joinNamespaces: r.joinNamespaces ?? "", joinTypes };
 }
 
 function attachCommand(a: AttachRequest): AttachCommand {

@@ -3,10 +3,14 @@
 // interleaved run by run:
 //  (a) `ctr run --rm busybox true`, fractal's VM already up (a keeper
 //      container holds it) against runc on the host;
-//  (b) the first container of a new pod (crictl runp + create + start until
-//      it runs: fractal boots the pod's VM) against the same with runc;
-//  (c) a second container in a running pod (create + start), the issue's
-//      target: at most 3x runc's time under TCG.
+//  (b) the first container of a new pod (crictl runp + create + start: fractal
+//      boots the pod's VM) against starting a detached container with runc;
+//  (c) a second container in a running pod (crictl create + start), the
+//      issue's target: at most 3x runc's time under TCG.
+// runc's side of (b) and (c) is `ctr run -d` (create and start): CRI pods
+// with runc fail on this kind of host (runc 1.1's init dies in the pause
+// sandbox: "can't get final child's PID from pipe"), and (c) is the same
+// work for runc either way — a container created and started.
 import fs from "node:fs";
 import path from "node:path";
 import { Containerd, imageTarballs, RUNTIME, tmpdir } from "../test/containerd/daemon.js";
@@ -50,34 +54,40 @@ async function main(): Promise<void> {
     const firstRunc: number[] = [];
     const secondOurs: number[] = [];
     const secondRunc: number[] = [];
+    const runcDetached = (into: number[], id: string) => {
+      const t0 = performance.now();
+      must(cd.ctr("-n", "k8s.io", "run", "-d", "docker.io/library/busybox:latest", id, "sleep", "1000000"), "ctr run -d (runc)");
+      into.push(performance.now() - t0);
+    };
+    const perPod = Math.max(1, Math.floor(RUNS / POD_RUNS));
     for (let i = 0; i < POD_RUNS; i++) {
-      for (const [handler, first, second] of [["fractal", firstOurs, secondOurs], ["runc", firstRunc, secondRunc]] as const) {
-        const pod = file(`pod-${handler}-${i}.json`, { metadata: { name: `p-${handler}-${i}`, namespace: "default", uid: `u-${handler}-${i}` }, log_directory: path.join(work, "logs"), linux: { security_context: { namespace_options: { network: 2 } } } });
-        const t0 = performance.now();
-        const runp = cd.crictl("runp", "--runtime", handler, pod);
-        must(runp, `runp ${handler}`);
-        const podId = runp.stdout.trim();
-        const c1 = cd.crictl("create", podId, ctrJson("c1"), pod);
-        must(c1, "create c1");
-        must(cd.crictl("start", c1.stdout.trim()), "start c1");
-        first.push(performance.now() - t0);
-        for (let j = 0; j < Math.max(1, Math.floor(RUNS / POD_RUNS)); j++) {
-          const t1 = performance.now();
-          const c = cd.crictl("create", podId, ctrJson(`c${j + 2}`), pod);
-          must(c, "create");
-          must(cd.crictl("start", c.stdout.trim()), "start");
-          second.push(performance.now() - t1);
-        }
-        cd.crictl("stopp", podId);
-        cd.crictl("rmp", "-f", podId);
+      const pod = file(`pod-${i}.json`, { metadata: { name: `p-${i}`, namespace: "default", uid: `u-${i}` }, log_directory: path.join(work, "logs"), linux: { security_context: { namespace_options: { network: 2 } } } });
+      const t0 = performance.now();
+      const runp = cd.crictl("runp", "--runtime", "fractal", pod);
+      must(runp, "runp");
+      const podId = runp.stdout.trim();
+      const c1 = cd.crictl("create", podId, ctrJson("c1"), pod);
+      must(c1, "create c1");
+      must(cd.crictl("start", c1.stdout.trim()), "start c1");
+      firstOurs.push(performance.now() - t0);
+      runcDetached(firstRunc, `first-${i}`);
+      for (let j = 0; j < perPod; j++) {
+        const t1 = performance.now();
+        const c = cd.crictl("create", podId, ctrJson(`c${j + 2}`), pod);
+        must(c, "create");
+        must(cd.crictl("start", c.stdout.trim()), "start");
+        secondOurs.push(performance.now() - t1);
+        runcDetached(secondRunc, `second-${i}-${j}`);
       }
+      cd.crictl("stopp", podId);
+      cd.crictl("rmp", "-f", podId);
     }
 
     const e = benchEnv("tcg", "containerd runtime v2 shim (ttrpc) + agent over TCP");
     const figures = [
       compared("ctr run --rm busybox true (VM up)", "ms", median(ours), "runc (containerd's default runtime)", median(runc), true, e),
-      compared("first container of a new pod (runp+create+start, VM boot included)", "ms", median(firstOurs), "runc", median(firstRunc), true, e),
-      compared("second container in a running pod (create+start)", "ms", median(secondOurs), "runc", median(secondRunc), true, e, "time <= 3x runc's"),
+      compared("first container of a new pod (crictl runp+create+start, VM boot included)", "ms", median(firstOurs), "runc (ctr run -d)", median(firstRunc), true, e),
+      compared("second container in a running pod (crictl create+start)", "ms", median(secondOurs), "runc (ctr run -d)", median(secondRunc), true, e, "time <= 3x runc's"),
     ];
     record("containerd", figures);
     for (const f of figures) {

@@ -86,8 +86,9 @@ export interface PreparedRunOptions {
   hostname?: string;
   files?: { path: string; content: Uint8Array }[];
   binds?: { source: string; destination: string; readonly: boolean }[];
-  /** A running container whose ipc and uts namespaces this one joins. */
+  /** A running container whose namespaces this one joins: joinTypes of pid, ipc, uts (default ipc and uts). */
   joinNamespaces?: string;
+  joinTypes?: ("pid" | "ipc" | "uts")[];
 }
 
 export interface ContainerSummary {
@@ -276,6 +277,7 @@ export class AgentClient {
                 files: o.prepared.files ?? [],
                 binds: o.prepared.binds ?? [],
                 joinNamespaces: o.prepared.joinNamespaces ?? "",
+                joinNamespaceTypes: o.prepared.joinTypes ?? [],
               }
             : {}),
         },

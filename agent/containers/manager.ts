@@ -247,6 +247,6 @@ function writeBundle(c: Container, image: RunConfig, spec: RunSpec, joinPid: num
     binds.push({ source: src, destination: f.path, readonly: false });
   });
   for (const b of spec.prepared?.binds ?? []) binds.push(b);
-  const cfg = runtimeConfig({ args: c.init.args, env, cwd, user, tty: spec.tty, hostname, rootfs, bundle, cgroupsPath: `/fractal/${id}/ctr`, limits: spec.limits, binds, joinPid });
+  const cfg = runtimeConfig({ args: c.init.args, env, cwd, user, tty: spec.tty, hostname, rootfs, bundle, cgroupsPath: `/fractal/${id}/ctr`, limits: spec.limits, binds, joinPid, joinTypes: spec.prepared?.joinTypes });
   fs.writeFileSync(path.join(bundle, "config.json"), JSON.stringify(cfg, null, 1));
 }

@@ -22,8 +22,9 @@ export interface SpecInput {
   limits: Limits;
   /** More binds (files and directories of the guest), over the default ones at the same destination. */
   binds?: { source: string; destination: string; readonly: boolean }[];
-  /** A process whose ipc and uts namespaces the container joins (a pod's sandbox); 0: its own. */
+  /** A process whose namespaces (joinTypes: of pid, ipc, uts) the container joins (a pod's sandbox); 0: its own. */
   joinPid?: number;
+  joinTypes?: string[];
 }
 
 const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -74,7 +75,8 @@ export function runtimeConfig(s: SpecInput): object {
   const bind = (src: string, dst: string, ro = false) => ({ destination: dst, type: "bind", source: src.startsWith("/") ? src : `${s.bundle}/${src}`, options: ["rbind", ro ? "ro" : "rw"] });
   const extra = (s.binds ?? []).map((b) => bind(b.source, b.destination, b.readonly));
   const replaced = new Set(extra.map((m) => m.destination));
-  const ns = (type: string) => (s.joinPid && (type === "ipc" || type === "uts") ? { type, path: `/proc/${s.joinPid}/ns/${type}` } : { type });
+  const joined = new Set(s.joinPid ? (s.joinTypes ?? ["ipc", "uts"]) : []);
+  const ns = (type: string) => (joined.has(type) ? { type, path: `/proc/${s.joinPid}/ns/${type}` } : { type });
   return {
     ociVersion: "1.0.2",
     process: {
@@ -90,7 +92,7 @@ export function runtimeConfig(s: SpecInput): object {
     },
     root: { path: s.rootfs, readonly: false },
     // A joined uts namespace keeps its owner's name (runtimes refuse to set one there).
-    ...(s.joinPid ? {} : { hostname: s.hostname }),
+    ...(joined.has("uts") ? {} : { hostname: s.hostname }),
     mounts: [
       { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
       { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },

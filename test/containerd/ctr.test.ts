@@ -43,9 +43,11 @@ beforeAll(async () => {
   work = tmpdir();
   cd = new Containerd();
   await cd.start();
-  const { busybox } = imageTarballs(work);
-  const imp = cd.ctr("image", "import", busybox);
-  expect(imp.code, imp.stderr).toBe(0);
+  const { busybox, twoLayers } = imageTarballs(work);
+  for (const args of [["image", "import", busybox], ["image", "import", "--base-name", "docker.io/library/two", twoLayers]]) {
+    const imp = cd.ctr(...args);
+    expect(imp.code, imp.stderr).toBe(0);
+  }
   // The VM stays up while this runs, so the tests below do not each boot one.
   const keeper = run("-d", IMAGE, "keeper", "sleep", "1000000");
   expect(keeper.code, keeper.stderr).toBe(0);
@@ -197,6 +199,9 @@ describe("ctr with the fractal runtime", () => {
       expect(r.status, r.stderr).toBe(4);
       expect(cd.ctr("snapshot", "ls").stdout).not.toContain("fractal-run-");
       expect(cd.ctr("leases", "ls").stdout).not.toContain("fractal-run-");
+      // Two layers: the image's snapshot is found by its ChainID, and both layers are in the root.
+      const two = cli("run", "--containerd", "--containerd-address", cd.address, "two", "sh", "-c", "cat /layer2.txt; busybox true && echo busybox too");
+      expect(two.stdout, two.stderr).toBe("from the second layer\nbusybox too\n");
       const missing = cli("run", "--containerd", "--containerd-address", cd.address, "no-such-image", "true");
       expect(missing.status).toBe(125);
       expect(missing.stderr).toContain("no image no-such-image in containerd's namespace default");

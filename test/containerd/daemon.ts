@@ -25,8 +25,12 @@ function tarOf(dir: string, out: string): string {
   return out;
 }
 
-/** The build's busybox image, and a pause image (busybox sleeping until TERM) made by umoci. */
-export function imageTarballs(dir: string): { busybox: string; pause: string } {
+/**
+ * The build's busybox image; a pause image (busybox sleeping until TERM) and
+ * a two-layer image (busybox plus /layer2.txt, so its snapshot is named by a
+ * real ChainID), both made by umoci.
+ */
+export function imageTarballs(dir: string): { busybox: string; pause: string; twoLayers: string } {
   const busybox = tarOf(path.join(BUILD, "images"), path.join(dir, "busybox.tar"));
   const layout = path.join(dir, "pause-layout");
   fs.cpSync(path.join(BUILD, "images"), layout, { recursive: true });
@@ -36,7 +40,16 @@ export function imageTarballs(dir: string): { busybox: string; pause: string } {
     "--config.entrypoint", 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done');
   umoci("rm", "--image", `${layout}:busybox:latest`);
   const pause = tarOf(layout, path.join(dir, "pause.tar"));
-  return { busybox, pause };
+  const two = path.join(dir, "two-layout");
+  fs.cpSync(path.join(BUILD, "images"), two, { recursive: true });
+  const bundle = path.join(dir, "two-bundle");
+  umoci("unpack", "--image", `${two}:busybox:latest`, bundle);
+  fs.writeFileSync(path.join(bundle, "rootfs", "layer2.txt"), "from the second layer\n");
+  umoci("repack", "--image", `${two}:latest`, bundle);
+  umoci("rm", "--image", `${two}:busybox:latest`);
+  fs.rmSync(bundle, { recursive: true, force: true });
+  const twoLayers = tarOf(two, path.join(dir, "two.tar"));
+  return { busybox, pause, twoLayers };
 }
 
 export class Containerd {

@@ -26,6 +26,7 @@ export interface OciSpec {
   mounts?: { destination: string; type?: string; source?: string; options?: string[] }[];
   annotations?: Record<string, string>;
   linux?: {
+    namespaces?: { type: string; path?: string }[];
     resources?: {
       memory?: { limit?: number };
       cpu?: { quota?: number; period?: number };
@@ -123,6 +124,8 @@ export function runOptions(id: string, spec: OciSpec, root: PreparedRoot, stdin:
   const sandbox = spec.annotations?.[SANDBOX_ID];
   const inPod = sandbox !== undefined && spec.annotations?.[CONTAINER_TYPE] === "container" && sandbox !== id;
   if ((p.user?.additionalGids ?? []).some((g) => g !== gid)) log(`container ${id}: additional groups are not passed on yet`);
+  // The namespaces CRI shares with the sandbox name its (host) pid; in the guest they are the sandbox container's.
+  const joinTypes = (spec.linux?.namespaces ?? []).filter((n) => n.path && (n.type === "pid" || n.type === "ipc" || n.type === "uts")).map((n) => n.type as "pid" | "ipc" | "uts");
   return {
     image: spec.annotations?.["io.kubernetes.cri.image-name"] ?? "containerd",
     name: id,
@@ -140,7 +143,8 @@ export function runOptions(id: string, spec: OciSpec, root: PreparedRoot, stdin:
       hostname: spec.hostname ?? "",
       files,
       binds,
-      joinNamespaces: inPod ? sandbox : undefined,
+      joinNamespaces: inPod && joinTypes.length > 0 ? sandbox : undefined,
+      joinTypes: inPod ? joinTypes : undefined,
     },
   };
 }
