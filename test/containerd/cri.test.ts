@@ -83,6 +83,10 @@ describe("crictl with the fractal runtime handler", () => {
     expect(cd.qemuPids()).toHaveLength(1);
     const ps = cd.crictl("ps").stdout;
     expect(ps.match(/Running/g)).toHaveLength(2);
+    // Stats come from the container's cgroup in the guest.
+    const stats = JSON.parse(cd.crictl("stats", "-o", "json", ids[0]!).stdout) as { stats: { memory: { usageBytes: { value: string } }; cpu: { usageCoreNanoSeconds: { value: string } } }[] };
+    expect(Number(stats.stats[0]!.memory.usageBytes.value)).toBeGreaterThan(0);
+    expect(Number(stats.stats[0]!.cpu.usageCoreNanoSeconds.value)).toBeGreaterThan(0);
   });
 
   it("execs in a container, with and without a terminal", () => {

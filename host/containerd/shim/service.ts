@@ -82,6 +82,8 @@ export class TaskService {
     private options: ShimOptions,
     private readonly loadOptions: (configPath: string) => ShimOptions,
     private readonly log: (msg: string) => void,
+    /** Log each call and its duration (containerd's -debug). */
+    private readonly debug = false,
   ) {
     vm.onGone = () => this.vmGone();
   }
@@ -89,8 +91,11 @@ export class TaskService {
   register(server: TtrpcServer): void {
     const reg = <Req, Res>(method: string, req: { decode(b: Uint8Array): Req }, res: { encode(m: Res): { finish(): Uint8Array } }, fn: (r: Req) => Promise<Res>) =>
       server.register(TASK_SERVICE, method, typed(req, res, async (r) => {
+        const t0 = performance.now();
         try {
-          return await fn(r);
+          const out = await fn(r);
+          if (this.debug) this.log(`${method} ${(performance.now() - t0).toFixed(1)} ms`);
+          return out;
         } catch (err) {
           const e = grpc(err);
           this.log(`${method}: ${e.message}`);
@@ -355,14 +360,15 @@ export class TaskService {
     const t = this.task(r.id);
     if (t.init.status !== Status.RUNNING) throw new TtrpcError(Code.NOT_FOUND, `task ${r.id} is not running`);
     const cg = `/sys/fs/cgroup/fractal/${t.agentId}`;
-    const out = await this.guestOutput(["/bin/sh", "-c", `cd ${cg} && cat memory.current pids.current && cat cpu.stat`]);
-    const [mem, pids, ...cpu] = out.split("\n");
+    const out = await this.guestOutput(["/bin/sh", "-c", `cd ${cg} && cat memory.current memory.max pids.current && cat cpu.stat`]);
+    const [mem, memMax, pids, ...cpu] = out.split("\n");
     const cpuStat = new Map(cpu.map((l) => l.split(" ") as [string, string]));
     const n = (s: string | undefined) => Number(s ?? 0) || 0;
     const metrics = io.containerd.cgroups.v2.Metrics.encode({
       pids: { current: n(pids) },
       cpu: { usageUsec: n(cpuStat.get("usage_usec")), userUsec: n(cpuStat.get("user_usec")), systemUsec: n(cpuStat.get("system_usec")) },
-      memory: { usage: n(mem) },
+      // No limit of its own: the VM's memory is what it can have.
+      memory: { usage: n(mem), usageLimit: memMax === "max" ? this.options.memMiB * 1024 * 1024 : n(memMax) },
     }).finish();
     return { stats: { type_url: "io.containerd.cgroups.v2.Metrics", value: metrics } };
   }

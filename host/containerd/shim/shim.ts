@@ -87,7 +87,7 @@ export async function runStart(f: ShimFlags): Promise<number> {
     fs.rmSync(rec.socket, { force: true });
     fs.mkdirSync(rec.stateDir, { recursive: true, mode: 0o700 });
     const log = fs.openSync(path.join(rec.stateDir, `${rec.vmName}.shim.log`), "a");
-    const args = ["-namespace", f.namespace, "-address", f.address, "-id", f.id, "-bundle", bundle, "-socket", rec.socket, "-config", config, "serve"];
+    const args = ["-namespace", f.namespace, "-address", f.address, "-id", f.id, "-bundle", bundle, "-socket", rec.socket, "-config", config, ...(f.debug || process.env.FRACTAL_SHIM_DEBUG ? ["-debug"] : []), "serve"];
     // Its own session: a shim outlives containerd (a restarted containerd reconnects to it).
     const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log], cwd: "/", env: process.env });
     fs.closeSync(log);
@@ -112,7 +112,7 @@ export async function runServe(f: ShimFlags): Promise<number | undefined> {
   const opts = loadOptions(f.config);
   const vm = new GuestVm(rec, opts, log);
   const events = new Publisher(process.env.TTRPC_ADDRESS ?? "", f.namespace, log);
-  const service = new TaskService(vm, events, opts, loadOptions, log);
+  const service = new TaskService(vm, events, opts, loadOptions, log, f.debug);
   const server = new TtrpcServer();
   service.register(server);
   await server.listen(f.socket);
