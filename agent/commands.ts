@@ -231,13 +231,19 @@ function preparedContainer(r: RunRequest): PreparedContainer {
   if (root.directory) {
     prepared = { kind: "directory", directory: absolute(root.directory, "root directory"), readonly: root.readonly ?? false };
   } else {
-    const lowers = (root.lowers ?? []).map((l) => absolute(l, "lower layer"));
+    // overlayfs' option string separates with ',' and ':': such a name would smuggle in options.
+    const layer = (p: string | null | undefined, what: string) => {
+      const a = absolute(p, what);
+      if (/[,:\\]/.test(a)) throw bad(`run: ${what} "${a}" has a ',', ':' or '\\', which overlayfs options cannot carry`);
+      return a;
+    };
+    const lowers = (root.lowers ?? []).map((l) => layer(l, "lower layer"));
     if (lowers.length === 0) throw bad("run: a prepared root needs a directory or at least one lower layer");
     const upper = root.upper ?? "";
     const work = root.work ?? "";
     if ((upper === "") !== (work === "")) throw bad("run: a prepared root's upper and work directories go together");
     if (upper === "" && lowers.length < 2) throw bad("run: a read-only overlay needs two lower layers (use a directory root for one)");
-    prepared = { kind: "overlay", lowers, upper: upper && absolute(upper, "upper"), work: work && absolute(work, "work") };
+    prepared = { kind: "overlay", lowers, upper: upper && layer(upper, "upper"), work: work && layer(work, "work") };
   }
   const files = (r.files ?? []).map((f) => {
     const content = f.content ?? new Uint8Array();

@@ -9,6 +9,7 @@ import { stateRoot } from "../vm/state.js";
 import { containerdImageRoot } from "./image-root.js";
 import { GuestVm } from "./shim/guest.js";
 import { defaults } from "./shim/options.js";
+import { envMap } from "./shim/translate.js";
 
 export const DEFAULT_ADDRESS = "/run/containerd/containerd.sock";
 
@@ -29,11 +30,7 @@ export async function prepareContainerdRun(o: RunOptions, address: string, names
     const cfg = root.config;
     const command = o.command ?? [];
     const args = o.entrypoint !== undefined ? [...o.entrypoint, ...command] : [...(cfg.Entrypoint ?? []), ...(command.length > 0 ? command : (cfg.Cmd ?? []))];
-    const env: Record<string, string> = {};
-    for (const kv of cfg.Env ?? []) {
-      const eq = kv.indexOf("=");
-      if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
-    }
+    const env = envMap(cfg.Env);
     const options: RunOptions = {
       ...o,
       image: root.name,

@@ -53,4 +53,15 @@ describe("request decoding", () => {
     expect(policyName(decodeRequest(wire({ id: 1, attach: { container: "x" } })))).toBe("logs");
     expect(policyName(decodeRequest(wire({ id: 1, attach: { container: "x", stdinStream: 3 } })))).toBe("attach");
   });
+
+  it("checks a prepared root (containerd's snapshots): no option smuggled into overlayfs, upper and work together", () => {
+    const run = (root: NonNullable<Request["run"]>["root"], extra: Partial<NonNullable<Request["run"]>> = {}) => ({ id: 1, run: { image: "containerd", command: ["true"], root, ...extra } });
+    const ok = decodeRequest(wire(run({ lowers: ["/s/2/fs", "/s/1/fs"], upper: "/s/3/fs", work: "/s/3/work" }, { joinNamespaces: "pod", joinNamespaceTypes: ["pid", "ipc"] })));
+    expect(ok.kind === "run" && ok.run.prepared).toMatchObject({ root: { kind: "overlay", lowers: ["/s/2/fs", "/s/1/fs"], upper: "/s/3/fs" }, joinNamespaces: "pod", joinTypes: ["pid", "ipc"] });
+    expect(codeOf(run({ lowers: ["/s/1/fs,upperdir=/etc"], upper: "/u", work: "/w" }))).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(codeOf(run({ lowers: ["/s/1/fs"], upper: "/u" }))).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(codeOf(run({ lowers: ["relative"], upper: "/u", work: "/w" }))).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(codeOf(run({ lowers: ["/s/1/fs"], upper: "/u", work: "/w" }, { joinNamespaces: "pod", joinNamespaceTypes: ["net"] }))).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(codeOf(run({ directory: "/s/1/fs", readonly: true }, { files: [{ path: "/etc/../x", content: new Uint8Array() }] }))).toBe(ErrorCode.INVALID_ARGUMENT);
+  });
 });

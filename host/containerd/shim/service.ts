@@ -12,7 +12,7 @@ import { Code, TtrpcError, TtrpcServer, typed } from "../ttrpc.js";
 import type { GuestVm } from "./guest.js";
 import { configPathOf, type ShimOptions } from "./options.js";
 import { ProcessIo, type StdioPaths } from "./stdio.js";
-import { preparedRoot, readSpec, runOptions, type OciProcess } from "./translate.js";
+import { envMap, preparedRoot, readSpec, runOptions, type OciProcess } from "./translate.js";
 
 const T = containerd.task.v2;
 const Status = containerd.v1.types.Status;
@@ -194,11 +194,7 @@ export class TaskService {
 
   private async startExec(agent: AgentClient, t: Task, p: Proc): Promise<RemoteProcess> {
     const s = p.execSpec ?? {};
-    const env: Record<string, string> = {};
-    for (const kv of s.env ?? []) {
-      const eq = kv.indexOf("=");
-      if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
-    }
+    const env = envMap(s.env);
     return agent.exec({
       argv: s.args ?? [],
       env,

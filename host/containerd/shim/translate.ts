@@ -38,6 +38,16 @@ export interface OciSpec {
 const MAX_FILE = 1 << 20;
 const bad = (msg: string) => new TtrpcError(Code.INVALID_ARGUMENT, msg);
 
+/** K=V lines (an OCI process's or an image config's env) as a map; later names win. */
+export function envMap(lines: string[] | null | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const kv of lines ?? []) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return env;
+}
+
 export function readSpec(bundle: string): OciSpec {
   const file = path.join(bundle, "config.json");
   try {
@@ -114,11 +124,7 @@ export function runOptions(id: string, spec: OciSpec, root: PreparedRoot, stdin:
   }
   const res = spec.linux?.resources;
   const cpus = res?.cpu?.quota && res.cpu.quota > 0 && res.cpu.period ? res.cpu.quota / res.cpu.period : 0;
-  const env: Record<string, string> = {};
-  for (const kv of p.env ?? []) {
-    const eq = kv.indexOf("=");
-    if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
+  const env = envMap(p.env);
   const uid = p.user?.uid ?? 0;
   const gid = p.user?.gid ?? 0;
   const sandbox = spec.annotations?.[SANDBOX_ID];
