@@ -62,7 +62,7 @@ describe("crictl with the fractal runtime handler", () => {
     expect(podId).toMatch(/^[0-9a-f]{64}$/);
     expect(cd.crictl("pods", "-q").stdout).toContain(podId);
     expect(cd.qemuPids()).toHaveLength(1);
-  });
+  }, 600_000); // boots a VM under TCG, maybe beside other tests' VMs
 
   it("creates and starts two containers in the pod, both in its VM", async () => {
     for (const name of ["c1", "c2"]) {

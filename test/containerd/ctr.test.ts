@@ -187,7 +187,7 @@ describe("ctr with the fractal runtime", () => {
     await until("s1 no longer running", () => !/^s1\s+\d+\s+RUNNING/m.test(cd.ctr("-n", "other", "task", "ls").stdout));
     cd.ctr("-n", "other", "task", "rm", "s1");
     expect(cd.ctr("-n", "other", "container", "rm", "s1").code).toBe(0);
-  });
+  }, 600_000); // boots a VM
 
   it("runs fractal-host run --containerd from containerd's image store, and gives the snapshot back", () => {
     const state = path.join(work, "vms");
@@ -208,5 +208,5 @@ describe("ctr with the fractal runtime", () => {
     } finally {
       for (const name of fs.existsSync(state) ? fs.readdirSync(state) : []) cli("vm", "stop", name);
     }
-  });
+  }, 600_000); // boots a VM
 });
