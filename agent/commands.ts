@@ -109,7 +109,17 @@ export type Command =
   | { kind: "containerStop"; container: string; timeoutS: number }
   | { kind: "containerRemove"; container: string; force: boolean }
   | { kind: "containerList"; all: boolean }
-  | { kind: "containerResize"; container: string; cols: number; rows: number };
+  | { kind: "containerResize"; container: string; cols: number; rows: number }
+  | { kind: "portForward"; forward: PortForwardCommand };
+
+export interface PortForwardCommand {
+  /** "" for none. */
+  container: string;
+  host: string;
+  port: number;
+  inStream: number;
+  outStream: number;
+}
 
 export function assertNever(x: never): never {
   throw new FractalError(ErrorCode.UNKNOWN_MESSAGE, `unknown request type ${String(x)}`);
@@ -171,6 +181,13 @@ export function decodeRequest(req: Request): Command {
     case "containerResize": {
       const r = req.containerResize ?? {};
       return { kind, container: containerRef(r.container), ...windowSize(r.cols ?? 0, r.rows ?? 0) };
+    }
+    case "portForward": {
+      const f = req.portForward ?? {};
+      const port = f.port ?? 0;
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad(`port-forward: port ${port} is out of range (1-65535)`);
+      if (!f.inStream || !f.outStream) throw bad("port-forward: both streams are needed");
+      return { kind, forward: { container: f.container ?? "", host: f.host || "127.0.0.1", port, inStream: f.inStream, outStream: f.outStream } };
     }
     default:
       return assertNever(kind);

@@ -1,5 +1,6 @@
 // AgentClient: the host's API to an agent, in domain types. The CLI and the
 // tests use this; only this file converts to and from wire messages.
+import type { Duplex } from "node:stream";
 import { dial, type DialOptions } from "../proto/dial.js";
 import type { Endpoint } from "../proto/endpoint.js";
 import { ErrorCode, FractalError } from "../proto/errors.js";
@@ -333,6 +334,53 @@ export class AgentClient {
       tty: c.tty ?? false,
       interactive: c.interactive ?? false,
     }));
+  }
+
+  /**
+   * Joins a local socket to a TCP port in the guest (or a container's: they
+   * share the guest's network), over this connection's streams. Rejects if
+   * the agent cannot connect; resolves once both directions have ended.
+   */
+  async portForward(sock: Duplex, o: { port: number; host?: string; container?: string }): Promise<void> {
+    const streams = new RequestStreams(this);
+    const { id: inId, stream: inStream } = streams.outgoing(true);
+    const { id: outId, stream: outStream } = streams.incoming(true);
+    const input = inStream!; // (true) always opens one
+    const output = outStream!;
+    await streams.call({ portForward: { container: o.container ?? "", host: o.host ?? "", port: o.port, inStream: inId, outStream: outId } }, "ok");
+    let toAgent!: () => void;
+    let fromAgent!: () => void;
+    const done = Promise.all([new Promise<void>((r) => (toAgent = r)), new Promise<void>((r) => (fromAgent = r))]);
+    sock.on("data", (chunk: Buffer) => {
+      // One chunk at a time: the next is read once the stream took this one (credit).
+      sock.pause();
+      input.write(chunk).then(
+        () => sock.resume(),
+        () => sock.destroy(),
+      );
+    });
+    sock.on("end", () => {
+      input.end();
+      toAgent();
+    });
+    sock.on("error", () => {});
+    sock.on("close", () => {
+      input.end();
+      toAgent();
+      fromAgent();
+    });
+    output.pipeTo({
+      data: (chunk, ack) => void sock.write(chunk, () => ack()),
+      end: () => {
+        sock.end();
+        fromAgent();
+      },
+      abort: () => {
+        sock.destroy();
+        fromAgent();
+      },
+    });
+    await done;
   }
 
   private containerControl(container: string): ProcessControl {

@@ -9,6 +9,7 @@ import { assertNever, decodeRequest, policyName, type Command } from "../command
 import { log } from "../log.js";
 import type { ContainerManager } from "../containers/manager.js";
 import { ContainerHandlers } from "./containers.js";
+import { PortHandlers } from "./ports.js";
 import { ProcessHandlers } from "./process.js";
 import { ping, shutdown, version } from "./system.js";
 
@@ -24,6 +25,7 @@ export interface AgentContext {
 export function connectionHandler(session: Session, agent: AgentContext): RequestHandler {
   const procs = new ProcessHandlers(session, agent.containers);
   const ctrs = new ContainerHandlers(session, agent.containers);
+  const ports = new PortHandlers(session, agent.containers);
   return async (req: Request) => {
     const cmd = decodeRequest(req);
     checkAllowed(session.principal, policyName(cmd));
@@ -75,6 +77,8 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
         return ctrs.list(c.all);
       case "containerResize":
         return ctrs.resize(c.container, c.cols, c.rows);
+      case "portForward":
+        return ports.forward(c.forward);
       default:
         return assertNever(c);
     }

@@ -10,6 +10,7 @@ import { containerHelp, parseRun, parseSimple, runContainerdRun, runHelp, runRun
 import { execHelp, parseExec, runExec } from "./exec.js";
 import { imageHelp, imagesHelp, localImages, parseImages, remoteImages, runImageCommand } from "./images.js";
 import { keygenHelp, runKeygen } from "./keys.js";
+import { parsePortForward, portForwardHelp, runPortForward } from "./ports.js";
 import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, shellHelp, stopHelp } from "./vm.js";
 
 /** What a command gets from the global flags. */
@@ -133,6 +134,17 @@ export const commands: Command[] = [
       if (cmd === "help") return out(runHelp);
       if (cmd.containerd) return runContainerdRun(cmd, ctx.keyFile);
       return runRun(await ctx.connect(cmd.vm), cmd);
+    },
+  },
+  {
+    name: "port-forward",
+    summary: "carry a host port to a port in the guest or a container, over the agent link",
+    help: portForwardHelp,
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parsePortForward(args);
+      if (cmd === "help") return out(portForwardHelp);
+      return runPortForward(await ctx.connect(cmd.vm), cmd);
     },
   },
   simple("ps", "list containers"),

@@ -1,12 +1,14 @@
 // Container commands with docker's conventions: run, ps, logs, attach, kill,
 // stop, rm, wait. Each parses its flags and calls the client; exit statuses
 // propagate (128+N for a container killed by signal N, 137 for an OOM kill).
+import { spawn } from "node:child_process";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { exitStatusOf, type AgentClient, type ContainerSummary, type RunOptions } from "../client.js";
 import { DEFAULT_ADDRESS, prepareContainerdRun } from "../containerd/run.js";
 import { parseSignal } from "../../proto/signals.js";
 import { parseSize, envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { followProcess } from "./exec.js";
+import { listenForwards, parsePortSpec } from "./ports.js";
 import { table } from "./table.js";
 import { fdWriter, windowSize } from "./terminal.js";
 
@@ -30,6 +32,13 @@ exits with the container's status.
       --memory SIZE   memory limit, e.g. 64M or 1G (cgroup memory.max)
       --cpus N        CPU limit, e.g. 0.5 (cgroup cpu.max)
       --pids N        process limit (cgroup pids.max)
+  -p, --publish [HOSTPORT:]PORT
+                      carry 127.0.0.1:HOSTPORT to the container's PORT over the
+                      agent link (as port-forward). This command holds the
+                      host port while attached; with -d a background
+                      \`fractal-host port-forward\` process does, and ends
+                      when the container exits (-d -p needs --vm or
+                      $FRACTAL_CONNECT, which that process connects by)
       --vm NAME       the VM to run in
       --containerd    take IMAGE from the host containerd's image store: its
                       snapshots are the root (shared into a VM of their own,
@@ -42,6 +51,7 @@ exits with the container's status.
 `;
 
 const runSpecs = [
+  { long: "publish", short: "p", value: true, repeat: true },
   { long: "containerd" },
   { long: "namespace", value: true },
   { long: "containerd-address", value: true },
@@ -66,6 +76,8 @@ export interface RunCommand {
   vm?: string;
   /** --containerd: the image comes from this containerd. */
   containerd?: { address: string; namespace: string };
+  /** -p: host ports carried to the container's. */
+  publish: { host: number; guest: number }[];
 }
 
 export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunCommand | "help" {
@@ -110,7 +122,11 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
   } else if (value(p, "namespace") !== undefined || value(p, "containerd-address") !== undefined) {
     throw usageError("run", "--namespace and --containerd-address go with --containerd");
   }
-  return { options, vm: value(p, "vm"), containerd };
+  const publish = values(p, "publish").map((spec) => parsePortSpec(spec, "run"));
+  if (publish.length > 0 && options.detach && !value(p, "vm") && !localEnv.FRACTAL_CONNECT) {
+    throw usageError("run", "-d with -p needs --vm NAME or $FRACTAL_CONNECT: the background port-forward process connects by it");
+  }
+  return { options, vm: value(p, "vm"), containerd, publish };
 }
 
 /** run --containerd: the image and root from containerd, the VM sharing its snapshots; the snapshot goes back when the container is gone. */
@@ -118,7 +134,7 @@ export async function runContainerdRun(cmd: RunCommand, keyFile?: string): Promi
   const c = cmd.containerd!; // the caller checked
   const r = await prepareContainerdRun(cmd.options, c.address, c.namespace, keyFile, (m) => process.stderr.write(`${m}\n`));
   try {
-    return await runRun(r.client, { options: r.options });
+    return await runRun(r.client, { options: r.options, publish: cmd.publish });
   } finally {
     r.client.close();
     await r.release();
@@ -141,9 +157,23 @@ export async function runRun(client: AgentClient, cmd: RunCommand): Promise<numb
   if (progressShown) process.stderr.write("\r\x1b[K");
   if (!r.proc) {
     process.stdout.write(`${r.id}\n`);
+    if (cmd.publish.length > 0) publishInBackground(r.name, cmd);
     return 0;
   }
-  return followProcess(r.proc, o.tty !== undefined, o.interactive ?? false);
+  const servers = cmd.publish.length > 0 ? await listenForwards(client, { address: "127.0.0.1", container: r.name, ports: cmd.publish }, (l) => void process.stderr.write(`${l}\n`)) : [];
+  try {
+    return await followProcess(r.proc, o.tty !== undefined, o.interactive ?? false);
+  } finally {
+    for (const s of servers) s.close();
+  }
+}
+
+/** run -d -p: a detached port-forward process holds the host ports until the container exits. */
+function publishInBackground(container: string, cmd: RunCommand): void {
+  const args = [...(cmd.vm ? ["--vm", cmd.vm] : []), "port-forward", container, ...cmd.publish.map((p) => `${p.host}:${p.guest}`)];
+  const child = spawn(process.execPath, args, { detached: true, stdio: "ignore" });
+  child.unref();
+  process.stderr.write(`port-forward for ${container} runs as pid ${child.pid} (${cmd.publish.map((p) => `127.0.0.1:${p.host} -> ${p.guest}`).join(", ")})\n`);
 }
 
 const containerSpecs = (extra: { long: string; short?: string; value?: boolean }[]) => [...extra, { long: "vm", value: true }, { long: "help", short: "h" }];

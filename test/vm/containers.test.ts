@@ -2,13 +2,15 @@
 // layouts, a docker-archive, zstd layers), guest-unpack and shared-unpacked
 // layers, whiteouts and opaque directories, corrupt and escaping layers,
 // the docker-style CLI, limits, and many containers at once.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import http from "node:http";
+import net from "node:net";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ImageStore } from "../../oci/store.js";
-import { ROOT, runCli } from "../helpers/agent.js";
+import { HOST_BIN, ROOT, runCli } from "../helpers/agent.js";
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-test-"));
 const store = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-store-"));
@@ -338,4 +340,69 @@ describe("faults", () => {
     expect(out(await vm("wait", "reader"))).toBe("0\n");
     await vm("rm", "reader");
   }, 180_000);
+});
+
+describe("port-forward", () => {
+  it("reaches busybox httpd in a container over TCP and over virtio-serial, and ends when the container exits", async () => {
+    const r = await vm("run", "-d", "--name", "web", "busybox", "sh", "-c", "mkdir -p /www && echo hello from httpd > /www/index.html && exec busybox httpd -f -p 8080 -h /www");
+    expect(r.code, r.stderr).toBe(0);
+    const rec = JSON.parse(fs.readFileSync(path.join(state, NAME, "vm.json"), "utf8")) as { endpoints: { tcp: string; serial: string } };
+    const fetch = (port: number) =>
+      new Promise<string>((resolve, reject) => {
+        http.get({ host: "127.0.0.1", port, path: "/", agent: false }, (res) => {
+          let body = "";
+          res.on("data", (b: Buffer) => (body += b.toString()));
+          res.on("end", () => resolve(body));
+        }).on("error", reject);
+      });
+    for (const url of [rec.endpoints.tcp, rec.endpoints.serial]) {
+      const p = spawn(HOST_BIN, ["--connect", url, "port-forward", "web", "0:8080"], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+      let err = "";
+      p.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+      const exited = new Promise<number | null>((res) => p.on("exit", res));
+      const local = await new Promise<number>((resolve, reject) => {
+        let text = "";
+        p.stdout!.on("data", (b: Buffer) => {
+          text += b.toString();
+          const m = text.match(/Forwarding from 127\.0\.0\.1:(\d+) -> web:8080/);
+          if (m) resolve(Number(m[1]));
+        });
+        void exited.then((code) => reject(new Error(`port-forward exited ${code}: ${err}`)));
+      });
+      // httpd answers once it listens; the container may still be starting.
+      let body = "";
+      for (let i = 0; i < 50 && body === ""; i++) body = await fetch(local).catch(() => new Promise<string>((res) => setTimeout(() => res(""), 200)));
+      expect(body, `${url}: ${err}`).toBe("hello from httpd\n");
+      const many = await Promise.all(Array.from({ length: 20 }, () => fetch(local)));
+      expect(new Set(many)).toEqual(new Set(["hello from httpd\n"]));
+      if (url === rec.endpoints.serial) {
+        expect((await vm("kill", "web")).code).toBe(0);
+        expect(await exited).toBe(0);
+        expect(err).toContain("container web exited; forwarding ends");
+      } else {
+        p.kill("SIGINT");
+        expect(await exited).toBe(0);
+      }
+    }
+    await vm("rm", "web");
+
+    // run -d -p: a background port-forward holds the host port for the container's life.
+    const free = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, "127.0.0.1", () => {
+        const port = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(port));
+      });
+    });
+    const d = await vm("run", "-d", "-p", `${free}:8080`, "--name", "web2", "busybox", "sh", "-c", "mkdir -p /www && echo published > /www/index.html && exec busybox httpd -f -p 8080 -h /www");
+    expect(d.code, d.stderr).toBe(0);
+    let body = "";
+    for (let i = 0; i < 50 && body === ""; i++) body = await fetch(free).catch(() => new Promise<string>((res) => setTimeout(() => res(""), 200)));
+    expect(body).toBe("published\n");
+    expect((await vm("kill", "web2")).code).toBe(0);
+    const refused = async () => !(await fetch(free).then(() => true, () => false));
+    let gone = false;
+    for (let i = 0; i < 50 && !gone; i++) gone = (await refused()) || (await new Promise<boolean>((res) => setTimeout(() => res(false), 200)));
+    expect(gone).toBe(true);
+    await vm("rm", "web2");
+  }, 300_000);
 });
