@@ -110,7 +110,16 @@ export type Command =
   | { kind: "containerRemove"; container: string; force: boolean }
   | { kind: "containerList"; all: boolean }
   | { kind: "containerResize"; container: string; cols: number; rows: number }
-  | { kind: "portForward"; forward: PortForwardCommand };
+  | { kind: "portForward"; forward: PortForwardCommand }
+  | { kind: "copy"; copy: CopyCommand };
+
+export interface CopyCommand {
+  /** "" for the guest itself. */
+  container: string;
+  path: string;
+  into: boolean;
+  stream: number;
+}
 
 export interface PortForwardCommand {
   /** "" for none. */
@@ -188,6 +197,12 @@ export function decodeRequest(req: Request): Command {
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad(`port-forward: port ${port} is out of range (1-65535)`);
       if (!f.inStream || !f.outStream) throw bad("port-forward: both streams are needed");
       return { kind, forward: { container: f.container ?? "", host: f.host || "127.0.0.1", port, inStream: f.inStream, outStream: f.outStream } };
+    }
+    case "copy": {
+      const c = req.copy ?? {};
+      if (!c.path || !c.path.startsWith("/")) throw bad(`cp: the path must be absolute, not "${c.path ?? ""}"`);
+      if (!c.stream) throw bad("cp: no stream");
+      return { kind, copy: { container: c.container ?? "", path: c.path, into: c.into ?? false, stream: c.stream } };
     }
     default:
       return assertNever(kind);

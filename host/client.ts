@@ -383,6 +383,58 @@ export class AgentClient {
     await done;
   }
 
+  /** cp out: the tar of `path` (in `container`, or the guest with ""), chunk by chunk as the agent sends it. */
+  async *copyOut(container: string, path: string): AsyncGenerator<Uint8Array> {
+    const streams = new RequestStreams(this);
+    const { id, stream } = streams.incoming(true);
+    // Each chunk's credit goes back as the consumer takes it.
+    const queue: { chunk: Uint8Array; done: () => void }[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    let failed: Error | undefined;
+    stream!.pipeTo({
+      data: (chunk, done) => {
+        queue.push({ chunk, done });
+        wake?.();
+      },
+      end: () => ((ended = true), wake?.()),
+      abort: (err) => ((failed = err), wake?.()),
+    });
+    const reply = streams.call({ copy: { container, path, into: false, stream: id } }, "ok").catch((err: Error) => {
+      failed = err;
+      wake?.();
+    });
+    for (;;) {
+      const next = queue.shift();
+      if (next) {
+        next.done();
+        yield next.chunk;
+        continue;
+      }
+      if (failed) throw failed;
+      if (ended) break;
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+    await reply;
+    if (failed) throw failed;
+  }
+
+  /** cp in: sends a tar (chunks) to be unpacked at `path` in `container` (or the guest with ""). */
+  async copyIn(container: string, path: string, tar: AsyncIterable<Uint8Array>): Promise<void> {
+    const streams = new RequestStreams(this);
+    const { id, stream } = streams.outgoing(true);
+    const reply = streams.call({ copy: { container, path, into: true, stream: id } }, "ok");
+    let sendErr: Error | undefined;
+    const send = (async () => {
+      for await (const chunk of tar) await stream!.write(chunk);
+      stream!.end();
+    })().catch((err: Error) => (sendErr = err));
+    await reply;
+    await send;
+    if (sendErr) throw sendErr;
+  }
+
   private containerControl(container: string): ProcessControl {
     return {
       signal: (sig) => this.kill(container, sig),

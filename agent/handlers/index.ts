@@ -9,6 +9,7 @@ import { assertNever, decodeRequest, policyName, type Command } from "../command
 import { log } from "../log.js";
 import type { ContainerManager } from "../containers/manager.js";
 import { ContainerHandlers } from "./containers.js";
+import { CopyHandlers } from "./copy.js";
 import { PortHandlers } from "./ports.js";
 import { ProcessHandlers } from "./process.js";
 import { ping, shutdown, version } from "./system.js";
@@ -26,6 +27,7 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
   const procs = new ProcessHandlers(session, agent.containers);
   const ctrs = new ContainerHandlers(session, agent.containers);
   const ports = new PortHandlers(session, agent.containers);
+  const copies = new CopyHandlers(session, agent.containers);
   return async (req: Request) => {
     const cmd = decodeRequest(req);
     checkAllowed(session.principal, policyName(cmd));
@@ -79,6 +81,8 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
         return ctrs.resize(c.container, c.cols, c.rows);
       case "portForward":
         return ports.forward(c.forward);
+      case "copy":
+        return copies.copy(c.copy);
       default:
         return assertNever(c);
     }

@@ -11,6 +11,7 @@ import { execHelp, parseExec, runExec } from "./exec.js";
 import { imageHelp, imagesHelp, localImages, parseImages, remoteImages, runImageCommand } from "./images.js";
 import { keygenHelp, runKeygen } from "./keys.js";
 import { parsePortForward, portForwardHelp, runPortForward } from "./ports.js";
+import { cpHelp, parseCp, runCp } from "./copy.js";
 import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, shellHelp, stopHelp } from "./vm.js";
 
 /** What a command gets from the global flags. */
@@ -134,6 +135,17 @@ export const commands: Command[] = [
       if (cmd === "help") return out(runHelp);
       if (cmd.containerd) return runContainerdRun(cmd, ctx.keyFile);
       return runRun(await ctx.connect(cmd.vm), cmd);
+    },
+  },
+  {
+    name: "cp",
+    summary: "copy files between the host and a container or the guest",
+    help: cpHelp,
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parseCp(args);
+      if (cmd === "help") return out(cpHelp);
+      return runCp(await ctx.connect(cmd.vm), cmd);
     },
   },
   {

@@ -406,3 +406,35 @@ describe("port-forward", () => {
     await vm("rm", "web2");
   }, 300_000);
 });
+
+describe("cp", () => {
+  it("copies into and out of a container inside its root, whatever its symlinks say, and to the guest itself", async () => {
+    const r = await vm("run", "-d", "--name", "files", "busybox", "sh", "-c", "ln -s / /escape && ln -s ../../.. /tmp/up && echo in-container > /marker && sleep 600");
+    expect(r.code, r.stderr).toBe(0);
+    for (let i = 0; i < 50 && (await vm("exec", "files", "test", "-L", "/tmp/up")).code !== 0; i++) await new Promise((res) => setTimeout(res, 200));
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-cp-vm-"));
+    try {
+      // Out through a link to /: the container's files, not the guest's.
+      const out1 = await vm("cp", "files:/escape/marker", path.join(work, "m"));
+      expect(out1.code, out1.stderr).toBe(0);
+      expect(fs.readFileSync(path.join(work, "m"), "utf8")).toBe("in-container\n");
+      expect((await vm("cp", "files:/escape/run/fractal/agent.log", path.join(work, "log"))).code).toBe(125); // the guest's file is not in the container
+      // In through links that climb out: the file lands in the container's root.
+      fs.writeFileSync(path.join(work, "dropped"), "dropped\n");
+      fs.mkdirSync(path.join(work, "dir"));
+      fs.writeFileSync(path.join(work, "dir/owned"), "x", { mode: 0o640 });
+      fs.chownSync(path.join(work, "dir/owned"), 1234, 5678);
+      for (const dest of ["files:/escape/", "files:/tmp/up/dropped2"]) expect((await vm("cp", path.join(work, "dropped"), dest)).code).toBe(0);
+      expect((await vm("cp", path.join(work, "dir"), "files:/tmp/")).code).toBe(0);
+      expect(out(await vm("exec", "files", "cat", "/dropped", "/dropped2"))).toBe("dropped\ndropped\n");
+      expect(out(await vm("exec", "files", "stat", "-c", "%a %u:%g", "/tmp/dir/owned"))).toBe("640 1234:5678\n");
+      expect(await guest("ls /dropped /dropped2 2>&1 || true")).toMatch(/no such file/i);
+      // The guest itself: :PATH.
+      expect((await vm("cp", path.join(work, "dropped"), ":/tmp/")).code).toBe(0);
+      expect(await guest("cat /tmp/dropped")).toBe("dropped\n");
+    } finally {
+      fs.rmSync(work, { recursive: true, force: true });
+      await vm("rm", "-f", "files");
+    }
+  }, 300_000);
+});
