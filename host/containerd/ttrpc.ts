@@ -109,8 +109,6 @@ export class TtrpcServer {
   private readonly methods = new Map<string, Handler>();
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
-  /** Called with every connection's end (containerd reconnects after a restart). */
-  onIdle?: () => void;
 
   constructor() {
     this.server = net.createServer((s) => this.serve(s));
@@ -128,10 +126,6 @@ export class TtrpcServer {
         resolve();
       });
     });
-  }
-
-  get connections(): number {
-    return this.sockets.size;
   }
 
   close(): void {
@@ -154,10 +148,7 @@ export class TtrpcServer {
       // Data frames belong to streaming calls, which nothing here offers.
     });
     sock.on("error", () => {});
-    sock.on("close", () => {
-      this.sockets.delete(sock);
-      this.onIdle?.();
-    });
+    sock.on("close", () => this.sockets.delete(sock));
   }
 
   private async answer(sock: net.Socket, f: Frame): Promise<void> {

@@ -124,10 +124,6 @@ export class TaskService {
     reg("Update", T.UpdateTaskRequest, Empty, unimplemented("update"));
   }
 
-  get size(): number {
-    return this.tasks.size;
-  }
-
   private task(id: string): Task {
     const t = this.tasks.get(id);
     if (!t) throw new TtrpcError(Code.NOT_FOUND, `task ${id} not found`);
