@@ -61,6 +61,9 @@ export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string,
   let entries = 0;
   const dirs: { real: string; h: tar.Header }[] = [];
   extract.on("entry", (h, body, next) => {
+    // Destroying the extractor destroys the entry too, which then reports the
+    // same error; the extractor's listener below is the one that counts.
+    body.on("error", () => {});
     const done = (err?: unknown) => {
       if (err) {
         body.resume();
@@ -116,13 +119,17 @@ export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string,
   });
   const finished = new Promise<void>((resolve, reject) => {
     extract.once("finish", resolve);
-    extract.once("error", reject);
+    // on, not once: a destroyed extractor may report its error again, and an
+    // unheard 'error' would take the whole process (the agent) down.
+    extract.on("error", reject);
   });
   try {
     for await (const chunk of input) {
-      if (!extract.write(chunk)) await new Promise<void>((r) => extract.once("drain", () => r()));
+      if (extract.destroyed) break; // an entry failed: `finished` says why
+      // A destroyed extractor never drains: its close ends the wait too.
+      if (!extract.write(chunk)) await new Promise<void>((r) => (extract.once("drain", () => r()), extract.once("close", () => r())));
     }
-    extract.end(undefined);
+    if (!extract.destroyed) extract.end(undefined);
     await finished;
   } catch (err) {
     throw err instanceof FractalError ? err : new FractalError(ErrorCode.INVALID_ARGUMENT, `cp: ${(err as Error).message}`);

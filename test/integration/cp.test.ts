@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import tar from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HOST_BIN, runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
 
@@ -90,6 +91,28 @@ describe("cp", () => {
     fs.rmSync(out);
     fs.rmSync(big);
   }, 180_000);
+
+  it("refuses a tar it cannot apply, and the agent stays up", async () => {
+    const dest = path.join(dir, "broken");
+    fs.mkdirSync(dest);
+    fs.writeFileSync(path.join(dest, "file"), "x");
+    // A well-formed tar whose second entry needs a directory where a file is.
+    const pack = tar.pack();
+    pack.entry({ name: "ok.txt" }, "fine");
+    pack.entry({ name: "file/inner" }, Buffer.alloc(1 << 20));
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack) chunks.push(c as Buffer);
+    const send = (input: Buffer) => spawnSync(HOST_BIN, ["--connect", agent.tcp, "cp", "-", `:${dest}`], { input, env: process.env, encoding: "utf8" });
+    const w = send(Buffer.concat(chunks));
+    expect(w.status).toBe(125);
+    expect(w.stderr).toContain("file is not a directory");
+    const junk = send(Buffer.alloc(8192, 0x41));
+    expect(junk.status).toBe(125);
+    expect(junk.stderr).toContain("Invalid tar header");
+    expect((await runCli(["--connect", agent.tcp, "ping"])).code).toBe(0);
+    expect(agent.proc.exitCode).toBeNull();
+  });
 
   it("names what is missing, and refuses two local paths", async () => {
     const r = await cp(`:${path.join(dir, "nope")}`, path.join(dir, "x"));
