@@ -1,12 +1,13 @@
 // AgentClient: the host's API to an agent, in domain types. The CLI and the
 // tests use this; only this file converts to and from wire messages.
-import type { Duplex } from "node:stream";
+import type net from "node:net";
 import { dial, type DialOptions } from "../proto/dial.js";
 import type { Endpoint } from "../proto/endpoint.js";
 import { ErrorCode, FractalError } from "../proto/errors.js";
 import type { Link } from "../proto/link.js";
 import { Session, type RequestBody, type SessionOptions } from "../proto/session.js";
-import type { InStream, OutStream, StreamSink } from "../proto/stream.js";
+import { chunksOf, type InStream, type OutStream, type StreamSink } from "../proto/stream.js";
+import { joinSocket } from "../proto/stream-socket.js";
 import type { Response } from "../proto/wire.js";
 import { loadSigner } from "./keys.js";
 
@@ -341,83 +342,23 @@ export class AgentClient {
    * share the guest's network), over this connection's streams. Rejects if
    * the agent cannot connect; resolves once both directions have ended.
    */
-  async portForward(sock: Duplex, o: { port: number; host?: string; container?: string }): Promise<void> {
+  async portForward(sock: net.Socket, o: { port: number; host?: string; container?: string }): Promise<void> {
     const streams = new RequestStreams(this);
-    const { id: inId, stream: inStream } = streams.outgoing(true);
-    const { id: outId, stream: outStream } = streams.incoming(true);
-    const input = inStream!; // (true) always opens one
-    const output = outStream!;
-    await streams.call({ portForward: { container: o.container ?? "", host: o.host ?? "", port: o.port, inStream: inId, outStream: outId } }, "ok");
-    let toAgent!: () => void;
-    let fromAgent!: () => void;
-    const done = Promise.all([new Promise<void>((r) => (toAgent = r)), new Promise<void>((r) => (fromAgent = r))]);
-    sock.on("data", (chunk: Buffer) => {
-      // One chunk at a time: the next is read once the stream took this one (credit).
-      sock.pause();
-      input.write(chunk).then(
-        () => sock.resume(),
-        () => sock.destroy(),
-      );
-    });
-    sock.on("end", () => {
-      input.end();
-      toAgent();
-    });
-    sock.on("error", () => {});
-    sock.on("close", () => {
-      input.end();
-      toAgent();
-      fromAgent();
-    });
-    output.pipeTo({
-      data: (chunk, ack) => void sock.write(chunk, () => ack()),
-      end: () => {
-        sock.end();
-        fromAgent();
-      },
-      abort: () => {
-        sock.destroy();
-        fromAgent();
-      },
-    });
-    await done;
+    const toAgent = streams.outgoing(true);
+    const fromAgent = streams.incoming(true);
+    await streams.call({ portForward: { container: o.container ?? "", host: o.host ?? "", port: o.port, inStream: toAgent.id, outStream: fromAgent.id } }, "ok");
+    await joinSocket(sock, toAgent.stream!, fromAgent.stream!); // (true) always opens them
   }
 
   /** cp out: the tar of `path` (in `container`, or the guest with ""), chunk by chunk as the agent sends it. */
   async *copyOut(container: string, path: string): AsyncGenerator<Uint8Array> {
     const streams = new RequestStreams(this);
     const { id, stream } = streams.incoming(true);
-    // Each chunk's credit goes back as the consumer takes it.
-    const queue: { chunk: Uint8Array; done: () => void }[] = [];
-    let wake: (() => void) | undefined;
-    let ended = false;
-    let failed: Error | undefined;
-    stream!.pipeTo({
-      data: (chunk, done) => {
-        queue.push({ chunk, done });
-        wake?.();
-      },
-      end: () => ((ended = true), wake?.()),
-      abort: (err) => ((failed = err), wake?.()),
-    });
-    const reply = streams.call({ copy: { container, path, into: false, stream: id } }, "ok").catch((err: Error) => {
-      failed = err;
-      wake?.();
-    });
-    for (;;) {
-      const next = queue.shift();
-      if (next) {
-        next.done();
-        yield next.chunk;
-        continue;
-      }
-      if (failed) throw failed;
-      if (ended) break;
-      await new Promise<void>((r) => (wake = r));
-      wake = undefined;
-    }
-    await reply;
-    if (failed) throw failed;
+    const replied = streams.call({ copy: { container, path, into: false, stream: id } }, "ok");
+    // A refused copy sends nothing: its error ends the iteration.
+    replied.catch((err: FractalError) => stream!.abort(err));
+    yield* chunksOf(stream!);
+    await replied;
   }
 
   /** cp in: sends a tar (chunks) to be unpacked at `path` in `container` (or the guest with ""). */

@@ -52,13 +52,11 @@ export function packPath(real: string, name: string): Readable {
 /**
  * Unpacks a tar into `destRel` under `root` (a directory that exists);
  * with `renameTop`, the tar's top-level name becomes that (docker's
- * `cp SRC DEST` where DEST does not exist yet). Resolves with the number
- * of entries written.
+ * `cp SRC DEST` where DEST does not exist yet).
  */
-export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string, destRel: string, renameTop?: string): Promise<number> {
+export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string, destRel: string, renameTop?: string): Promise<void> {
   const tree = new ContainedTree(root);
   const extract = tar.extract();
-  let entries = 0;
   const dirs: { real: string; h: tar.Header }[] = [];
   extract.on("entry", (h, body, next) => {
     // Destroying the extractor destroys the entry too, which then reports the
@@ -80,7 +78,6 @@ export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string,
         fs.rmSync(real, { recursive: true, force: true });
         tree.invalidate();
       }
-      entries++;
       switch (h.type) {
         case "directory":
           if (!st?.isDirectory()) fs.mkdirSync(real, { mode: 0o700 });
@@ -109,7 +106,7 @@ export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string,
           meta(real, h, true);
           break;
         default:
-          entries--; // links to elsewhere, devices: not copied
+          // hard links, devices: not copied
       }
       body.resume();
       body.on("end", () => done());
@@ -136,7 +133,6 @@ export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string,
   }
   // Directory modes and times last: writing inside changed them.
   for (const d of dirs.reverse()) meta(d.real, d.h, false);
-  return entries;
 }
 
 function meta(real: string, h: tar.Header, link: boolean): void {

@@ -318,3 +318,12 @@ export function normalizeRef(ref: string): string {
   const lastSlash = r.lastIndexOf("/");
   return r.slice(lastSlash + 1).includes(":") ? r : `${r}:latest`;
 }
+
+/**
+ * Entrypoint + (command or Cmd), as docker combines them. A replaced
+ * entrypoint (run --entrypoint) drops the image's Cmd too, as docker's does.
+ */
+export function processArgs(cfg: RunConfig, command: string[], entrypoint?: string[]): string[] {
+  if (entrypoint) return [...entrypoint, ...command];
+  return [...(cfg.Entrypoint ?? []), ...(command.length > 0 ? command : (cfg.Cmd ?? []))];
+}

@@ -212,3 +212,36 @@ export class OutStream {
     this.host.forget(this.id);
   }
 }
+
+/**
+ * A receiving stream as an async iterable of its chunks; each chunk's
+ * credit goes back as the consumer takes it, so a slow consumer holds the
+ * sender back. A stream that aborts (connection lost, `abort` called)
+ * throws from the iteration.
+ */
+export async function* chunksOf(stream: InStream): AsyncGenerator<Uint8Array> {
+  const queue: { chunk: Uint8Array; done: () => void }[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  let failed: Error | undefined;
+  const poke = () => wake?.();
+  stream.pipeTo({
+    data: (chunk, done) => (queue.push({ chunk, done }), poke()),
+    end: () => ((ended = true), poke()),
+    abort: (err) => ((failed = err), poke()),
+  });
+  for (;;) {
+    const next = queue.shift();
+    if (next) {
+      next.done();
+      yield next.chunk;
+    } else if (failed) {
+      throw failed;
+    } else if (ended) {
+      return;
+    } else {
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+  }
+}

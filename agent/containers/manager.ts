@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { asFractalError } from "../../oci/errors.js";
-import { ImageStore, type Image, type RunConfig } from "../../oci/store.js";
+import { ImageStore, processArgs, type Image, type RunConfig } from "../../oci/store.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { IMAGE_STORE } from "../../proto/guest.js";
 import { log } from "../log.js";
@@ -15,7 +15,7 @@ import { Container, RUNTIME, type ContainerExit } from "./container.js";
 import { LayerCache, type Progress } from "./layers.js";
 import type { OutputSink } from "./output.js";
 import type { PreparedRoot, RunCommand } from "../commands.js";
-import { mergeEnv, processArgs, runtimeConfig, type SpecInput } from "./spec.js";
+import { mergeEnv, runtimeConfig, type SpecInput } from "./spec.js";
 import { checkCommand } from "./lookup.js";
 import { overlayData } from "./overlay.js";
 import { resolveUser } from "./users.js";
@@ -112,7 +112,8 @@ export class ContainerManager {
     // Again: the name could have been taken while layers were unpacking.
     this.checkNameFree(name);
     const bundle = path.join(CONTAINERS_DIR, id);
-    for (const d of ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
+    // A prepared root brings its own upper layer.
+    for (const d of spec.prepared ? ["rootfs"] : ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
     const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs: Date.now() });
     try {
       if (spec.prepared) mountPrepared(c.rootfs, spec.prepared.root);

@@ -4,7 +4,6 @@
 // namespaces, and cgroup v2 limits. The network namespace is the guest's
 // own (as docker's --network host): the guest is the isolation boundary
 // toward the outside, containers share its network.
-import type { RunConfig } from "../../oci/store.js";
 import type { Limits } from "../commands.js";
 import type { ResolvedUser } from "./users.js";
 
@@ -34,15 +33,6 @@ const CAPS = [
   "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
   "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ];
-
-/**
- * Entrypoint + (command or Cmd), as docker combines them. A replaced
- * entrypoint (run --entrypoint) drops the image's Cmd too, as docker's does.
- */
-export function processArgs(cfg: RunConfig, command: string[], entrypoint?: string[]): string[] {
-  if (entrypoint) return [...entrypoint, ...command];
-  return [...(cfg.Entrypoint ?? []), ...(command.length > 0 ? command : (cfg.Cmd ?? []))];
-}
 
 /** Image Env, then the request's, later names replacing earlier ones; PATH always set. */
 export function mergeEnv(image: string[], extra: string[], home: string): string[] {

@@ -2,9 +2,9 @@
 // or a tar streamed in and unpacked there. The root is the container's
 // overlay as the agent mounted it; every path resolves inside it.
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
+import { chunksOf } from "../../proto/stream.js";
 import { copyTarget, packPath, resolveIn, unpackInto } from "../../oci/copy.js";
 import type { CopyCommand } from "../commands.js";
 import type { ContainerManager } from "../containers/manager.js";
@@ -31,13 +31,7 @@ export class CopyHandlers {
         output.end();
       } else {
         const { destRel, renameTop } = copyTarget(root, c.path, shown);
-        const pipe = new PassThrough();
-        input!.pipeTo({
-          data: (chunk, done) => (pipe.write(chunk) ? done() : pipe.once("drain", done)),
-          end: () => pipe.end(),
-          abort: (err) => pipe.destroy(err),
-        });
-        await unpackInto(pipe, root, destRel, renameTop);
+        await unpackInto(chunksOf(input!), root, destRel, renameTop);
       }
     } catch (err) {
       input?.reset("cp failed");

@@ -1,18 +1,14 @@
 // Port forwarding: one TCP connection in the guest per request, joined to
-// two of the connection's streams. Flow control is the streams': bytes from
-// the socket wait for the client's credit (the socket is paused, so TCP
-// pushes back on the guest's sender), and bytes from the client are taken
-// from its stream only as fast as the socket accepts them. Containers share
+// two of the connection's streams (proto/stream-socket.ts: their credit is
+// the flow control, so TCP pushes back on the guest's sender). Containers share
 // the guest's network, so a container's port is the guest's; naming the
 // container ties the connection to its life.
 import net from "node:net";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
+import { joinSocket } from "../../proto/stream-socket.js";
 import type { PortForwardCommand } from "../commands.js";
 import type { ContainerManager } from "../containers/manager.js";
-
-/** Bytes read from the socket that may wait for the client's credit before the socket is paused. */
-const MAX_UNSENT = 256 << 10;
 
 export class PortHandlers {
   constructor(
@@ -35,32 +31,7 @@ export class PortHandlers {
       output.fail(err as FractalError);
       throw err;
     }
-    let unsent = 0;
-    sock.on("data", (chunk: Buffer) => {
-      unsent += chunk.length;
-      if (unsent > MAX_UNSENT) sock.pause();
-      output.write(chunk).then(
-        () => {
-          unsent -= chunk.length;
-          if (unsent <= MAX_UNSENT && sock.isPaused()) sock.resume();
-        },
-        () => sock.destroy(), // the client reset its side
-      );
-    });
-    sock.on("end", () => output.end());
-    sock.on("error", () => {});
-    sock.on("close", () => {
-      output.end();
-      input.reset("connection closed");
-    });
-    input.pipeTo({
-      data: (chunk, done) => {
-        if (sock.destroyed) return done();
-        sock.write(chunk, () => done());
-      },
-      end: () => sock.end(),
-      abort: () => sock.destroy(),
-    });
+    void joinSocket(sock, output, input);
     return { ok: {} };
   }
 }

@@ -51,10 +51,6 @@ export function parseCp(args: string[]): CpCommand | "help" {
   return { vm: value(p, "vm"), from, to };
 }
 
-async function* stdinChunks(): AsyncGenerator<Uint8Array> {
-  for await (const c of process.stdin) yield c as Uint8Array;
-}
-
 export async function runCp(client: AgentClient, cmd: CpCommand): Promise<number> {
   const { from, to } = cmd;
   if (from.kind === "agent") {
@@ -70,7 +66,7 @@ export async function runCp(client: AgentClient, cmd: CpCommand): Promise<number
   }
   const target = to as { container: string; path: string }; // parseCp made it the agent side
   if (from.kind === "tar") {
-    await client.copyIn(target.container, target.path, stdinChunks());
+    await client.copyIn(target.container, target.path, process.stdin as AsyncIterable<Uint8Array>);
     return 0;
   }
   const { real } = resolveIn("/", from.path, from.path);

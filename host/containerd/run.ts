@@ -5,6 +5,7 @@
 // store image's: Entrypoint and Cmd, Env, WorkingDir, User.
 import { createHash } from "node:crypto";
 import type { AgentClient, RunOptions } from "../client.js";
+import { processArgs } from "../../oci/store.js";
 import { stateRoot } from "../vm/state.js";
 import { containerdImageRoot } from "./image-root.js";
 import { GuestVm } from "./shim/guest.js";
@@ -25,11 +26,11 @@ export async function prepareContainerdRun(o: RunOptions, address: string, names
   const root = await containerdImageRoot(address, namespace, o.image);
   try {
     const vmName = `ctrd-${createHash("sha256").update(root.shareRoot).digest("hex").slice(0, 12)}`;
-    const vm = new GuestVm({ key: vmName, socket: "", vmName, stateDir: stateRoot() }, defaults(), log, keyFile);
+    const vm = new GuestVm({ vmName, stateDir: stateRoot() }, defaults(), log, keyFile);
     const client = await vm.agent(root.shareRoot);
     const cfg = root.config;
     const command = o.command ?? [];
-    const args = o.entrypoint !== undefined ? [...o.entrypoint, ...command] : [...(cfg.Entrypoint ?? []), ...(command.length > 0 ? command : (cfg.Cmd ?? []))];
+    const args = processArgs(cfg, command, o.entrypoint);
     const env = envMap(cfg.Env);
     const options: RunOptions = {
       ...o,

@@ -19,8 +19,6 @@ export interface GroupRecord {
   socket: string;
   vmName: string;
   stateDir: string;
-  /** The shim's pid, once it serves. */
-  pid?: number;
 }
 
 export const RECORD_FILE = "fractal-shim.json";

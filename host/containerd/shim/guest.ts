@@ -23,7 +23,7 @@ import type { GroupRecord } from "./group.js";
 import type { ShimOptions } from "./options.js";
 
 export class GuestVm {
-  private booting?: Promise<AgentClient>;
+  private booting?: Promise<void>;
   private client?: AgentClient;
   private virtiofsd?: ChildProcess;
   private watch?: ReturnType<typeof setInterval>;
@@ -34,7 +34,7 @@ export class GuestVm {
   private stopping = false;
 
   constructor(
-    private readonly group: GroupRecord,
+    private readonly group: Pick<GroupRecord, "vmName" | "stateDir">,
     private readonly opts: ShimOptions,
     private readonly log: (msg: string) => void,
     /** The key to authorise and sign with; default: one kept in the state directory. */
@@ -85,14 +85,14 @@ export class GuestVm {
     return AgentClient.connect(vmEndpoint(this.record), { keyFile: this.key(), handshakeTimeoutMs: 10_000 });
   }
 
-  private async boot(): Promise<AgentClient> {
+  /** Boots the VM (or takes the running one of its name); agent() connects. */
+  private async boot(): Promise<void> {
     fs.mkdirSync(this.group.stateDir, { recursive: true, mode: 0o700 });
     // A VM of this name that runs already (another `run --containerd`'s) is taken as it is.
     const existing = readRecord(this.group.vmName);
     if (existing && qemuAlive(existing.pid)) {
       this.record = existing;
-      this.client = await this.connect();
-      return this.client;
+      return;
     }
     for (const [what, file] of [
       ["kernel", this.opts.kernel],
@@ -130,13 +130,12 @@ export class GuestVm {
         this.onGone?.();
       }
     }, 1000);
-    this.client = await this.connect();
-    return this.client;
   }
 
   private async startVirtiofsd(sock: string): Promise<void> {
     fs.rmSync(sock, { force: true });
-    const logFile = fs.openSync(path.join(this.group.stateDir, `${this.group.vmName}.virtiofsd.log`), "a");
+    const logPath = path.join(this.group.stateDir, `${this.group.vmName}.virtiofsd.log`);
+    const logFile = fs.openSync(logPath, "a");
     const args = [`--socket-path=${sock}`, "-o", `source=${this.shareRoot}`, "-o", "xattr", "-o", "modcaps=+sys_admin", "-o", "cache=auto"];
     // It exits when QEMU disconnects, so it needs no stopping of its own.
     this.virtiofsd = spawn(this.opts.virtiofsd, args, { detached: true, stdio: ["ignore", logFile, logFile] });
@@ -145,7 +144,7 @@ export class GuestVm {
     const deadline = Date.now() + 10_000;
     while (!fs.existsSync(sock)) {
       if (this.virtiofsd.exitCode !== null || Date.now() > deadline) {
-        throw new TtrpcError(Code.UNAVAILABLE, `virtiofsd did not start (see ${path.join(this.group.stateDir, `${this.group.vmName}.virtiofsd.log`)})`);
+        throw new TtrpcError(Code.UNAVAILABLE, `virtiofsd did not start (see ${logPath})`);
       }
       await new Promise((r) => setTimeout(r, 20));
     }

@@ -6,14 +6,13 @@
 import { runDelete, runServe, runStart, type ShimFlags } from "./shim.js";
 
 function parse(argv: string[]): { flags: ShimFlags; action: string } {
-  const flags: ShimFlags = { namespace: "", address: "", publishBinary: "", id: "", bundle: "", socket: "", config: "", debug: false };
+  const flags: ShimFlags = { namespace: "", address: "", publishBinary: "", id: "", bundle: "", config: "", debug: false };
   const names: Record<string, keyof ShimFlags> = {
     namespace: "namespace",
     address: "address",
     "publish-binary": "publishBinary",
     id: "id",
     bundle: "bundle",
-    socket: "socket",
     config: "config",
   };
   let action = "";

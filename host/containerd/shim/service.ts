@@ -10,9 +10,9 @@ import { containerd, google, io } from "../gen/containerd.js";
 import { timestamp, type Publisher } from "../events.js";
 import { Code, TtrpcError, TtrpcServer, typed } from "../ttrpc.js";
 import type { GuestVm } from "./guest.js";
-import { configPathOf, type ShimOptions } from "./options.js";
+import type { ShimOptions } from "./options.js";
 import { ProcessIo, type StdioPaths } from "./stdio.js";
-import { envMap, preparedRoot, readSpec, runOptions, type OciProcess } from "./translate.js";
+import { ociProcess, preparedRoot, readSpec, runOptions, type OciProcess } from "./translate.js";
 
 const T = containerd.task.v2;
 const Status = containerd.v1.types.Status;
@@ -52,23 +52,21 @@ function newProc(execId: string, stdio: StdioPaths, terminal: boolean): Proc {
   return { execId, status: Status.CREATED, stdio, terminal, exitStatus: 0, exitedAtMs: 0, exited, markExited };
 }
 
-/** FractalErrors from the agent as the gRPC codes containerd understands. */
+/** The agent's error codes as the gRPC codes containerd's errdefs understand; others are UNKNOWN. */
+const GRPC_CODES = new Map<ErrorCode, Code>([
+  [ErrorCode.NOT_FOUND, Code.NOT_FOUND],
+  [ErrorCode.CONTAINER_NOT_FOUND, Code.NOT_FOUND],
+  [ErrorCode.NOT_RUNNING, Code.NOT_FOUND],
+  [ErrorCode.ALREADY_EXISTS, Code.ALREADY_EXISTS],
+  [ErrorCode.INVALID_ARGUMENT, Code.INVALID_ARGUMENT],
+  [ErrorCode.COMMAND_NOT_FOUND, Code.INVALID_ARGUMENT],
+  [ErrorCode.COMMAND_NOT_EXECUTABLE, Code.INVALID_ARGUMENT],
+]);
+
 function grpc(err: unknown): TtrpcError {
   if (err instanceof TtrpcError) return err;
-  if (err instanceof FractalError) {
-    const code =
-      err.code === ErrorCode.CONTAINER_NOT_FOUND || err.code === ErrorCode.NOT_FOUND
-        ? Code.NOT_FOUND
-        : err.code === ErrorCode.ALREADY_EXISTS
-          ? Code.ALREADY_EXISTS
-          : err.code === ErrorCode.INVALID_ARGUMENT || err.code === ErrorCode.COMMAND_NOT_FOUND || err.code === ErrorCode.COMMAND_NOT_EXECUTABLE
-            ? Code.INVALID_ARGUMENT
-            : err.code === ErrorCode.NOT_RUNNING
-              ? Code.NOT_FOUND
-              : Code.UNKNOWN;
-    return new TtrpcError(code, err.message);
-  }
-  return new TtrpcError(Code.UNKNOWN, (err as Error).message);
+  const code = err instanceof FractalError ? (GRPC_CODES.get(err.code) ?? Code.UNKNOWN) : Code.UNKNOWN;
+  return new TtrpcError(code, (err as Error).message);
 }
 
 export class TaskService {
@@ -79,8 +77,7 @@ export class TaskService {
   constructor(
     private readonly vm: GuestVm,
     private readonly events: Publisher,
-    private options: ShimOptions,
-    private readonly loadOptions: (configPath: string) => ShimOptions,
+    private readonly options: ShimOptions,
     private readonly log: (msg: string) => void,
     /** Log each call and its duration (containerd's -debug). */
     private readonly debug = false,
@@ -142,8 +139,7 @@ export class TaskService {
     const id = r.id;
     if (this.tasks.has(id)) throw new TtrpcError(Code.ALREADY_EXISTS, `task ${id} already exists`);
     if (r.checkpoint) throw new TtrpcError(Code.UNIMPLEMENTED, "restoring from a checkpoint is not implemented by the fractal runtime");
-    const configPath = configPathOf(r.options);
-    if (configPath && !this.vm.booted) this.options = this.loadOptions(configPath);
+    // The runtime options (r.options) came to `start` on its stdin already: the shim's settings are loaded.
     const spec = readSpec(r.bundle);
     const root = preparedRoot(r.rootfs);
     const stdio = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr };
@@ -165,21 +161,14 @@ export class TaskService {
     const p = this.proc(r.id, r.execId);
     if (p.status !== Status.CREATED) throw new TtrpcError(Code.FAILED_PRECONDITION, `${r.execId ? `exec ${r.execId}` : `task ${r.id}`} was already started`);
     const agent = await this.vm.running();
-    const io = new ProcessIo(p.stdio);
-    try {
-      if (!r.execId) {
-        const started = await agent.run({ ...t.run, detach: false });
-        t.agentId = started.id;
-        p.remote = started.proc!; // attached runs return their process
-      } else {
-        p.remote = await this.startExec(agent, t, p);
-      }
-    } catch (err) {
-      io.close();
-      throw err;
+    if (!r.execId) {
+      const started = await agent.run({ ...t.run, detach: false });
+      t.agentId = started.id;
+      p.remote = started.proc!; // attached runs return their process
+    } else {
+      p.remote = await this.startExec(agent, t, p);
     }
-    p.io = io;
-    io.attach(p.remote, p.terminal);
+    p.io = new ProcessIo(p.stdio, p.remote, p.terminal);
     p.status = Status.RUNNING;
     const pid = this.vm.pid;
     void this.watch(t, p);
@@ -189,18 +178,8 @@ export class TaskService {
   }
 
   private async startExec(agent: AgentClient, t: Task, p: Proc): Promise<RemoteProcess> {
-    const s = p.execSpec ?? {};
-    const env = envMap(s.env);
-    return agent.exec({
-      argv: s.args ?? [],
-      env,
-      replaceEnv: true,
-      cwd: s.cwd ?? "",
-      container: t.agentId || t.id,
-      userSpec: `${s.user?.uid ?? 0}:${s.user?.gid ?? 0}`,
-      tty: p.terminal ? { cols: s.consoleSize?.width || 80, rows: s.consoleSize?.height || 24, term: env.TERM } : undefined,
-      stdin: p.stdio.stdin !== "",
-    });
+    const { args, env, cwd, user, tty } = ociProcess(p.execSpec ?? {});
+    return agent.exec({ argv: args, env, replaceEnv: true, cwd, container: t.agentId, userSpec: user, tty, stdin: p.stdio.stdin !== "" });
   }
 
   /** Waits for a process's end and tells containerd: OOM first (as runc's shim), then the exit. */
@@ -293,7 +272,7 @@ export class TaskService {
 
   private async closeIO(r: containerd.task.v2.CloseIORequest): Promise<google.protobuf.IEmpty> {
     const p = this.proc(r.id, r.execId);
-    if (r.stdin && p.io && p.remote) await p.io.closeStdin(p.remote);
+    if (r.stdin) await p.io?.closeStdin();
     return {};
   }
 

@@ -22,8 +22,6 @@ export interface ShimFlags {
   publishBinary: string;
   id: string;
   bundle: string;
-  /** serve: the socket to listen on. */
-  socket: string;
   /** serve: the options file start found. */
   config: string;
   debug: boolean;
@@ -87,7 +85,8 @@ export async function runStart(f: ShimFlags): Promise<number> {
     fs.rmSync(rec.socket, { force: true });
     fs.mkdirSync(rec.stateDir, { recursive: true, mode: 0o700 });
     const log = fs.openSync(path.join(rec.stateDir, `${rec.vmName}.shim.log`), "a");
-    const args = ["-namespace", f.namespace, "-address", f.address, "-id", f.id, "-bundle", bundle, "-socket", rec.socket, "-config", config, ...(f.debug || process.env.FRACTAL_SHIM_DEBUG ? ["-debug"] : []), "serve"];
+    // serve reads its group (socket, VM) from the record written above.
+    const args = ["-namespace", f.namespace, "-address", f.address, "-id", f.id, "-bundle", bundle, "-config", config, ...(f.debug || process.env.FRACTAL_SHIM_DEBUG ? ["-debug"] : []), "serve"];
     // Its own session: a shim outlives containerd (a restarted containerd reconnects to it).
     const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log], cwd: "/", env: process.env });
     fs.closeSync(log);
@@ -112,19 +111,19 @@ export async function runServe(f: ShimFlags): Promise<number | undefined> {
   const opts = loadOptions(f.config);
   const vm = new GuestVm(rec, opts, log);
   const events = new Publisher(process.env.TTRPC_ADDRESS ?? "", f.namespace, log);
-  const service = new TaskService(vm, events, opts, loadOptions, log, f.debug);
+  const service = new TaskService(vm, events, opts, log, f.debug);
   const server = new TtrpcServer();
   service.register(server);
-  await server.listen(f.socket);
-  fs.chmodSync(f.socket, 0o600);
-  log(`serving ${rec.key} on ${f.socket} (pid ${process.pid})`);
+  await server.listen(rec.socket);
+  fs.chmodSync(rec.socket, 0o600);
+  log(`serving ${rec.key} on ${rec.socket} (pid ${process.pid})`);
   let ending = false;
   const end = async (why: string) => {
     if (ending) return;
     ending = true;
     log(`ending: ${why}`);
     server.close();
-    fs.rmSync(f.socket, { force: true });
+    fs.rmSync(rec.socket, { force: true });
     await vm.stop();
     events.close();
     process.exit(0);

@@ -30,14 +30,16 @@ export class ProcessIo {
   private stdinDone?: Promise<void>;
   private lastInput = 0;
 
-  constructor(readonly paths: StdioPaths) {}
-
   /** Connects the process: its output into the FIFOs, the stdin FIFO into it. */
-  attach(proc: RemoteProcess, terminal: boolean): void {
-    proc.onStdout(this.writer(this.paths.stdout));
-    if (!terminal) proc.onStderr(this.writer(this.paths.stderr));
-    if (this.paths.stdin === "") return;
-    const fd = openFifo(this.paths.stdin);
+  constructor(
+    paths: StdioPaths,
+    private readonly proc: RemoteProcess,
+    terminal: boolean,
+  ) {
+    proc.onStdout(this.writer(paths.stdout));
+    if (!terminal) proc.onStderr(this.writer(paths.stderr));
+    if (paths.stdin === "") return;
+    const fd = openFifo(paths.stdin);
     this.fds.push(fd);
     const reader = Bun.file(fd).stream().getReader();
     this.stdinReader = reader;
@@ -72,7 +74,7 @@ export class ProcessIo {
    * last may still sit in the pipe, so reading goes on until the pipe has
    * been quiet for a moment, then the process's stdin is closed.
    */
-  async closeStdin(proc: RemoteProcess): Promise<void> {
+  async closeStdin(): Promise<void> {
     if (!this.stdinReader) return;
     const reader = this.stdinReader;
     this.stdinReader = undefined;
@@ -80,7 +82,7 @@ export class ProcessIo {
     await new Promise((r) => setTimeout(r, 50));
     await reader.cancel().catch(() => {});
     await this.stdinDone;
-    proc.closeStdin();
+    this.proc.closeStdin();
   }
 
   /** Ends the pumps and closes the FIFOs (Bun's streams leave descriptors they were given open). */

@@ -48,6 +48,20 @@ export function envMap(lines: string[] | null | undefined): Record<string, strin
   return env;
 }
 
+/** A process of an OCI spec (a task's, or an exec's) as the agent takes one. */
+export function ociProcess(p: OciProcess): { args: string[]; env: Record<string, string>; cwd: string; user: string; tty?: { cols: number; rows: number; term?: string } } {
+  const env = envMap(p.env);
+  return {
+    args: p.args ?? [],
+    env,
+    cwd: p.cwd || "/",
+    user: `${p.user?.uid ?? 0}:${p.user?.gid ?? 0}`,
+    tty: p.terminal ? { cols: p.consoleSize?.width || 80, rows: p.consoleSize?.height || 24, term: env.TERM } : undefined,
+  };
+}
+
+const isBind = (m: { type?: string | null; options?: string[] | null }) => m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
+
 export function readSpec(bundle: string): OciSpec {
   const file = path.join(bundle, "config.json");
   try {
@@ -86,7 +100,7 @@ export function preparedRoot(mounts: containerd.types.IMount[]): PreparedRoot {
     if (lowers.length === 0) throw bad(`overlay rootfs mount without lowerdir: ${opts.join(",")}`);
     return { root: { lowers, upper, work }, shareRoot: snapshotterRoot([...lowers, ...(upper ? [upper, work] : [])]) };
   }
-  if (m.type === "bind" || opts.includes("bind") || opts.includes("rbind")) {
+  if (isBind(m)) {
     const dir = m.source ?? "";
     if (!dir.startsWith("/")) throw bad(`bind rootfs mount without an absolute source: "${dir}"`);
     return { root: { directory: dir, readonly: opts.includes("ro") }, shareRoot: snapshotterRoot([dir]) };
@@ -101,12 +115,10 @@ export function runOptions(id: string, spec: OciSpec, root: PreparedRoot, stdin:
   const files: PreparedRunOptions["files"] = [];
   const binds: PreparedRunOptions["binds"] = [];
   for (const m of spec.mounts ?? []) {
-    const opts = m.options ?? [];
-    const isBind = m.type === "bind" || opts.includes("bind") || opts.includes("rbind");
-    if (!isBind) continue; // proc, sysfs, devpts, tmpfs...: the agent mounts the standard set itself
+    if (!isBind(m)) continue; // proc, sysfs, devpts, tmpfs...: the agent mounts the standard set itself
     if (m.destination === "/dev/shm") continue; // the guest's container gets its own shm
     const src = m.source ?? "";
-    const ro = opts.includes("ro");
+    const ro = (m.options ?? []).includes("ro");
     let st: fs.Stats;
     try {
       st = fs.statSync(src);
@@ -124,8 +136,7 @@ export function runOptions(id: string, spec: OciSpec, root: PreparedRoot, stdin:
   }
   const res = spec.linux?.resources;
   const cpus = res?.cpu?.quota && res.cpu.quota > 0 && res.cpu.period ? res.cpu.quota / res.cpu.period : 0;
-  const env = envMap(p.env);
-  const uid = p.user?.uid ?? 0;
+  const { env, cwd, user, tty } = ociProcess(p);
   const gid = p.user?.gid ?? 0;
   const sandbox = spec.annotations?.[SANDBOX_ID];
   const inPod = sandbox !== undefined && spec.annotations?.[CONTAINER_TYPE] === "container" && sandbox !== id;
@@ -137,9 +148,9 @@ export function runOptions(id: string, spec: OciSpec, root: PreparedRoot, stdin:
     name: id,
     command: p.args,
     env,
-    cwd: p.cwd || "/",
-    user: `${uid}:${gid}`,
-    tty: p.terminal ? { cols: p.consoleSize?.width || 80, rows: p.consoleSize?.height || 24, term: env.TERM } : undefined,
+    cwd,
+    user,
+    tty,
     interactive: stdin,
     memoryBytes: res?.memory?.limit && res.memory.limit > 0 ? res.memory.limit : 0,
     cpus,
