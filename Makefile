@@ -17,7 +17,7 @@ CTRD_PROTOS := host/containerd/protos
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench clean FORCE
+.PHONY: all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench-layers bench clean FORCE
 
 all: build
 
@@ -163,6 +163,10 @@ bench-ns: build
 bench-containers: build
 	$(BUN) bench/containers.ts
 
+# layer add of a 3-layer image into a running container against run of it.
+bench-layers: build
+	$(BUN) bench/layers.ts
+
 # fractal as containerd's runtime against runc, under a containerd of its own.
 bench-containerd: build test-deps
 	$(BUN) bench/containerd.ts
@@ -177,7 +181,7 @@ bench-peers: build $(BUILD)/peers.cpio
 
 # Every comparison, then bench/results.{md,json,svg} from their records.
 # A failing bench stops the run (its figures would be missing).
-bench: bench-exec bench-boot bench-ns bench-containers bench-peers bench-containerd bench-reliability
+bench: bench-exec bench-boot bench-ns bench-containers bench-layers bench-peers bench-containerd bench-reliability
 	$(BUN) bench/collect.ts
 
 clean:

@@ -7,6 +7,7 @@
 // protobufjs stays the generator (the design names it, and its static module
 // already types each message): what made handlers hard to change was not the
 // generated code but reading it everywhere, which this file ends.
+import path from "node:path";
 import { ErrorCode, FractalError } from "../proto/errors.js";
 import { checkSignal } from "../proto/signals.js";
 import type { AttachRequest, ExecRequest, Request, RunRequest } from "../proto/wire.js";
@@ -57,7 +58,6 @@ export interface PreparedContainer {
   root: PreparedRoot;
   hostname: string;
   files: { path: string; content: Uint8Array }[];
-  binds: { source: string; destination: string; readonly: boolean }[];
   /** A container whose namespaces this one joins; "" for none. */
   joinNamespaces: string;
   /** Which of its namespaces: pid, ipc, uts. */
@@ -81,6 +81,24 @@ export interface RunCommand {
   progressStream: number;
   /** Set: no image is read; the command is the whole process. */
   prepared?: PreparedContainer;
+  /** Guest directories or files bound into the container (volumes; the shim's binds). */
+  binds: BindMount[];
+  /** More images stacked over the image, later ones on top. */
+  layers: { image: string; at: string }[];
+}
+
+export interface BindMount {
+  source: string;
+  destination: string;
+  readonly: boolean;
+}
+
+export interface LayerAddCommand {
+  container: string;
+  image: string;
+  at: string;
+  readonly: boolean;
+  progressStream: number;
 }
 
 export interface AttachCommand {
@@ -111,7 +129,10 @@ export type Command =
   | { kind: "containerList"; all: boolean }
   | { kind: "containerResize"; container: string; cols: number; rows: number }
   | { kind: "portForward"; forward: PortForwardCommand }
-  | { kind: "copy"; copy: CopyCommand };
+  | { kind: "copy"; copy: CopyCommand }
+  | { kind: "layerAdd"; add: LayerAddCommand }
+  | { kind: "layerRemove"; container: string; layer: string }
+  | { kind: "layerList"; container: string };
 
 export interface CopyCommand {
   /** "" for the guest itself. */
@@ -204,9 +225,30 @@ export function decodeRequest(req: Request): Command {
       if (!c.stream) throw bad("cp: no stream");
       return { kind, copy: { container: c.container ?? "", path: c.path, into: c.into ?? false, stream: c.stream } };
     }
+    case "layerAdd": {
+      const a = req.layerAdd ?? {};
+      const add = { container: containerRef(a.container), image: nonEmpty(a.image, "image"), at: containerPath(a.at, "layer add"), readonly: a.readonly ?? false, progressStream: a.progressStream ?? 0 };
+      return { kind, add };
+    }
+    case "layerRemove":
+      return { kind, container: containerRef(req.layerRemove?.container), layer: nonEmpty(req.layerRemove?.layer, "layer id") };
+    case "layerList":
+      return { kind, container: containerRef(req.layerList?.container) };
     default:
       return assertNever(kind);
   }
+}
+
+/**
+ * A path in a container where an image is stacked: absolute and in its
+ * simplest spelling (it names a directory of the container's upper layer),
+ * and free of what overlayfs' option string cannot carry.
+ */
+function containerPath(p: string | null | undefined, what: string): string {
+  const at = p || "/";
+  if (!at.startsWith("/") || path.posix.normalize(at) !== at || (at !== "/" && at.endsWith("/"))) throw bad(`${what}: "${at}" must be an absolute path in its simplest form (no "..", ".", "//" or trailing "/")`);
+  if (/[,:\\\n]/.test(at)) throw bad(`${what}: "${at}" has a ',', ':', '\\' or newline, which overlayfs options cannot carry`);
+  return at;
 }
 
 function execCommand(e: ExecRequest): ExecCommand {
@@ -248,6 +290,8 @@ function runCommand(r: RunRequest): RunCommand {
     stdio: { stdin: r.stdinStream ?? 0, stdout: r.stdoutStream ?? 0, stderr: r.stderrStream ?? 0 },
     progressStream: r.progressStream ?? 0,
     prepared: r.root ? preparedContainer(r) : undefined,
+    binds: (r.binds ?? []).map((b) => ({ source: absolute(b.source, "bind source"), destination: absolute(b.destination, "bind destination"), readonly: b.readonly ?? false })),
+    layers: (r.layers ?? []).map((l) => ({ image: nonEmpty(l.image, "--layer image"), at: containerPath(l.at, "run --layer") })),
   };
 }
 
@@ -282,12 +326,11 @@ function preparedContainer(r: RunRequest): PreparedContainer {
     if (content.length > MAX_FILE) throw bad(`run: file ${f.path} is larger than 1 MiB`);
     return { path: absolute(f.path, "file path"), content };
   });
-  const binds = (r.binds ?? []).map((b) => ({ source: absolute(b.source, "bind source"), destination: absolute(b.destination, "bind destination"), readonly: b.readonly ?? false }));
   const joinTypes = (r.joinNamespaceTypes?.length ? r.joinNamespaceTypes : ["ipc", "uts"]).map((t) => {
     if (t !== "pid" && t !== "ipc" && t !== "uts") throw bad(`run: cannot join a container's ${t} namespace (pid, ipc or uts)`);
     return t;
   });
-  return { root: prepared, hostname: r.hostname ?? "", files, binds, joinNamespaces: r.joinNamespaces ?? "", joinTypes };
+  return { root: prepared, hostname: r.hostname ?? "", files, joinNamespaces: r.joinNamespaces ?? "", joinTypes };
 }
 
 function attachCommand(a: AttachRequest): AttachCommand {

@@ -94,6 +94,10 @@ async function main(): Promise<void> {
   process.on("unhandledRejection", (err) => log("error", `unhandled rejection: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`));
   // Losing a client mid-write must not kill the agent.
   process.on("SIGPIPE", () => {});
+  // Bun dups fd 1 the first time anything touches process.stdout, which
+  // some error paths do: done now, the descriptor count stays flat while
+  // serving (the fuzz test holds the agent to that).
+  void process.stdout;
   const agent: AgentContext = { containers: new ContainerManager(), isInit: values.init === true };
   if (values.init) {
     // As the guest's init task nothing may end this process: every failure

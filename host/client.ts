@@ -8,7 +8,7 @@ import type { Link } from "../proto/link.js";
 import { Session, type RequestBody, type SessionOptions } from "../proto/session.js";
 import { chunksOf, type InStream, type OutStream, type StreamSink } from "../proto/stream.js";
 import { joinSocket } from "../proto/stream-socket.js";
-import type { Response } from "../proto/wire.js";
+import type { LayerInfo, Response } from "../proto/wire.js";
 import { loadSigner } from "./keys.js";
 
 export interface AgentInfo {
@@ -81,6 +81,23 @@ export interface RunOptions {
   onProgress?: (line: string) => void;
   /** A root prepared outside the agent (containerd's snapshots, as guest paths): `image` only labels it and `command` is the whole process. */
   prepared?: PreparedRunOptions;
+  /** Guest directories bound into the container (run -v, after the host path was found in a share). */
+  binds?: { source: string; destination: string; readonly: boolean }[];
+  /** More images stacked over the image (run --layer), later ones on top; `at` "/" for the root. */
+  layers?: { image: string; at: string }[];
+}
+
+/** One image in a container's stack (layer ls). */
+export interface LayerSummary {
+  id: string;
+  image: string;
+  digest: string;
+  diffIds: string[];
+  at: string;
+  readonly: boolean;
+  addedMs: number;
+  how: string;
+  removable: boolean;
 }
 
 export interface PreparedRunOptions {
@@ -105,6 +122,8 @@ export interface ContainerSummary {
   pid: number;
   tty: boolean;
   interactive: boolean;
+  /** Guest directories bound into it (volumes). */
+  mounts: { source: string; destination: string; readonly: boolean }[];
 }
 
 /** What RemoteProcess needs to control the thing whose streams it holds. */
@@ -272,12 +291,13 @@ export class AgentClient {
           stdoutStream: stdout.id,
           stderrStream: stderr.id,
           progressStream: streams.lines(o.onProgress),
+          binds: [...(o.binds ?? []), ...(o.prepared?.binds ?? [])],
+          layers: o.layers ?? [],
           ...(o.prepared
             ? {
                 root: "directory" in o.prepared.root ? { directory: o.prepared.root.directory, readonly: o.prepared.root.readonly } : o.prepared.root,
                 hostname: o.prepared.hostname ?? "",
                 files: o.prepared.files ?? [],
-                binds: o.prepared.binds ?? [],
                 joinNamespaces: o.prepared.joinNamespaces ?? "",
                 joinNamespaceTypes: o.prepared.joinTypes ?? [],
               }
@@ -334,6 +354,7 @@ export class AgentClient {
       pid: c.pid ?? 0,
       tty: c.tty ?? false,
       interactive: c.interactive ?? false,
+      mounts: (c.mounts ?? []).map((m) => ({ source: m.source ?? "", destination: m.destination ?? "", readonly: m.readonly ?? false })),
     }));
   }
 
@@ -348,6 +369,21 @@ export class AgentClient {
     const fromAgent = streams.incoming(true);
     await streams.call({ portForward: { container: o.container ?? "", host: o.host ?? "", port: o.port, inStream: toAgent.id, outStream: fromAgent.id } }, "ok");
     await joinSocket(sock, toAgent.stream!, fromAgent.stream!); // (true) always opens them
+  }
+
+  /** Stacks an image into a running container at `at`; answers the new layer. */
+  async layerAdd(container: string, image: string, o: { at?: string; readonly?: boolean; onProgress?: (line: string) => void } = {}): Promise<LayerSummary> {
+    const streams = new RequestStreams(this);
+    const r = await streams.call({ layerAdd: { container, image, at: o.at ?? "/", readonly: o.readonly ?? false, progressStream: streams.lines(o.onProgress) } }, "layer");
+    return layerSummary(r.layer!); // call() checked the kind
+  }
+
+  async layerRemove(container: string, layer: string): Promise<void> {
+    await this.call({ layerRemove: { container, layer } }, "ok");
+  }
+
+  async layers(container: string): Promise<LayerSummary[]> {
+    return ((await this.call({ layerList: { container } }, "layers")).layers!.layers ?? []).map(layerSummary); // call() checked the kind
   }
 
   /** cp out: the tar of `path` (in `container`, or the guest with ""), chunk by chunk as the agent sends it. */
@@ -546,4 +582,18 @@ export class RemoteProcess {
     stream.pipeTo(sink);
     return sink;
   }
+}
+
+function layerSummary(l: LayerInfo): LayerSummary {
+  return {
+    id: l.id ?? "",
+    image: l.image ?? "",
+    digest: l.digest ?? "",
+    diffIds: l.diffIds ?? [],
+    at: l.at ?? "/",
+    readonly: l.readonly ?? false,
+    addedMs: l.addedMs ?? 0,
+    how: l.how ?? "",
+    removable: l.removable ?? false,
+  };
 }

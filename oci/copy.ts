@@ -24,7 +24,12 @@ export function resolveIn(root: string, rel: string, shown: string): { real: str
 /** A tar of `real` (a file or a directory tree, inner symlinks kept as links) whose top entry is `name`. */
 export function packPath(real: string, name: string): Readable {
   const pack = tar.pack();
+  // A reader that stops (a client gone mid-copy) destroys the pack: the
+  // file being read then closes, and the walk ends.
+  let reading: fs.ReadStream | undefined;
+  pack.on("close", () => reading?.destroy());
   const walk = async (p: string, entryName: string): Promise<void> => {
+    if (pack.destroyed) throw new Error("the copy was abandoned");
     const st = fs.lstatSync(p);
     const base = { name: entryName, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
     if (st.isDirectory()) {
@@ -36,9 +41,12 @@ export function packPath(real: string, name: string): Readable {
       await new Promise<void>((resolve, reject) => {
         const sink = pack.entry({ ...base, type: "file", size: st.size }, (err) => (err ? reject(err) : resolve()));
         const src = fs.createReadStream(p);
+        reading = src;
         src.on("error", reject);
+        src.on("close", () => (src.readableEnded ? undefined : reject(new Error("the copy was abandoned"))));
         src.pipe(sink);
       });
+      reading = undefined;
     }
     // sockets, FIFOs and devices have no content to copy
   };

@@ -29,13 +29,13 @@ export function parseAuthMode(s: string, where: string): AuthMode {
 export const REQUEST_TYPES = [
   "ping", "version", "exec", "signal", "resize", "close_stdin", "wait", "shutdown", "images", "run",
   "container_wait", "attach", "logs", "container_kill", "container_stop", "container_remove",
-  "container_list", "container_resize", "image_unpack",
+  "container_list", "container_resize", "image_unpack", "port_forward", "copy", "layer_add", "layer_remove", "layer_list",
 ] as const;
 
 const GROUPS: Record<string, readonly string[]> = {
   all: ["all"],
   // May look, never touch: list images and containers, read their output.
-  observer: ["ping", "version", "images", "container_list", "container_wait", "logs"],
+  observer: ["ping", "version", "images", "container_list", "container_wait", "logs", "layer_list"],
 };
 
 export function parseAllowList(text: string, where: string): string[] {

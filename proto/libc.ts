@@ -26,6 +26,7 @@ function open() {
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     mknod: { args: [FFIType.cstring, FFIType.u32, FFIType.u64], returns: FFIType.i32 },
     lsetxattr: { args: [FFIType.cstring, FFIType.cstring, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+    lgetxattr: { args: [FFIType.cstring, FFIType.cstring, FFIType.ptr, FFIType.u64], returns: FFIType.i64 },
     socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     bind: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     listen: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
@@ -53,6 +54,8 @@ export class SysError extends Error {
 export const ENOENT = 2;
 export const EBUSY = 16;
 export const EEXIST = 17;
+export const ENODATA = 61;
+export const EOPNOTSUPP = 95;
 export const EAFNOSUPPORT = 97;
 
 function errno(): number {
@@ -165,6 +168,16 @@ export function mknod(path: string, type: number, perm: number, major = 0, minor
 export function lsetxattr(path: string, name: string, value: Uint8Array): void {
   const buf = value.length > 0 ? value : new Uint8Array(1);
   check(c().lsetxattr(cstr(path), cstr(name), buf, value.length, 0), `setxattr ${name} ${path}`);
+}
+
+/** lgetxattr(2): the attribute's value (at most 256 bytes), or undefined when the path has none. */
+export function lgetxattr(path: string, name: string): Uint8Array | undefined {
+  const buf = new Uint8Array(256);
+  const n = Number(c().lgetxattr(cstr(path), cstr(name), buf, buf.length));
+  if (n >= 0) return buf.subarray(0, n);
+  const e = errno();
+  if (e === ENODATA || e === EOPNOTSUPP) return undefined;
+  throw new SysError(`getxattr ${name} ${path}`, e);
 }
 
 // --- sockets node:net cannot make (AF_VSOCK) ---------------------------------------

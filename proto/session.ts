@@ -268,18 +268,31 @@ export class Session implements StreamHost {
     return id;
   }
 
-  /** Opens the receiving side of a stream; the peer may send at once. */
+  /**
+   * Opens the receiving side of a stream; the peer may send at once. On a
+   * connection already gone (a handler that ran after its peer left) the
+   * stream is born aborted, so whoever reads it stops instead of waiting
+   * forever with its files open.
+   */
   openIn(id: number): InStream {
-    this.noteStream(id);
     const s = new InStream(id, this.window, this);
+    if (this.closedErr) {
+      s.abort(this.closedErr);
+      return s;
+    }
+    this.noteStream(id);
     this.ins.set(id, s);
     return s;
   }
 
-  /** Opens the sending side of a stream, with the peer's initial credit. */
+  /** Opens the sending side of a stream, with the peer's initial credit; born failed on a connection already gone (see openIn). */
   openOut(id: number): OutStream {
-    this.noteStream(id);
     const s = new OutStream(id, this.peerWindow, this);
+    if (this.closedErr) {
+      s.fail(this.closedErr);
+      return s;
+    }
+    this.noteStream(id);
     this.outs.set(id, s);
     return s;
   }

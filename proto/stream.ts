@@ -35,6 +35,7 @@ export class InStream {
   private early: Uint8Array[] = [];
   private ended = false;
   private finished = false;
+  private abortErr: FractalError | undefined;
   /** Chunks handed to the sink whose done() has not been called yet. */
   private inFlight = 0;
 
@@ -49,6 +50,11 @@ export class InStream {
   /** Attach the consumer; bytes that arrived before it are delivered now. */
   pipeTo(sink: StreamSink): void {
     this.sink = sink;
+    // Aborted before anyone read it: the reader learns of it now.
+    if (this.abortErr) {
+      sink.abort?.(this.abortErr);
+      return;
+    }
     const early = this.early;
     this.early = [];
     for (const c of early) this.deliver(c);
@@ -81,6 +87,8 @@ export class InStream {
   abort(err: FractalError): void {
     if (this.finished) return;
     this.finished = true;
+    this.abortErr = err;
+    this.early = [];
     this.sink?.abort?.(err);
   }
 
@@ -120,6 +128,8 @@ export class InStream {
 
 /** Sending side: queues writes and releases them as credit arrives. */
 export class OutStream {
+  /** The connection's end, once it went away under this stream. */
+  private lostWith: FractalError | undefined;
   /** Bytes we may still send before the peer grants more. */
   credit: number;
   private queue: PendingWrite[] = [];
@@ -144,6 +154,8 @@ export class OutStream {
 
   /** Resolves once every byte of `buf` has been handed to the link. */
   write(buf: Uint8Array): Promise<void> {
+    // The connection went away: say so, not merely "closed".
+    if (this.lostWith) return Promise.reject(this.lostWith);
     if (this.done || this.ending) {
       return Promise.reject(
         new FractalError(
@@ -205,6 +217,7 @@ export class OutStream {
     if (this.done) return;
     this.done = true;
     this.resetReason = reason;
+    if (reason === undefined) this.lostWith = err;
     const queue = this.queue;
     this.queue = [];
     this.queuedBytes = 0;

@@ -16,6 +16,7 @@ export type AttachRequest = fractal.v1.AttachRequest.$Properties;
 export type ImageInfo = fractal.v1.ImageInfo.$Properties;
 export type ContainerInfo = fractal.v1.ContainerInfo.$Properties;
 export type ContainerExit = fractal.v1.ContainerExit.$Properties;
+export type LayerInfo = fractal.v1.LayerInfo.$Properties;
 export type VersionResponse = fractal.v1.VersionResponse.$Properties;
 
 /** The protocol version this build speaks; Hello ranges are checked against it. */

@@ -135,8 +135,12 @@ function mountShare(s: Share): void {
     //    loader, PATH lookups) stay in the guest. The price is that changes
     //    made on the host during the session may be seen late; for a
     //    backmount of the host's tools and images that is the right trade.
+    //    A writable share (a volume, --share, --host-root-rw) is another
+    //    matter: with cache=loose a container's writes would sit in the
+    //    guest's page cache, unseen by the host and lost with the VM, so
+    //    those use cache=mmap, which writes through (and still allows mmap).
     //  version=9p2000.L: Linux semantics (symlinks, xattrs, locks).
-    else mount(s.tag, s.path, "9p", flags, "trans=virtio,version=9p2000.L,msize=524288,cache=loose,access=client");
+    else mount(s.tag, s.path, "9p", flags, `trans=virtio,version=9p2000.L,msize=524288,cache=${s.readonly ? "loose" : "mmap"},access=client`);
     log("info", `boot: mounted ${s.fs} share ${s.tag} on ${s.path}`);
   });
 }

@@ -42,6 +42,10 @@ export interface ContainerInit {
   /** --rm: removed once it exits. */
   remove: boolean;
   createdMs: number;
+  /** The root overlay's lower directories, topmost first; absent for a root prepared outside fractal. */
+  lowers?: string[];
+  /** Guest directories bound into it (volumes, the shim's binds). */
+  binds?: { source: string; destination: string; readonly: boolean }[];
 }
 
 export class Container {
@@ -99,6 +103,15 @@ export class Container {
   }
   get rootfs(): string {
     return path.join(this.init.bundle, "rootfs");
+  }
+  /**
+   * The root as the container's processes see it: through its mount
+   * namespace while it runs (images stacked into it live are there), else
+   * the root overlay as mounted for it.
+   */
+  get root(): string {
+    const pid = this.running ? this.pid : 0;
+    return pid > 0 ? `/proc/${pid}/root` : this.rootfs;
   }
   get pidFile(): string {
     return path.join(this.init.bundle, "pid");

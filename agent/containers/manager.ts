@@ -14,7 +14,9 @@ import { MS_BIND, MS_RDONLY, MS_REMOUNT, mount } from "../../proto/libc.js";
 import { Container, RUNTIME, type ContainerExit } from "./container.js";
 import { LayerCache, type Progress } from "./layers.js";
 import type { OutputSink } from "./output.js";
-import type { PreparedRoot, RunCommand } from "../commands.js";
+import type { LayerAddCommand, PreparedRoot, RunCommand } from "../commands.js";
+import { ContainerStack, newLayerId, type LayerRecord } from "./live-layers.js";
+import { SharedStacks } from "./stacks.js";
 import { mergeEnv, runtimeConfig, type SpecInput } from "./spec.js";
 import { checkCommand } from "./lookup.js";
 import { overlayData } from "./overlay.js";
@@ -40,7 +42,10 @@ function runtime(args: string[]): Promise<{ code: number; err: string }> {
 export class ContainerManager {
   readonly store: ImageStore;
   readonly layers: LayerCache;
+  /** Added images' merged layers, shared by the containers they are added to. */
+  readonly stacks = new SharedStacks();
   private readonly containers = new Map<string, Container>();
+  private readonly containerStacks = new Map<string, ContainerStack>();
   /** Auto-removed (--rm) containers, kept so a wait that arrives late still gets the status. */
   private readonly removed = new Map<string, Container>();
 
@@ -104,7 +109,15 @@ export class ContainerManager {
     const img = spec.prepared ? undefined : this.resolveImage(spec.image);
     const args = img ? processArgs(img.config, spec.command, spec.entrypoint) : spec.command;
     if (args.length === 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `image ${spec.image} has no command: give one after the image name`);
-    const lowers = img ? await this.prepare(img, progress) : [];
+    if (spec.prepared && spec.layers.length > 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, "--layer needs an image's layers, not a root prepared outside fractal");
+    const imageLowers = img ? await this.prepare(img, progress) : [];
+    // run --layer: over the root, its layers join the root overlay (later ones on top); at a path, a seam.
+    const extra: { img: Image; at: string; lowers: string[] }[] = [];
+    for (const l of spec.layers) {
+      const limg = this.resolveImage(l.image);
+      extra.push({ img: limg, at: l.at, lowers: await this.prepare(limg, progress) });
+    }
+    const lowers = [...extra.filter((e) => e.at === "/").reverse().flatMap((e) => e.lowers), ...imageLowers];
     const join = spec.prepared?.joinNamespaces ? this.find(spec.prepared.joinNamespaces) : undefined;
     if (join && !join.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${join.name}, whose namespaces ${spec.name} should join, is not running`);
     const id = randomBytes(16).toString("hex");
@@ -114,24 +127,93 @@ export class ContainerManager {
     const bundle = path.join(CONTAINERS_DIR, id);
     // A prepared root brings its own upper layer.
     for (const d of spec.prepared ? ["rootfs"] : ["upper", "work", "rootfs"]) fs.mkdirSync(path.join(bundle, d), { recursive: true });
-    const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs: Date.now() });
+    const createdMs = Date.now();
+    const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs, lowers: img ? lowers : undefined, binds: spec.binds });
+    const stack = this.stackOf(c);
+    let staged: { path: string; source: string; readonly: boolean }[] = [];
+    const held: string[] = [];
     try {
       if (spec.prepared) mountPrepared(c.rootfs, spec.prepared.root);
       else mountRoot(bundle, lowers);
-      writeBundle(c, img?.config ?? {}, spec, join?.pid ?? 0);
+      const records = [imageRecord(spec.image, img, createdMs)];
+      for (const e of extra) {
+        const rec = { ...imageRecord(e.img.reference || e.img.digest, e.img, createdMs), id: newLayerId(), at: e.at, how: e.at === "/" ? ("run" as const) : ("live" as const) };
+        if (rec.how === "live") {
+          rec.stack = this.stacks.acquire(rec.chainId, e.lowers, `${id}/${rec.id}`);
+          held.push(rec.chainId, `${id}/${rec.id}`);
+        }
+        records.push(rec);
+      }
+      staged = stack.start(records, c.rootfs);
+      writeBundle(c, img?.config ?? {}, spec, join?.pid ?? 0, staged);
       this.containers.set(id, c);
       // From the first byte.
       if (sink) c.attach(sink, { pace, fromStart: true, follow: true });
       c.start();
     } catch (err) {
       this.containers.delete(id);
+      this.containerStacks.delete(id);
+      stack.unstage(staged);
+      for (let i = 0; i < held.length; i += 2) this.stacks.release(held[i]!, held[i + 1]!);
       c.output.close();
       c.cleanUp();
       throw err;
     }
     await c.started();
+    stack.unstage(staged);
     this.removeWhenDone(c);
     return c;
+  }
+
+  private stackOf(c: Container): ContainerStack {
+    let s = this.containerStacks.get(c.id);
+    if (!s) {
+      s = new ContainerStack(c, c.cgroup);
+      this.containerStacks.set(c.id, s);
+    }
+    return s;
+  }
+
+  /** A container's stack of images, bottom first. */
+  layerList(ref: string): LayerRecord[] {
+    return this.stackOf(this.find(ref)).layers;
+  }
+
+  /** Stacks an image into a running container (fractal-host layer add). */
+  async layerAdd(cmd: LayerAddCommand, progress?: Progress): Promise<LayerRecord> {
+    const c = this.find(cmd.container);
+    if (!c.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${c.name} is not running`);
+    const stack = this.stackOf(c);
+    const img = this.resolveImage(cmd.image);
+    const lowers = await this.prepare(img, progress);
+    return stack.serial(async () => {
+      const rec: LayerRecord = { ...imageRecord(cmd.image, img, Date.now()), id: newLayerId(), at: cmd.at, readonly: cmd.readonly, how: "live" };
+      const user = `${c.id}/${rec.id}`;
+      rec.stack = this.stacks.acquire(rec.chainId, lowers, user);
+      try {
+        await stack.add(rec);
+      } catch (err) {
+        this.stacks.release(rec.chainId, user);
+        throw err;
+      }
+      return rec;
+    });
+  }
+
+  /** Takes an added image out of a running container again (fractal-host layer rm). */
+  async layerRemove(ref: string, layer: string): Promise<void> {
+    const c = this.find(ref);
+    const stack = this.stackOf(c);
+    await stack.serial(async () => {
+      const matches = stack.layers.filter((l) => l.id.startsWith(layer));
+      if (matches.length === 0) throw new FractalError(ErrorCode.NOT_FOUND, `container ${c.name} has no layer ${layer} (see fractal-host layer ls ${c.name})`);
+      if (matches.length > 1) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `layer id prefix ${layer} is ambiguous in ${c.name}`);
+      const rec = matches[0]!;
+      if (rec.how !== "live") throw new FractalError(ErrorCode.INVALID_ARGUMENT, `layer ${rec.id} (${rec.image}) is part of ${c.name}'s root ${rec.how === "image" ? "(its image)" : "(run --layer over /)"} and cannot be removed`);
+      if (!c.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${c.name} is not running`);
+      await stack.remove(rec);
+      this.stacks.release(rec.chainId, `${c.id}/${rec.id}`);
+    });
   }
 
   private removeWhenDone(c: Container): void {
@@ -160,6 +242,7 @@ export class ContainerManager {
       const c = Container.adopt(path.join(dir, n));
       if (!c) continue;
       this.containers.set(c.id, c);
+      for (const l of this.stackOf(c).layers) if (l.how === "live") this.stacks.hold(l.chainId, `${c.id}/${l.id}`);
       this.removeWhenDone(c);
       log("info", `found container ${c.name} (${c.id.slice(0, 12)}) ${c.exit ? "exited" : "left by a previous agent"}`);
     }
@@ -196,8 +279,19 @@ export class ContainerManager {
 
   private forget(c: Container): void {
     if (!this.containers.delete(c.id)) return;
-    void runtime(["delete", "-f", c.id]).finally(() => c.cleanUp());
+    const live = this.stackOf(c).layers.filter((l) => l.how === "live");
+    this.containerStacks.delete(c.id);
+    void runtime(["delete", "-f", c.id]).finally(() => {
+      c.cleanUp();
+      for (const l of live) this.stacks.release(l.chainId, `${c.id}/${l.id}`);
+    });
   }
+}
+
+/** An image's entry in a container's stack. */
+function imageRecord(ref: string, img: Image | undefined, addedMs: number): LayerRecord {
+  const layers = img?.layers ?? [];
+  return { id: "image", image: ref, digest: img?.digest ?? "", diffIds: layers.map((l) => l.diffId), chainId: layers[layers.length - 1]?.chainId ?? "", at: "/", readonly: false, addedMs, how: "image" };
 }
 
 /** The container's root: the image's layers under an overlay whose upper layer is the container's own. */
@@ -227,7 +321,7 @@ function mountPrepared(rootfs: string, root: PreparedRoot): void {
  * exists there), the files bound over its /etc, and the runtime's
  * config.json.
  */
-function writeBundle(c: Container, image: RunConfig, spec: RunSpec, joinPid: number): void {
+function writeBundle(c: Container, image: RunConfig, spec: RunSpec, joinPid: number, layerMounts: { path: string; source: string; readonly: boolean }[]): void {
   const { bundle, id } = c.init;
   const rootfs = c.rootfs;
   const user = resolveUser(rootfs, spec.user || image.User || "");
@@ -247,7 +341,8 @@ function writeBundle(c: Container, image: RunConfig, spec: RunSpec, joinPid: num
     fs.writeFileSync(src, f.content);
     binds.push({ source: src, destination: f.path, readonly: false });
   });
-  for (const b of spec.prepared?.binds ?? []) binds.push(b);
-  const cfg = runtimeConfig({ args: c.init.args, env, cwd, user, tty: spec.tty, hostname, rootfs, bundle, cgroupsPath: `/fractal/${id}/ctr`, limits: spec.limits, binds, joinPid, joinTypes: spec.prepared?.joinTypes });
+  for (const b of spec.binds) binds.push(b);
+  const layers = layerMounts.map((m) => ({ source: m.source, destination: m.path, readonly: m.readonly }));
+  const cfg = runtimeConfig({ args: c.init.args, env, cwd, user, tty: spec.tty, hostname, rootfs, bundle, cgroupsPath: `/fractal/${id}/ctr`, limits: spec.limits, layerMounts: layers, binds, joinPid, joinTypes: spec.prepared?.joinTypes });
   fs.writeFileSync(path.join(bundle, "config.json"), JSON.stringify(cfg, null, 1));
 }

@@ -19,6 +19,8 @@ export interface SpecInput {
   bundle: string;
   cgroupsPath: string;
   limits: Limits;
+  /** Images stacked at paths (run --layer IMAGE:PATH): mounted before everything below them, so the default binds stay on top. */
+  layerMounts?: { source: string; destination: string; readonly: boolean }[];
   /** More binds (files and directories of the guest), over the default ones at the same destination. */
   binds?: { source: string; destination: string; readonly: boolean }[];
   /** A process whose namespaces (joinTypes: of pid, ipc, uts) the container joins (a pod's sandbox); 0: its own. */
@@ -91,6 +93,7 @@ export function runtimeConfig(s: SpecInput): object {
       { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
       { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
       { destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] },
+      ...(s.layerMounts ?? []).map((m) => bind(m.source, m.destination, m.readonly)),
       ...[bind("hostname", "/etc/hostname"), bind("resolv.conf", "/etc/resolv.conf"), bind("hosts", "/etc/hosts")].filter((m) => !replaced.has(m.destination)),
       ...extra,
     ],

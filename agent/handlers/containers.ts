@@ -14,6 +14,7 @@ import type { OutputSink } from "../containers/output.js";
 import { checkCommand } from "../containers/lookup.js";
 import { resolveUser } from "../containers/users.js";
 import { log } from "../log.js";
+import { progressLines } from "./progress.js";
 
 
 function exitToWire(e: ContainerExit): NonNullable<ResponseBody["containerExit"]> {
@@ -36,13 +37,6 @@ function streamSink(session: Session, stdoutId: number, stderrId: number, tty: b
       err?.end();
     },
   };
-}
-
-/** Progress as text lines on the client's stream, if it asked for one. */
-function progressLines(session: Session, streamId: number): { line?: (l: string) => void; end(): void } {
-  if (!streamId) return { end() {} };
-  const out = session.openOut(streamId);
-  return { line: (l) => void out.write(Buffer.from(`${l}\n`)).catch(() => {}), end: () => out.end() };
 }
 
 function pipeStdin(session: Session, streamId: number, c: Container): void {
@@ -168,6 +162,7 @@ export class ContainerHandlers {
           pid: c.pid,
           tty: c.init.tty !== undefined,
           interactive: c.acceptsStdin,
+          mounts: c.init.binds ?? [],
         })),
       },
     };
@@ -186,12 +181,12 @@ export function containerExecArgv(containers: ContainerManager, cmd: ExecCommand
   if (cmd.tty) argv.push("--tty");
   if (cmd.cwd) argv.push("--cwd", cmd.cwd);
   if (container.user) {
-    const u = resolveUser(c.rootfs, container.user);
+    const u = resolveUser(c.root, container.user);
     argv.push("--user", `${u.uid}:${u.gid}`);
   }
   const env = [...c.init.env, ...cmd.env.map(([k, v]) => `${k}=${v}`)];
   // Later entries win in the runtime, as in the process environment.
-  checkCommand(c.rootfs, cmd.argv[0]!, [...env].reverse(), cmd.cwd || c.init.cwd); // decode checked argv is not empty
+  checkCommand(c.root, cmd.argv[0]!, [...env].reverse(), cmd.cwd || c.init.cwd); // decode checked argv is not empty
   for (const e of env) argv.push("--env", e);
   argv.push(c.id, ...cmd.argv);
   return { argv, pidFile };

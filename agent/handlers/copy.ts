@@ -1,6 +1,6 @@
 // cp: a tar of a path streamed out of a container's root (or the guest's),
 // or a tar streamed in and unpacked there. The root is the container's
-// overlay as the agent mounted it; every path resolves inside it.
+// root as its processes see it; every path resolves inside it.
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { ResponseBody, Session } from "../../proto/session.js";
@@ -22,7 +22,7 @@ export class CopyHandlers {
     try {
       const ctr = c.container ? this.containers.find(c.container) : undefined;
       if (ctr && !ctr.running) throw new FractalError(ErrorCode.NOT_RUNNING, `container ${ctr.name} is not running (its root is mounted only while it runs)`);
-      const root = ctr ? ctr.rootfs : "/";
+      const root = ctr ? ctr.root : "/";
       const shown = ctr ? `${ctr.name}:${c.path}` : c.path;
       if (output) {
         const { real } = resolveIn(root, c.path, shown);

@@ -10,6 +10,7 @@ import { log } from "../log.js";
 import type { ContainerManager } from "../containers/manager.js";
 import { ContainerHandlers } from "./containers.js";
 import { CopyHandlers } from "./copy.js";
+import { LayerHandlers } from "./layers.js";
 import { PortHandlers } from "./ports.js";
 import { ProcessHandlers } from "./process.js";
 import { ping, shutdown, version } from "./system.js";
@@ -28,6 +29,7 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
   const ctrs = new ContainerHandlers(session, agent.containers);
   const ports = new PortHandlers(session, agent.containers);
   const copies = new CopyHandlers(session, agent.containers);
+  const layers = new LayerHandlers(session, agent.containers);
   return async (req: Request) => {
     const cmd = decodeRequest(req);
     checkAllowed(session.principal, policyName(cmd));
@@ -83,6 +85,12 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
         return ports.forward(c.forward);
       case "copy":
         return copies.copy(c.copy);
+      case "layerAdd":
+        return layers.add(c.add);
+      case "layerRemove":
+        return layers.remove(c.container, c.layer);
+      case "layerList":
+        return layers.list(c.container);
       default:
         return assertNever(c);
     }

@@ -12,6 +12,10 @@ import { imageHelp, imagesHelp, localImages, parseImages, remoteImages, runImage
 import { keygenHelp, runKeygen } from "./keys.js";
 import { parsePortForward, portForwardHelp, runPortForward } from "./ports.js";
 import { cpHelp, parseCp, runCp } from "./copy.js";
+import { layerHelp, parseLayer, runLayer } from "./layers.js";
+import { parseVolumeCommand, runVolume, volumeHelp } from "./volumes.js";
+import { requireVm } from "../vm/manager.js";
+import { guestBinds } from "../vm/volumes.js";
 import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, shellHelp, stopHelp } from "./vm.js";
 
 /** What a command gets from the global flags. */
@@ -134,6 +138,11 @@ export const commands: Command[] = [
       const cmd = parseRun(args, process.env);
       if (cmd === "help") return out(runHelp);
       if (cmd.containerd) return runContainerdRun(cmd, ctx.keyFile);
+      if (cmd.volumes.length > 0) {
+        const vm = cmd.vm ?? ctx.vm;
+        if (!vm) throw usageError("run", "-v needs --vm NAME: host directories and named volumes reach the guest through the VM's shares");
+        cmd.options.binds = guestBinds(requireVm(vm), cmd.volumes);
+      }
       return runRun(await ctx.connect(cmd.vm), cmd);
     },
   },
@@ -157,6 +166,28 @@ export const commands: Command[] = [
       const cmd = parsePortForward(args);
       if (cmd === "help") return out(portForwardHelp);
       return runPortForward(await ctx.connect(cmd.vm), cmd);
+    },
+  },
+  {
+    name: "layer",
+    summary: "layer add|rm|ls: stack images into a running container, live",
+    help: layerHelp,
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parseLayer(args);
+      if (cmd === "help") return args.length === 0 ? (process.stdout.write(layerHelp), 2) : out(layerHelp);
+      return runLayer(await ctx.connect(cmd.vm), cmd);
+    },
+  },
+  {
+    name: "volume",
+    summary: "volume ls|create|rm: named volumes for run -v",
+    help: volumeHelp,
+    group: "In a VM or agent",
+    run: async (args, ctx) => {
+      const cmd = parseVolumeCommand(args, ctx.vm);
+      if (cmd === "help") return args.length === 0 ? (process.stdout.write(volumeHelp), 2) : out(volumeHelp);
+      return runVolume(cmd, (vm) => ctx.connect(vm));
     },
   },
   simple("ps", "list containers"),

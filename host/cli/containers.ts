@@ -9,6 +9,7 @@ import { parseSignal } from "../../proto/signals.js";
 import { parseSize, envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { followProcess } from "./exec.js";
 import { listenForwards, parsePortSpec } from "./ports.js";
+import { parseVolume, type VolumeSpec } from "../vm/volumes.js";
 import { table } from "./table.js";
 import { fdWriter, windowSize } from "./terminal.js";
 
@@ -32,6 +33,19 @@ exits with the container's status.
       --memory SIZE   memory limit, e.g. 64M or 1G (cgroup memory.max)
       --cpus N        CPU limit, e.g. 0.5 (cgroup cpu.max)
       --pids N        process limit (cgroup pids.max)
+  -v, --volume SRC:PATH[:ro]
+                      bind SRC into the container at PATH: a host directory
+                      (absolute, or ./ relative) found in one of the VM's
+                      shares (boot --share, --host-root-rw; a path outside
+                      every share is refused, naming them), or the named
+                      volume SRC, a directory kept in the VM's state
+                      directory through container removals and VM reboots
+                      (see volume ls); needs --vm
+      --layer IMAGE[:PATH]
+                      stack IMAGE over the container's image at start, at
+                      PATH (default /, over its root; e.g. a debugging
+                      toolbox); later ones on top. At a PATH, layer rm can
+                      take it away again (see layer --help)
   -p, --publish [HOSTPORT:]PORT
                       carry 127.0.0.1:HOSTPORT to the container's PORT over the
                       agent link (as port-forward). This command holds the
@@ -52,6 +66,8 @@ exits with the container's status.
 
 const runSpecs = [
   { long: "publish", short: "p", value: true, repeat: true },
+  { long: "volume", short: "v", value: true, repeat: true },
+  { long: "layer", value: true, repeat: true },
   { long: "containerd" },
   { long: "namespace", value: true },
   { long: "containerd-address", value: true },
@@ -78,6 +94,16 @@ export interface RunCommand {
   containerd?: { address: string; namespace: string };
   /** -p: host ports carried to the container's. */
   publish: { host: number; guest: number }[];
+  /** -v: mapped to guest paths once the VM is known. */
+  volumes: VolumeSpec[];
+}
+
+/** --layer IMAGE[:PATH]: the path starts at the last ":/" (an image reference has colons of its own). */
+export function parseLayerSpec(spec: string): { image: string; at: string } {
+  const i = spec.lastIndexOf(":/");
+  const [image, at] = i > 0 ? [spec.slice(0, i), spec.slice(i + 1)] : [spec, "/"];
+  if (!image) throw usageError("run", `--layer ${spec}: no image given`);
+  return { image, at };
 }
 
 export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunCommand | "help" {
@@ -110,6 +136,7 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
     memoryBytes: memory === undefined ? undefined : parseSize(memory, "--memory", "run", 4 << 20, "4M"),
     cpus: num("cpus", (n) => n > 0 && n <= 1024),
     pids: num("pids", (n) => Number.isInteger(n) && n > 0),
+    layers: values(p, "layer").map(parseLayerSpec),
   };
   if (options.detach && options.remove && options.interactive) throw usageError("run", "-d with -i and --rm leaves nothing to attach to");
   if (flag(p, "tty")) options.tty = { ...windowSize(), term: localEnv.TERM || "xterm-256color" };
@@ -117,6 +144,7 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
   if (flag(p, "containerd")) {
     if (options.detach) throw usageError("run", "--containerd runs attached and removes the container on exit (for containers containerd keeps, use ctr run -d --runtime io.containerd.fractal.v1)");
     if (value(p, "vm")) throw usageError("run", "--containerd picks its own VM (the one sharing containerd's snapshots); drop --vm");
+    if (values(p, "volume").length > 0 || values(p, "layer").length > 0) throw usageError("run", "-v and --layer do not go with --containerd (its snapshot is the whole root)");
     containerd = { address: value(p, "containerd-address") ?? (localEnv.CONTAINERD_ADDRESS || DEFAULT_ADDRESS), namespace: value(p, "namespace") ?? "default" };
     options.remove = true;
   } else if (value(p, "namespace") !== undefined || value(p, "containerd-address") !== undefined) {
@@ -126,7 +154,13 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
   if (publish.length > 0 && options.detach && !value(p, "vm") && !localEnv.FRACTAL_CONNECT) {
     throw usageError("run", "-d with -p needs --vm NAME or $FRACTAL_CONNECT: the background port-forward process connects by it");
   }
-  return { options, vm: value(p, "vm"), containerd, publish };
+  let volumes: VolumeSpec[];
+  try {
+    volumes = values(p, "volume").map(parseVolume);
+  } catch (err) {
+    throw usageError("run", (err as Error).message);
+  }
+  return { options, vm: value(p, "vm"), containerd, publish, volumes };
 }
 
 /** run --containerd: the image and root from containerd, the VM sharing its snapshots; the snapshot goes back when the container is gone. */
@@ -134,7 +168,7 @@ export async function runContainerdRun(cmd: RunCommand, keyFile?: string): Promi
   const c = cmd.containerd!; // the caller checked
   const r = await prepareContainerdRun(cmd.options, c.address, c.namespace, keyFile, (m) => process.stderr.write(`${m}\n`));
   try {
-    return await runRun(r.client, { options: r.options, publish: cmd.publish });
+    return await runRun(r.client, { options: r.options, publish: cmd.publish, volumes: [] });
   } finally {
     r.client.close();
     await r.release();

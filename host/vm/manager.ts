@@ -8,9 +8,9 @@ import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
-import { qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type Share9p, type VirtiofsShare } from "./qemu.js";
 import { Qmp, qemuExited } from "./qmp.js";
-import { listNames, qemuAlive, readRecord, removeState, stateRoot, vmDir, writeRecord, type VmRecord } from "./state.js";
+import { listNames, qemuAlive, readRecord, removeState, stateRoot, vmDir, volumesDir, writeRecord, VOLUMES, type VmRecord } from "./state.js";
 
 export interface BootOptions {
   name: string;
@@ -105,12 +105,14 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   // whoever can reach it can run anything in the guest.
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   fs.chmodSync(dir, 0o700);
+  fs.mkdirSync(volumesDir(o.name), { recursive: true, mode: 0o700 });
+  const shares = [...o.shares, volumeShare(volumesDir(o.name))];
 
   const accel = usableAccel(path.dirname(stateRoot()));
   const tcpPort = o.tcp === "none" ? undefined : o.tcp === 0 ? await freePort() : o.tcp;
   const vsockCid = vhostVsockAvailable() ? freeCid() : undefined;
   const start = () => {
-    const args = qemuArgs({ ...o, accel, stateDir: dir, tcpPort, vsockCid });
+    const args = qemuArgs({ ...o, shares, accel, stateDir: dir, tcpPort, vsockCid });
     fs.writeFileSync(path.join(dir, "qemu.args"), JSON.stringify([qemuBinary(), ...args]) + "\n");
     const r = spawnSync(qemuBinary(), args, { encoding: "utf8" });
     if (r.error) throw new FractalError(ErrorCode.NOT_FOUND, `cannot run ${qemuBinary()}: ${r.error.message} (install qemu-system-x86)`);
@@ -123,7 +125,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   }
   // QEMU made its sockets and console log after daemonizing, under its own
   // umask 027: the owner's alone they should be (the directory already is).
-  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o600);
+  for (const f of fs.readdirSync(dir)) if (f !== VOLUMES) fs.chmodSync(path.join(dir, f), 0o600);
   const pid = Number(fs.readFileSync(path.join(dir, "qemu.pid"), "utf8").trim());
   const rec: VmRecord = {
     name: o.name,
@@ -140,6 +142,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     },
     console: path.join(dir, "console.log"),
     shares: [...o.shares.map((s) => `${s.hostDir}:${s.tag}${s.readonly ? ":ro" : ""}`), ...o.virtiofs.map((v) => `${v.socket}:${v.tag}:virtiofs`)],
+    mounts: shares.map((s) => ({ hostDir: s.hostDir, guestPath: s.guestPath ?? s.hostDir, readonly: s.readonly })),
   };
   writeRecord(rec);
   await waitForAgent(rec, o.timeoutMs ?? (accel === "tcg" ? 180_000 : 60_000), o.progress, o.keyFile);

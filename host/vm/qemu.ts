@@ -26,6 +26,14 @@ export function imageStoreShare(hostDir: string): Share9p {
   return { hostDir, tag: "images", readonly: true, guestPath: IMAGE_STORE };
 }
 
+/** Where the guest mounts the VM's named volumes (the share every boot adds). */
+export const GUEST_VOLUMES = "/run/fractal/volumes";
+
+/** The share of the VM's named volumes, writable. */
+export function volumeShare(hostDir: string): Share9p {
+  return { hostDir, tag: "volumes", readonly: false, guestPath: GUEST_VOLUMES };
+}
+
 export interface VirtiofsShare {
   socket: string;
   tag: string;

@@ -18,6 +18,15 @@ export interface VmRecord {
   endpoints: { serial: string; tcp?: string; vsock?: string; uart?: string };
   console: string;
   shares: string[];
+  /** The 9p shares as the guest mounts them: where run -v finds a host path. */
+  mounts?: { hostDir: string; guestPath: string; readonly: boolean }[];
+}
+
+/** Named volumes (run -v NAME:PATH) live here, in the VM's directory: they outlive its reboots, and only volume rm removes them. */
+export const VOLUMES = "volumes";
+
+export function volumesDir(name: string): string {
+  return path.join(vmDir(name), VOLUMES);
 }
 
 export function stateRoot(): string {
@@ -76,6 +85,16 @@ export function qemuAlive(pid: number): boolean {
   }
 }
 
+/** Removes a VM's state, but not its named volumes (the directory goes too once it has none). */
 export function removeState(name: string): void {
-  fs.rmSync(vmDir(name), { recursive: true, force: true });
+  const dir = vmDir(name);
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const e of entries) if (e !== VOLUMES) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
+  const volumes = path.join(dir, VOLUMES);
+  if (!fs.existsSync(volumes) || fs.readdirSync(volumes).length === 0) fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -8,6 +8,8 @@
 //	fractal-ns -pivotable -- CMD ARGS...                                       namespace.go
 //	fractal-ns -shim BUNDLE [-stdin] [-console SOCK] [-pivotable] -- CMD...   shim.go
 //	fractal-ns -supervise -- AGENT ARGS...                                     supervise.go
+//	fractal-ns -dirs PID -- make:PATH | remove:PATH...                        graft.go
+//	fractal-ns -graft PID [-freeze CGROUP] -- detach:PATH | PATH=SOURCE...    graft.go
 package main
 
 import (
@@ -44,6 +46,9 @@ func main() {
 	shimStdin := flag.Bool("stdin", false, "with -shim: CMD reads the stdin FIFO (else /dev/null)")
 	shimConsole := flag.String("console", "", "with -shim: receive the container's terminal on this socket (the runtime's --console-socket)")
 	sup := flag.Bool("supervise", false, "run CMD and restart it whenever it ends (the guest's uinit)")
+	dirs := flag.Int("dirs", 0, "make (or remove) directories of this process's container's writable layer")
+	graftPid := flag.Int("graft", 0, "detach and attach mounts in this process's mount namespace")
+	freeze := flag.String("freeze", "", "with -graft: the cgroup to freeze while mounts change")
 	var bs binds
 	flag.Var(&bs, "bind", "LOCAL=REMOTE: host path REMOTE appears at LOCAL (repeatable)")
 	flag.Parse()
@@ -53,6 +58,10 @@ func main() {
 	}
 	// One role per run, each in its own file.
 	switch {
+	case *dirs > 0:
+		runDirs(*dirs, argv) // graft.go
+	case *graftPid > 0:
+		runGraft(*graftPid, *freeze, argv) // graft.go
 	case *sup:
 		supervise(argv) // supervise.go
 	case *shim != "":

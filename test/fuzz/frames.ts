@@ -94,7 +94,8 @@ function randomField(r: Rng, f: protobuf.Field, depth: number): unknown {
 /**
  * Fuzzing must not do harm to the machine it runs on: whatever a random exec
  * asks for, it runs `true` (or something that does not exist), never a
- * command named by chance. Everything else it asks for (user, cwd, env,
+ * command named by chance, never writes files by cp and never connects
+ * to a port of the machine's. Everything else it asks for (user, cwd, env,
  * terminal, streams, namespaces, containers) stays random.
  */
 function defuse(frame: Record<string, unknown>, r: Rng): void {
@@ -103,6 +104,9 @@ function defuse(frame: Record<string, unknown>, r: Rng): void {
   if (exec) exec.argv = [r.pick(["true", "/nonexistent/fuzz", ""]), ...((exec.argv as string[] | undefined) ?? []).slice(0, 3)];
   if (req?.run) req.run.command = ["true"];
   if (req?.shutdown) delete req.shutdown;
+  // cp into the machine's own tree and port-forwards to its real ports stay out.
+  if (req?.copy) req.copy.into = false;
+  if (req?.portForward) Object.assign(req.portForward, { host: "127.0.0.1", port: 9 });
 }
 
 // Frames that end a connection (a second HelloAck, Auth out of turn, a fatal

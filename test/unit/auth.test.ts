@@ -20,6 +20,10 @@ describe("authorized keys", () => {
     expect(keys[0]!.allowed).toEqual(["all"]);
     expect(keys[1]!.allowed).toEqual(expect.arrayContaining(["ping", "container_list", "logs", "exec"]));
     expect(keys[1]!.allowed).not.toContain("run");
+    // Every request type can be granted, the newer ones too.
+    const c = pair();
+    const tools = parseAuthorizedKeys(`allow=copy,port_forward,layer_add,layer_remove,layer_list ${c.line}`, "ak");
+    expect(tools[0]!.allowed).toEqual(["copy", "port_forward", "layer_add", "layer_remove", "layer_list"]);
   });
 
   it("names the file, line and problem of a bad entry", () => {

@@ -163,4 +163,14 @@ describe("session", () => {
     b.close();
     await expect(p).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
   });
+
+  it("gives a handler that opens streams after its connection went away dead streams, not ones that wait forever", async () => {
+    const { client, server } = await pair();
+    client.close();
+    await sleep(10);
+    expect(server.closed).toBe(true);
+    await expect(server.openOut(2).write(new Uint8Array([1]))).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+    const aborted = await new Promise<Error>((resolve) => server.openIn(4).pipeTo({ data: () => {}, end: () => {}, abort: resolve }));
+    expect(aborted).toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
 });
