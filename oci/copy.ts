@@ -21,8 +21,13 @@ export function resolveIn(root: string, rel: string, shown: string): { real: str
   return r;
 }
 
-/** A tar of `real` (a file or a directory tree, inner symlinks kept as links) whose top entry is `name`. */
-export function packPath(real: string, name: string): Readable {
+/**
+ * A tar of `real` (a file or a directory tree, inner symlinks kept as links)
+ * whose top entry is `name`. `followTop`: `real` is a root reached through
+ * a link (a running container's /proc/PID/root), read as the directory it
+ * leads to.
+ */
+export function packPath(real: string, name: string, followTop = false): Readable {
   const pack = tar.pack();
   // A reader that stops (a client gone mid-copy) destroys the pack: the
   // file being read then closes, and the walk ends.
@@ -30,7 +35,7 @@ export function packPath(real: string, name: string): Readable {
   pack.on("close", () => reading?.destroy());
   const walk = async (p: string, entryName: string): Promise<void> => {
     if (pack.destroyed) throw new Error("the copy was abandoned");
-    const st = fs.lstatSync(p);
+    const st = followTop && p === real ? fs.statSync(p) : fs.lstatSync(p);
     const base = { name: entryName, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
     if (st.isDirectory()) {
       pack.entry({ ...base, name: `${entryName}/`, type: "directory" }); // tar's convention: a directory's name ends in /
@@ -81,7 +86,7 @@ export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string,
       if (renameTop !== undefined) rel = [renameTop, ...rel.split("/").slice(1)].filter((p) => p !== "").join("/");
       const target = path.posix.join(destRel.replace(/^\/+/, ""), rel);
       const real = tree.entry(target, true)!; // create: parents are made
-      const st = fs.lstatSync(real, { throwIfNoEntry: false });
+      const st = tree.lstat(real);
       if (st && !(st.isDirectory() && h.type === "directory")) {
         fs.rmSync(real, { recursive: true, force: true });
         tree.invalidate();

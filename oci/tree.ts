@@ -14,6 +14,14 @@ export class ContainedTree {
 
   constructor(readonly root: string) {}
 
+  /**
+   * lstat, except for the root itself, which is followed: a running
+   * container's root is /proc/PID/root, a link into its mount namespace.
+   */
+  lstat(real: string): fs.Stats | undefined {
+    return real === this.root ? fs.statSync(real, { throwIfNoEntry: false }) : fs.lstatSync(real, { throwIfNoEntry: false });
+  }
+
   /** Forgets resolved directories; call after replacing a directory or symlink. */
   invalidate(): void {
     this.cache.clear();
@@ -72,7 +80,7 @@ export class ContainedTree {
   resolve(rel: string): { real: string; st: fs.Stats } | undefined {
     let p = this.entry(rel, false);
     for (let i = 0; p !== undefined && i < MAX_LINKS; i++) {
-      const st = fs.lstatSync(p, { throwIfNoEntry: false });
+      const st = this.lstat(p);
       if (st === undefined) return undefined;
       if (!st.isSymbolicLink()) return { real: p, st };
       const target = fs.readlinkSync(p);

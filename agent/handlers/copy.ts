@@ -27,7 +27,7 @@ export class CopyHandlers {
       if (output) {
         const { real } = resolveIn(root, c.path, shown);
         const name = path.posix.basename(c.path.replace(/\/+$/, "")) || ".";
-        for await (const chunk of packPath(real, name === "/" ? "." : name)) await output.write(chunk as Uint8Array);
+        for await (const chunk of packPath(real, name === "/" ? "." : name, real === root)) await output.write(chunk as Uint8Array);
         output.end();
       } else {
         const { destRel, renameTop } = copyTarget(root, c.path, shown);

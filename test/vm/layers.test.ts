@@ -71,6 +71,11 @@ describe("live layers", () => {
     const cp = await vm("cp", "app:/usr/local/bin/hello", "-");
     expect(cp.code, cp.stderr).toBe(0);
     expect(cp.stdout.toString("latin1")).toContain("echo hello from tools");
+    // cp writes through the seam too: into the container's own layer, so it outlives the image.
+    const tool = path.join(shared, "tool3");
+    fs.writeFileSync(tool, "#!/bin/sh\necho third tool\n", { mode: 0o755 });
+    expect((await vm("cp", tool, "app:/usr/local/bin/")).code).toBe(0);
+    expect(out(await vm("exec", "app", "tool3"))).toBe("third tool\n");
 
     const ls = out(await layer("ls", "app"));
     expect(ls).toMatch(/^image\s+busybox\s+[0-9a-f]{12}\s+1\s+\/\s+rw\s+.*\simage$/m);
@@ -90,7 +95,7 @@ describe("live layers", () => {
     const rm = await layer("rm", "app", id.slice(0, 6));
     expect(rm.code, rm.stderr).toBe(0);
     expect((await vm("exec", "app", "hello")).code).toBe(127);
-    expect(out(await inCtr("app", "cat /etc/tools.conf /etc/after"))).toBe("mine\nafter\n");
+    expect(out(await inCtr("app", "cat /etc/tools.conf /etc/after; tool3; ls /usr/local/bin"))).toBe("mine\nafter\nthird tool\ntool3\n");
     // /opt was made for the image only: it goes with it.
     expect((await inCtr("app", "test -e /opt")).code).toBe(1);
     expect(out(await layer("ls", "app"))).not.toContain("tools:v1");
