@@ -6,7 +6,9 @@ TARGET   := bun-linux-x64-baseline
 # --bytecode: the CLI starts in ~10 ms instead of ~30 ms (measured by bench-exec).
 BUILD    := build
 
-TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' -not -path 'host/containerd/gen/*' 2>/dev/null)
+TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' -not -path 'host/containerd/gen/*' -not -path 'host/api/gen/*' 2>/dev/null)
+# The web console, bundled into fractal-host (scripts/console-bundle.ts).
+CONSOLE_GEN := host/api/gen/console.ts
 # containerd's API, generated from the .proto files of the Go modules pinned in
 # host/containerd/protos/go.mod (fetched through the Go module proxy).
 CTRD_GEN := host/containerd/gen/containerd.js
@@ -17,7 +19,7 @@ CTRD_PROTOS := host/containerd/protos
 KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback erofs
 
-.PHONY: all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench-layers bench clean FORCE
+.PHONY: all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench-layers bench-api bench clean FORCE
 
 all: build
 
@@ -28,7 +30,10 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # Generated code is reproducible: same .proto and protobufjs-cli, same bytes.
-proto: proto/gen/fractal.js proto/gen/fractal.d.ts $(CTRD_GEN)
+proto: proto/gen/fractal.js proto/gen/fractal.d.ts $(CTRD_GEN) $(CONSOLE_GEN)
+
+$(CONSOLE_GEN): scripts/console-bundle.ts $(wildcard host/console/*) node_modules/.installed
+	$(BUN) scripts/console-bundle.ts
 
 $(CTRD_GEN): $(CTRD_PROTOS)/gen.sh $(CTRD_PROTOS)/go.mod $(CTRD_PROTOS)/go.sum $(CTRD_PROTOS)/ttrpc.proto node_modules/.installed
 	$(CTRD_PROTOS)/gen.sh host/containerd/gen $(BUILD)/containerd-proto $(PBJS) $(PBTS)
@@ -66,6 +71,7 @@ test-deps: $(BUILD)/tools/crictl
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -126,7 +132,7 @@ $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
 	$(BUN) build --compile --bytecode --target=$(TARGET) agent/main.ts oci/hash-worker.ts --outfile $@
 
-$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) Makefile
+$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) Makefile
 	mkdir -p $(BUILD)
 	$(BUN) build --compile --bytecode --target=$(TARGET) host/cli/main.ts oci/hash-worker.ts --outfile $@
 
@@ -138,6 +144,7 @@ $(BUILD)/containerd-shim-fractal-v1: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) 
 
 typecheck: proto
 	node_modules/.bin/tsc --noEmit -p .
+	node_modules/.bin/tsc --noEmit -p host/console
 
 # The whole suite. The JSON report is what .ci/run counts from.
 test: build typecheck test-deps
@@ -163,6 +170,10 @@ bench-ns: build
 bench-containers: build
 	$(BUN) bench/containers.ts
 
+# exec through the REST API against the client library, and 100 at once.
+bench-api: build
+	$(BUN) bench/api.ts
+
 # layer add of a 3-layer image into a running container against run of it.
 bench-layers: build
 	$(BUN) bench/layers.ts
@@ -181,8 +192,8 @@ bench-peers: build $(BUILD)/peers.cpio
 
 # Every comparison, then bench/results.{md,json,svg} from their records.
 # A failing bench stops the run (its figures would be missing).
-bench: bench-exec bench-boot bench-ns bench-containers bench-layers bench-peers bench-containerd bench-reliability
+bench: bench-exec bench-boot bench-ns bench-containers bench-layers bench-api bench-peers bench-containerd bench-reliability
 	$(BUN) bench/collect.ts
 
 clean:
-	rm -rf $(BUILD) proto/gen host/containerd/gen
+	rm -rf $(BUILD) proto/gen host/containerd/gen host/api/gen

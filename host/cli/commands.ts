@@ -5,7 +5,7 @@
 // the agent named by --vm, --connect or $FRACTAL_CONNECT; a VM is powered
 // off by `vm stop NAME`.
 import type { AgentClient } from "../client.js";
-import { parseFlags, usageError, value } from "./args.js";
+import { flag, parseFlags, usageError, value } from "./args.js";
 import { containerHelp, parseRun, parseSimple, runContainerdRun, runHelp, runRun, runSimple } from "./containers.js";
 import { execHelp, parseExec, runExec } from "./exec.js";
 import { imageHelp, imagesHelp, localImages, parseImages, remoteImages, runImageCommand } from "./images.js";
@@ -56,7 +56,12 @@ const bootCommand = async (args: string[], ctx: Context) => {
   if (b === "help") return out(bootHelp);
   return runBoot(b.opts, b.detach, b.authorize, ctx.keyFile);
 };
-const lsCommand = async (args: string[]) => (wantsHelp(args) ? out(lsHelp) : runLs());
+const lsCommand = async (args: string[]) => {
+  if (wantsHelp(args)) return out(lsHelp);
+  const p = parseFlags(args, [{ long: "json" }], "ls");
+  if (p.rest.length > 0) throw usageError("ls", `unexpected argument "${p.rest[0]}"`);
+  return runLs(flag(p, "json"));
+};
 
 /** Container commands that take a list of containers (or none, for ps). */
 function simple(name: string, summary: string): Command {
@@ -191,6 +196,7 @@ export const commands: Command[] = [
     },
   },
   simple("ps", "list containers"),
+  simple("inspect", "show containers as JSON"),
   simple("logs", "show a container's output"),
   simple("attach", "connect to a running container"),
   simple("stop", "stop containers (SIGTERM, then SIGKILL)"),
@@ -205,8 +211,8 @@ export const commands: Command[] = [
     run: async (args, ctx) => {
       const cmd = parseImages(args);
       if (cmd === "help") return out(imagesHelp);
-      if (cmd.store !== undefined) return localImages(cmd.store);
-      return remoteImages(await ctx.connect(cmd.vm));
+      if (cmd.store !== undefined) return localImages(cmd.store, cmd.json);
+      return remoteImages(await ctx.connect(cmd.vm), cmd.json);
     },
   },
   {
@@ -242,6 +248,19 @@ export const commands: Command[] = [
       process.stdout.write(`agent:    ${v.agentVersion}\nprotocol: ${v.protocolVersion}\nruntime:  ${v.runtime}\nkernel:   ${v.kernel}\nhostname: ${v.hostname}\narch:     ${v.arch}\n`);
       client.close();
       return 0;
+    },
+  },
+  {
+    name: "serve",
+    summary: "serve the REST API and the web console",
+    help: "usage: fractal-host serve [--listen HOST:PORT] [--token-file FILE]\n",
+    group: "Agent",
+    run: async (args, ctx) => {
+      // Loaded only here: the server and the console's bundle would slow every other command's start.
+      const { parseServe, runServe, serveHelp } = await import("./serve.js");
+      const cmd = parseServe(args);
+      if (cmd === "help") return out(serveHelp);
+      return runServe(cmd, ctx.keyFile);
     },
   },
   { name: "keygen", summary: "make a key for connecting to agents", help: keygenHelp, group: "Agent", run: async (args, ctx) => runKeygen(args, ctx.keyFile) },

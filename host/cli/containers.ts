@@ -10,6 +10,7 @@ import { parseSize, envFlags, flag, parseFlags, usageError, value, values } from
 import { followProcess } from "./exec.js";
 import { listenForwards, parsePortSpec } from "./ports.js";
 import { parseVolume, type VolumeSpec } from "../vm/volumes.js";
+import { containerJson, layerJson } from "../api/shapes.js";
 import { table } from "./table.js";
 import { fdWriter, windowSize } from "./terminal.js";
 
@@ -219,7 +220,8 @@ export interface SimpleCommand {
 }
 
 export const containerHelp: Record<string, string> = {
-  ps: "usage: fractal-host ps [-a] [--vm NAME]\n\nLists running containers; -a includes exited ones.\n",
+  ps: "usage: fractal-host ps [-a] [--json] [--vm NAME]\n\nLists running containers; -a includes exited ones. --json prints the REST\nAPI's ContainerList.\n",
+  inspect: "usage: fractal-host inspect [--vm NAME] CONTAINER...\n\nPrints each container and its stack of images as JSON (the REST API's\nContainerDetail), one array for all of them, as docker inspect does.\n",
   logs: "usage: fractal-host logs [-f] [--vm NAME] CONTAINER\n\nPrints a container's output so far; -f keeps following it until it exits.\n",
   attach: "usage: fractal-host attach [--no-stdin] [--vm NAME] CONTAINER\n\nConnects to a running container's output (and input, if it runs with -i)\nuntil it exits; exits with its status.\n",
   kill: "usage: fractal-host kill [-s SIGNAL] [--vm NAME] CONTAINER...\n\nSends SIGNAL (default KILL) to each container's main process: a name\n(TERM, SIGUSR1, rtmin+2) or a Linux signal number (1-64).\n",
@@ -229,7 +231,8 @@ export const containerHelp: Record<string, string> = {
 };
 
 const simpleSpecs: Record<string, { long: string; short?: string; value?: boolean }[]> = {
-  ps: [{ long: "all", short: "a" }],
+  ps: [{ long: "all", short: "a" }, { long: "json" }],
+  inspect: [],
   logs: [{ long: "follow", short: "f" }],
   attach: [{ long: "no-stdin" }],
   kill: [{ long: "signal", short: "s", value: true }],
@@ -267,12 +270,27 @@ export async function runSimple(client: AgentClient, command: string, cmd: Simpl
   switch (command) {
     case "ps": {
       const list = await client.containers(flag(f, "all"));
+      if (flag(f, "json")) {
+        process.stdout.write(`${JSON.stringify({ containers: list.map(containerJson) }, null, 2)}\n`);
+        return 0;
+      }
       const rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]];
       for (const c of list) {
         const command = c.command.join(" ");
         rows.push([c.id.slice(0, 12), c.image, JSON.stringify(command.length > 20 ? `${command.slice(0, 19)}…` : command), `${ago(c.createdMs)} ago`, statusText(c), c.name]);
       }
       process.stdout.write(table(rows, 3));
+      return 0;
+    }
+    case "inspect": {
+      const all = await client.containers(true);
+      const out: unknown[] = [];
+      for (const ref of cmd.names) {
+        const c = all.find((x) => x.name === ref) ?? all.find((x) => x.id.startsWith(ref));
+        if (!c) throw new FractalError(ErrorCode.CONTAINER_NOT_FOUND, `no such container: ${ref}`);
+        out.push({ container: containerJson(c), layers: (await client.layers(c.id)).map(layerJson) });
+      }
+      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       return 0;
     }
     case "logs": {

@@ -10,12 +10,13 @@ import { unpackImage } from "../image/unpack.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 import { table } from "./table.js";
 
-export const imagesHelp = `usage: fractal-host images [--vm NAME]
-       fractal-host images STORE
+export const imagesHelp = `usage: fractal-host images [--vm NAME] [--json]
+       fractal-host images [--json] STORE
 
 Lists the images in a VM's store (boot --images), or in a store directory
 on this machine: reference, digest, size, layers, and whether every layer is
-unpacked (in the guest's cache or by \`image unpack\`).
+unpacked (in the guest's cache or by \`image unpack\`). --json prints the
+REST API's ImageList.
 `;
 
 export const imageHelp = `usage: fractal-host image unpack STORE IMAGE
@@ -31,21 +32,25 @@ function mb(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)}MB` : `${(n / 1e3).toFixed(1)}kB`;
 }
 
-function print(images: ImageSummary[]): void {
+function print(images: ImageSummary[], asJson = false, store = ""): void {
+  if (asJson) {
+    process.stdout.write(`${JSON.stringify({ store, images }, null, 2)}\n`);
+    return;
+  }
   const rows = [["IMAGE", "DIGEST", "SIZE", "LAYERS", "UNPACKED", "SOURCE"]];
   for (const i of images) rows.push([i.reference || "<none>", hex(i.digest).slice(0, 12), mb(i.size), String(i.layers), i.unpacked ? "yes" : "no", i.source]);
   process.stdout.write(table(rows, 3));
 }
 
-export function parseImages(args: string[]): { vm?: string; store?: string } | "help" {
-  const p = parseFlags(args, [{ long: "vm", value: true }, { long: "help", short: "h" }], "images");
+export function parseImages(args: string[]): { vm?: string; store?: string; json: boolean } | "help" {
+  const p = parseFlags(args, [{ long: "vm", value: true }, { long: "json" }, { long: "help", short: "h" }], "images");
   if (flag(p, "help")) return "help";
   if (p.rest.length > 1) throw usageError("images", `unexpected argument "${p.rest[1]}"`);
   if (p.rest.length === 1 && value(p, "vm")) throw usageError("images", "give a STORE or --vm, not both");
-  return { vm: value(p, "vm"), store: p.rest[0] };
+  return { vm: value(p, "vm"), store: p.rest[0], json: flag(p, "json") };
 }
 
-export function localImages(storeDir: string): number {
+export function localImages(storeDir: string, asJson = false): number {
   const store = new ImageStore(path.resolve(storeDir));
   let scan;
   try {
@@ -53,14 +58,14 @@ export function localImages(storeDir: string): number {
   } catch (err) {
     throw asFractalError(err);
   }
-  print(scan.images.map((i) => ({ ...i, layers: i.layers.length, unpacked: i.layers.every((l) => fs.existsSync(store.unpackedDir(l))) })));
+  print(scan.images.map((i) => ({ reference: i.reference, digest: i.digest, size: i.size, source: i.source, layers: i.layers.length, unpacked: i.layers.every((l) => fs.existsSync(store.unpackedDir(l))) })), asJson, path.resolve(storeDir));
   for (const p of scan.problems) process.stderr.write(`fractal-host: images: ${p.source}: ${p.message}\n`);
   return scan.problems.length > 0 ? 1 : 0;
 }
 
-export async function remoteImages(client: AgentClient): Promise<number> {
+export async function remoteImages(client: AgentClient, asJson = false): Promise<number> {
   const r = await client.images();
-  print(r.images);
+  print(r.images, asJson, r.store);
   return 0;
 }
 

@@ -5,7 +5,7 @@ import { table } from "./table.js";
 
 export const layerHelp = `usage: fractal-host layer add [--vm NAME] [--at PATH] [--ro] CONTAINER IMAGE
        fractal-host layer rm [--vm NAME] CONTAINER LAYER-ID
-       fractal-host layer ls [--vm NAME] CONTAINER
+       fractal-host layer ls [--vm NAME] [--json] CONTAINER
 
 Stacks an image's layers into a running container, live: its files appear
 at PATH (default /, over the container's root) at once, for processes
@@ -28,7 +28,7 @@ At /, an image is stacked at each top-level directory it has (/usr, /opt,
 export type LayerCommand =
   | { kind: "add"; vm?: string; container: string; image: string; at: string; readonly: boolean }
   | { kind: "rm"; vm?: string; container: string; layer: string }
-  | { kind: "ls"; vm?: string; container: string };
+  | { kind: "ls"; vm?: string; container: string; json: boolean };
 
 export function parseLayer(args: string[]): LayerCommand | "help" {
   const [sub, ...rest] = args;
@@ -53,10 +53,10 @@ export function parseLayer(args: string[]): LayerCommand | "help" {
       return { kind: "rm", vm: value(p, "vm"), container: p.rest[0]!, layer: p.rest[1]! };
     }
     case "ls": {
-      const p = parseFlags(rest, specs, "layer ls");
+      const p = parseFlags(rest, [...specs, { long: "json" }], "layer ls");
       if (flag(p, "help")) return "help";
       want(1, "CONTAINER", p);
-      return { kind: "ls", vm: value(p, "vm"), container: p.rest[0]! };
+      return { kind: "ls", vm: value(p, "vm"), container: p.rest[0]!, json: flag(p, "json") };
     }
     default:
       throw usageError("layer", `unknown command "${sub}" (one of add, rm, ls)`);
@@ -74,9 +74,11 @@ export async function runLayer(client: AgentClient, cmd: LayerCommand): Promise<
       case "rm":
         await client.layerRemove(cmd.container, cmd.layer);
         return 0;
-      case "ls":
-        process.stdout.write(layerTable(await client.layers(cmd.container)));
+      case "ls": {
+        const layers = await client.layers(cmd.container);
+        process.stdout.write(cmd.json ? `${JSON.stringify({ layers }, null, 2)}\n` : layerTable(layers));
         return 0;
+      }
     }
   } finally {
     client.close();

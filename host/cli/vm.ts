@@ -7,6 +7,7 @@ import { bootVm, listVms, qmpSocket, stopVm, type BootOptions } from "../vm/mana
 import { qemuExited } from "../vm/qmp.js";
 import { hostRootShare, imageStoreShare } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
+import { vmJson } from "../api/shapes.js";
 import { flag, parseFlags, parseSize, usageError, value, values } from "./args.js";
 import { table } from "./table.js";
 import type { AgentClient } from "../client.js";
@@ -55,10 +56,11 @@ TCG otherwise) and waits until its agent answers.
   -h, --help                this text
 `;
 
-export const lsHelp = `usage: fractal-host ls
+export const lsHelp = `usage: fractal-host ls [--json]
 
 Lists VMs with their state, accelerator and agent endpoints. A VM whose QEMU
-died is shown as stale and its state is removed.
+died is shown as stale and its state is removed. --json prints the REST
+API's VmList.
 `;
 
 export const stopHelp = `usage: fractal-host vm stop NAME...
@@ -91,7 +93,7 @@ const bootSpecs = [
 ];
 
 /** Where build outputs sit relative to the fractal-host binary (build/), or the source tree when run with bun. */
-function defaultArtifact(rel: string, env: string): string {
+export function defaultArtifact(rel: string, env: string): string {
   if (process.env[env]) return process.env[env]!; // checked just before
   const besideBinary = path.join(path.dirname(process.execPath), rel);
   if (fs.existsSync(besideBinary)) return besideBinary;
@@ -225,13 +227,14 @@ async function followConsole(name: string, file: string): Promise<number> {
   return 0;
 }
 
-export function runLs(): number {
+export function runLs(asJson = false): number {
   const vms = listVms();
+  if (asJson) process.stdout.write(`${JSON.stringify({ vms: vms.map(vmJson) }, null, 2)}\n`);
   const rows = [["NAME", "STATE", "ACCEL", "PID", "MEM", "CPUS", "AGENT"]];
   for (const { record: r, state } of vms) {
     rows.push([r.name, state, r.accel, String(r.pid), `${r.memMiB}M`, String(r.cpus), [r.endpoints.vsock, r.endpoints.tcp, r.endpoints.serial, r.endpoints.uart].filter(Boolean).join(" ")]);
   }
-  process.stdout.write(table(rows, 2));
+  if (!asJson) process.stdout.write(table(rows, 2));
   for (const { record, state } of vms) {
     if (state === "stale") {
       // The listing above told the user; now clean it, as promised.
