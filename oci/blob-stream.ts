@@ -5,6 +5,7 @@
 // verifies; applying the tar it carries is oci/layer.ts's job.
 import { createHash } from "node:crypto";
 import fs from "node:fs";
+import path from "node:path";
 import { ImageError } from "./errors.js";
 import type { Layer } from "./store.js";
 
@@ -147,7 +148,7 @@ class Sha256Worker implements StreamHash {
   private done = false;
 
   constructor() {
-    this.worker = idleWorkers.pop() ?? new Worker(HASH_WORKER);
+    this.worker = idleWorkers.pop() ?? new Worker(hashWorkerPath());
     this.worker.ref();
     this.worker.onmessage = (e: MessageEvent) => {
       const m = e.data as { acked?: number; digest?: string };
@@ -202,9 +203,18 @@ const MAX_IN_FLIGHT = 32 << 20;
 const MAX_IDLE_WORKERS = 2;
 const idleWorkers: Worker[] = [];
 // In a compiled binary the worker is its own entry point (see the Makefile),
-// named relative to the entry points' common root; from source, it sits next
-// to this module.
-// (import.meta.url keeps the source path in a --bytecode build; Bun.main
-// tells the two apart.)
-const HASH_WORKER = Bun.main.startsWith("/$bunfs/") ? "./oci/hash-worker.ts" : new URL("./hash-worker.ts", import.meta.url).href;
+// named relative to the entry points' common root; from source, it is
+// oci/hash-worker.ts of the tree the entry point (Bun.main) is in. Not
+// import.meta.url: a compiled binary would keep it as the checkout's
+// absolute path, and builds in two directories must be byte-identical.
+let hashWorker: string | undefined;
+function hashWorkerPath(): string {
+  if (hashWorker) return hashWorker;
+  if (Bun.main.startsWith("/$bunfs/")) return (hashWorker = "./oci/hash-worker.ts");
+  for (let d = path.dirname(Bun.main); ; d = path.dirname(d)) {
+    const f = path.join(d, "oci", "hash-worker.ts");
+    if (fs.existsSync(f)) return (hashWorker = f);
+    if (d === path.dirname(d)) throw new Error(`cannot find oci/hash-worker.ts above ${Bun.main}`);
+  }
+}
 

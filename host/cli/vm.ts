@@ -92,12 +92,21 @@ const bootSpecs = [
   { long: "help", short: "h" },
 ];
 
-/** Where build outputs sit relative to the fractal-host binary (build/), or the source tree when run with bun. */
+/**
+ * Where build outputs sit relative to the fractal-host binary (build/), or,
+ * run from source, in the build/ of the tree the script is in (found from
+ * the script's path, not import.meta: a compiled binary would keep the
+ * checkout's absolute path, and builds must not depend on where they ran).
+ */
 export function defaultArtifact(rel: string, env: string): string {
   if (process.env[env]) return process.env[env]!; // checked just before
   const besideBinary = path.join(path.dirname(process.execPath), rel);
   if (fs.existsSync(besideBinary)) return besideBinary;
-  return path.resolve(import.meta.dirname, "../../build", rel);
+  const start = path.dirname(path.resolve(process.argv[1] ?? "."));
+  for (let d = start; d !== path.dirname(d); d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, "build", rel))) return path.join(d, "build", rel);
+  }
+  return path.resolve("build", rel);
 }
 
 /** --mem in MiB; a size as docker reads one (a bare number is bytes). */
