@@ -48,11 +48,6 @@ export class SharedStacks {
     fs.rmdirSync(where);
   }
 
-  /** The containers holding a stack (for tests and `layer ls`). */
-  holders(chainId: string): number {
-    return this.users.get(chainId)?.size ?? 0;
-  }
-
   path(chainId: string): string {
     return path.join(this.dir, hex(chainId));
   }
