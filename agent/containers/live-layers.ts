@@ -6,13 +6,13 @@
 // a seam, once there, is only ever replaced by a fresh one (the root
 // overlay's own view of a path below a seam goes stale the moment the
 // container writes through the seam).
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { NS_HELPER } from "../../proto/guest.js";
 import { lgetxattr, MNT_DETACH, MS_RDONLY, mount, umount2 } from "../../proto/libc.js";
+import { runQuiet } from "../process/quiet.js";
 import type { Container } from "./container.js";
 import { overlayData } from "./overlay.js";
 import { byDepth, isUnder, planSeam, seamPaths, type OwnLayers, type SeamLayer, type SeamPlan } from "./seams.js";
@@ -48,14 +48,9 @@ interface StackRecord {
 const RECORD = "layers.json";
 
 /** Runs the namespace helper; rejects with its complaint. */
-function helper(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(NS_HELPER, args, { stdio: ["ignore", "ignore", "pipe"] });
-    let err = "";
-    p.stderr.on("data", (b: Buffer) => (err += b.toString()));
-    p.on("error", reject);
-    p.on("exit", (code) => (code === 0 ? resolve() : reject(new FractalError(ErrorCode.INVALID_ARGUMENT, err.trim().replace(/^fractal-ns: /, "") || `fractal-ns exited with ${code}`))));
-  });
+async function helper(args: string[]): Promise<void> {
+  const r = await runQuiet(NS_HELPER, args);
+  if (r.code !== 0) throw new FractalError(ErrorCode.INVALID_ARGUMENT, r.err.replace(/^fractal-ns: /, "") || `fractal-ns exited with ${r.code}`);
 }
 
 export class ContainerStack {

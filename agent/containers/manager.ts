@@ -1,7 +1,6 @@
 // The agent's containers, shared by every connection: a detached container
 // outlives the connection that ran it. Lookup is by id, unique id prefix or
 // name, as docker does.
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -10,6 +9,7 @@ import { ImageStore, processArgs, type Image, type RunConfig } from "../../oci/s
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { IMAGE_STORE } from "../../proto/guest.js";
 import { log } from "../log.js";
+import { runQuiet } from "../process/quiet.js";
 import { MS_BIND, MS_RDONLY, MS_REMOUNT, mount } from "../../proto/libc.js";
 import { Container, RUNTIME, type ContainerExit } from "./container.js";
 import { LayerCache, type Progress } from "./layers.js";
@@ -29,15 +29,7 @@ const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 export type RunSpec = Omit<RunCommand, "stdio" | "progressStream" | "env"> & { env: string[] };
 
 /** Runs the OCI runtime for a short command (kill, delete); resolves with its exit code and stderr. */
-function runtime(args: string[]): Promise<{ code: number; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(RUNTIME, args, { stdio: ["ignore", "ignore", "pipe"] });
-    let err = "";
-    p.stderr.on("data", (b: Buffer) => (err += b.toString()));
-    p.on("error", (e) => resolve({ code: -1, err: e.message }));
-    p.on("exit", (code) => resolve({ code: code ?? -1, err: err.trim() }));
-  });
-}
+const runtime = (args: string[]) => runQuiet(RUNTIME, args);
 
 export class ContainerManager {
   readonly store: ImageStore;
@@ -131,17 +123,13 @@ export class ContainerManager {
     const c = new Container({ id, name, image: spec.image, args, env: [], cwd: "/", bundle, tty: spec.tty, interactive: spec.interactive, remove: spec.remove, createdMs, lowers: img ? lowers : undefined, binds: spec.binds });
     const stack = this.stackOf(c);
     let staged: { path: string; source: string; readonly: boolean }[] = [];
-    const held: string[] = [];
+    const records = [imageRecord(spec.image, img, createdMs)];
     try {
       if (spec.prepared) mountPrepared(c.rootfs, spec.prepared.root);
       else mountRoot(bundle, lowers);
-      const records = [imageRecord(spec.image, img, createdMs)];
       for (const e of extra) {
-        const rec = { ...imageRecord(e.img.reference || e.img.digest, e.img, createdMs), id: newLayerId(), at: e.at, how: e.at === "/" ? ("run" as const) : ("live" as const) };
-        if (rec.how === "live") {
-          rec.stack = this.stacks.acquire(rec.chainId, e.lowers, `${id}/${rec.id}`);
-          held.push(rec.chainId, `${id}/${rec.id}`);
-        }
+        const rec: LayerRecord = { ...imageRecord(e.img.reference || e.img.digest, e.img, createdMs), id: newLayerId(), at: e.at, how: e.at === "/" ? "run" : "live" };
+        if (rec.how === "live") rec.stack = this.stacks.acquire(rec.chainId, e.lowers, `${id}/${rec.id}`);
         records.push(rec);
       }
       staged = stack.start(records, c.rootfs);
@@ -154,7 +142,7 @@ export class ContainerManager {
       this.containers.delete(id);
       this.containerStacks.delete(id);
       stack.unstage(staged);
-      for (let i = 0; i < held.length; i += 2) this.stacks.release(held[i]!, held[i + 1]!);
+      for (const l of records) if (l.stack) this.stacks.release(l.chainId, `${id}/${l.id}`);
       c.output.close();
       c.cleanUp();
       throw err;

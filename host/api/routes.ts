@@ -4,13 +4,12 @@
 // CLI does, through one connection per VM (./agents.ts).
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import type { AgentClient, ContainerSummary } from "../client.js";
 import { bootVm, listVms, stopVm } from "../vm/manager.js";
 import { imageStoreShare } from "../vm/qemu.js";
 import { guestKeyArgs } from "../cli/keys.js";
 import type { AgentPool } from "./agents.js";
 import { badRequest } from "./errors.js";
-import { containerJson, exitJson, layerJson, vmJson } from "./shapes.js";
+import { containerDetail, containerJson, exitJson, vmJson } from "./shapes.js";
 
 export { exitJson } from "./shapes.js";
 
@@ -43,13 +42,6 @@ export const json = (status: number, body: unknown) => Response.json(body, { sta
 const vmParam = "{vm}";
 const agent = (c: RouteContext) => c.pool.get(c.params.vm!);
 const body = <T>(c: RouteContext) => (c.body ?? {}) as T;
-
-async function findContainer(client: AgentClient, ref: string): Promise<ContainerSummary> {
-  const all = await client.containers(true);
-  const hit = all.find((c) => c.name === ref) ?? all.filter((c) => c.id.startsWith(ref)).at(0);
-  if (!hit) throw new FractalError(ErrorCode.CONTAINER_NOT_FOUND, `no such container: ${ref}`);
-  return hit;
-}
 
 const MAX_EXEC_OUTPUT = 16 << 20;
 
@@ -147,11 +139,7 @@ export const routes: Route[] = [
     operationId: "inspectContainer",
     summary: "A container and its stack of images",
     responses: { 200: "ContainerDetail", 404: "Error" },
-    handle: async (c) => {
-      const client = await agent(c);
-      const ctr = await findContainer(client, c.params.container!);
-      return json(200, { container: containerJson(ctr), layers: (await client.layers(ctr.id)).map(layerJson) });
-    },
+    handle: async (c) => json(200, await containerDetail(await agent(c), c.params.container!)),
   },
   {
     method: "POST",
@@ -264,12 +252,17 @@ export const routes: Route[] = [
   },
 ];
 
+/** Each route's path as a pattern and its parameter names, made once. */
+const patterns = routes.map((route) => {
+  const names: string[] = [];
+  const re = new RegExp(`^${route.path.replace(/\{(\w+)\}/g, (_, n: string) => (names.push(n), "([^/]+)"))}$`);
+  return { route, re, names };
+});
+
 /** The route for a method and path, and its path parameters. */
 export function matchRoute(method: string, pathname: string): { route: Route; params: Record<string, string> } | undefined {
-  for (const route of routes) {
+  for (const { route, re, names } of patterns) {
     if (route.method !== method && !(method === "HEAD" && route.method === "GET")) continue;
-    const names: string[] = [];
-    const re = new RegExp(`^${route.path.replace(/\{(\w+)\}/g, (_, n: string) => (names.push(n), "([^/]+)"))}$`);
     const m = re.exec(pathname);
     if (!m) continue;
     const params: Record<string, string> = {};

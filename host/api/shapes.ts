@@ -1,6 +1,7 @@
 // The JSON shapes of fractal's resources (schemas in ./schemas.ts), shared
 // by the REST API and the CLI's --json, so scripts see one shape.
-import { exitStatusOf, type ContainerExitResult, type ContainerSummary, type ExitResult, type LayerSummary } from "../client.js";
+import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { exitStatusOf, type AgentClient, type ContainerExitResult, type ContainerSummary, type ExitResult, type LayerSummary } from "../client.js";
 import type { VmStatus } from "../vm/manager.js";
 
 export function vmJson(v: VmStatus): Record<string, unknown> {
@@ -35,3 +36,10 @@ export function layerJson(l: LayerSummary): Record<string, unknown> {
   return { ...l };
 }
 
+/** A container (by name, else id prefix) and its stack of images: `inspect` and GET …/containers/C. */
+export async function containerDetail(client: AgentClient, ref: string, all?: ContainerSummary[]): Promise<Record<string, unknown>> {
+  const list = all ?? (await client.containers(true));
+  const c = list.find((x) => x.name === ref) ?? list.find((x) => x.id.startsWith(ref));
+  if (!c) throw new FractalError(ErrorCode.CONTAINER_NOT_FOUND, `no such container: ${ref}`);
+  return { container: containerJson(c), layers: (await client.layers(c.id)).map(layerJson) };
+}

@@ -10,7 +10,7 @@ import { parseSize, envFlags, flag, parseFlags, usageError, value, values } from
 import { followProcess } from "./exec.js";
 import { listenForwards, parsePortSpec } from "./ports.js";
 import { parseVolume, type VolumeSpec } from "../vm/volumes.js";
-import { containerJson, layerJson } from "../api/shapes.js";
+import { containerDetail, containerJson } from "../api/shapes.js";
 import { table } from "./table.js";
 import { fdWriter, windowSize } from "./terminal.js";
 
@@ -285,11 +285,7 @@ export async function runSimple(client: AgentClient, command: string, cmd: Simpl
     case "inspect": {
       const all = await client.containers(true);
       const out: unknown[] = [];
-      for (const ref of cmd.names) {
-        const c = all.find((x) => x.name === ref) ?? all.find((x) => x.id.startsWith(ref));
-        if (!c) throw new FractalError(ErrorCode.CONTAINER_NOT_FOUND, `no such container: ${ref}`);
-        out.push({ container: containerJson(c), layers: (await client.layers(c.id)).map(layerJson) });
-      }
+      for (const ref of cmd.names) out.push(await containerDetail(client, ref, all));
       process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       return 0;
     }

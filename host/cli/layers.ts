@@ -1,7 +1,7 @@
 // `fractal-host layer add|rm|ls`: images stacked into a running container.
 import type { AgentClient, LayerSummary } from "../client.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
-import { table } from "./table.js";
+import { table, timestamp } from "./table.js";
 
 export const layerHelp = `usage: fractal-host layer add [--vm NAME] [--at PATH] [--ro] CONTAINER IMAGE
        fractal-host layer rm [--vm NAME] CONTAINER LAYER-ID
@@ -88,11 +88,7 @@ export async function runLayer(client: AgentClient, cmd: LayerCommand): Promise<
 export function layerTable(layers: LayerSummary[]): string {
   const rows = [["LAYER ID", "IMAGE", "DIGEST", "LAYERS", "AT", "MODE", "ADDED", "HOW"]];
   for (const l of layers) {
-    rows.push([l.id, l.image, l.digest.replace(/^sha256:/, "").slice(0, 12) || "-", String(l.diffIds.length), l.at, l.readonly ? "ro" : "rw", when(l.addedMs), l.how]);
+    rows.push([l.id, l.image, l.digest.replace(/^sha256:/, "").slice(0, 12) || "-", String(l.diffIds.length), l.at, l.readonly ? "ro" : "rw", timestamp(l.addedMs), l.how]);
   }
   return table(rows, 3);
-}
-
-function when(ms: number): string {
-  return new Date(ms).toISOString().replace("T", " ").slice(0, 19);
 }

@@ -4,7 +4,7 @@ import type { AgentClient } from "../client.js";
 import { readRecord, qemuAlive } from "../vm/state.js";
 import { createVolume, findVolume, guestVolumePath, listVolumes, removeVolume } from "../vm/volumes.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
-import { table } from "./table.js";
+import { table, timestamp } from "./table.js";
 
 export const volumeHelp = `usage: fractal-host volume ls [--vm NAME]
        fractal-host volume create [--vm NAME] VOLUME
@@ -54,7 +54,7 @@ export async function runVolume(cmd: VolumeCommand, connect: (vm: string) => Pro
   switch (cmd.kind) {
     case "ls": {
       const rows = [["VM", "VOLUME NAME", "CREATED", "HOST PATH"]];
-      for (const v of listVolumes(cmd.vm)) rows.push([v.vm, v.name, new Date(v.createdMs).toISOString().replace("T", " ").slice(0, 19), v.hostPath]);
+      for (const v of listVolumes(cmd.vm)) rows.push([v.vm, v.name, timestamp(v.createdMs), v.hostPath]);
       process.stdout.write(table(rows, 3));
       return 0;
     }

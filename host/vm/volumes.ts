@@ -47,7 +47,7 @@ export function guestBinds(vm: VmRecord, specs: VolumeSpec[]): GuestBind[] {
   return specs.map((v) => {
     if (v.kind === "named") {
       fs.mkdirSync(path.join(volumesDir(vm.name), v.name), { recursive: true });
-      return { source: `${GUEST_VOLUMES}/${v.name}`, destination: v.destination, readonly: v.readonly };
+      return { source: guestVolumePath(v.name), destination: v.destination, readonly: v.readonly };
     }
     const { guestPath, readonly } = inShare(vm, v.hostPath);
     return { source: guestPath, destination: v.destination, readonly: v.readonly || readonly };
@@ -103,7 +103,11 @@ export function listVolumes(vm?: string): VolumeInfo[] {
     } catch {
       return [];
     }
-    return entries.filter((e) => e.isDirectory()).map((e) => ({ vm: name, name: e.name, hostPath: path.join(dir, e.name), createdMs: fs.statSync(path.join(dir, e.name)).birthtimeMs || fs.statSync(path.join(dir, e.name)).mtimeMs }));
+    return entries.filter((e) => e.isDirectory()).map((e) => {
+      const hostPath = path.join(dir, e.name);
+      const st = fs.statSync(hostPath);
+      return { vm: name, name: e.name, hostPath, createdMs: st.birthtimeMs || st.mtimeMs };
+    });
   });
 }
 
