@@ -45,7 +45,7 @@ proto/gen/fractal.js: proto/fractal.proto node_modules/.installed
 proto/gen/fractal.d.ts: proto/gen/fractal.js
 	$(PBTS) --no-comments -o $@ $<
 
-build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/containerd-shim-fractal-v1 $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/marker.cpio $(BUILD)/images/index.json
+build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/containerd-shim-fractal-v1 $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/expected-measurements.json $(BUILD)/marker.cpio $(BUILD)/images/index.json
 
 # What the host needs to build and boot guests: QEMU, crun (copied into the
 # initramfs with its libraries), Go for u-root. Installed only when missing.
@@ -63,7 +63,9 @@ host-deps:
 
 # The container tests check our image reader against images other tools
 # write: umoci builds layers, skopeo converts to docker-archive and zstd,
-# debootstrap makes a Debian root file system from Debian's archive.
+# debootstrap makes a Debian root file system from Debian's archive. The
+# attestation tests boot through OVMF with swtpm and check our TPM code with
+# tpm2-tools and pesign.
 test-deps: $(BUILD)/tools/crictl
 	@missing=""; \
 	command -v umoci >/dev/null || missing="$$missing umoci"; \
@@ -72,6 +74,11 @@ test-deps: $(BUILD)/tools/crictl
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v swtpm >/dev/null || missing="$$missing swtpm"; \
+	command -v swtpm_setup >/dev/null || missing="$$missing swtpm-tools"; \
+	command -v tpm2_checkquote >/dev/null || missing="$$missing tpm2-tools"; \
+	command -v pesign >/dev/null || missing="$$missing pesign"; \
+	[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || missing="$$missing ovmf"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -121,6 +128,12 @@ $(BUILD)/initramfs.keys: FORCE
 
 $(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum $(wildcard initramfs/nshelper/*.go) $(BUILD)/initramfs.keys $(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY) | host-deps
 	AUTHORIZED_KEYS="$(AUTHORIZED_KEYS)" TLS_CERT="$(TLS_CERT)" TLS_KEY="$(TLS_KEY)" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
+
+# What attestation expects a boot of the kernel and initramfs just built to
+# measure (docs/attestation.md): digests only, so two builds of one commit
+# give the same file.
+$(BUILD)/expected-measurements.json: $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio scripts/expected-measurements.ts host/attest/expected.ts host/attest/authenticode.ts
+	$(BUN) scripts/expected-measurements.ts $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $@
 
 # bench-peers' guest: the same initramfs plus dropbear (Debian's
 # dropbear-bin), so fractal and ssh are measured against one VM.

@@ -132,7 +132,16 @@ export type Command =
   | { kind: "copy"; copy: CopyCommand }
   | { kind: "layerAdd"; add: LayerAddCommand }
   | { kind: "layerRemove"; container: string; layer: string }
-  | { kind: "layerList"; container: string };
+  | { kind: "layerList"; container: string }
+  | { kind: "attestKeys" }
+  | { kind: "attestQuote"; quote: AttestQuoteCommand };
+
+export interface AttestQuoteCommand {
+  credentialBlob: Buffer;
+  encryptedSecret: Buffer;
+  nonce: Buffer;
+  pcrs: number[];
+}
 
 export interface CopyCommand {
   /** "" for the guest itself. */
@@ -234,6 +243,15 @@ export function decodeRequest(req: Request): Command {
       return { kind, container: containerRef(req.layerRemove?.container), layer: nonEmpty(req.layerRemove?.layer, "layer id") };
     case "layerList":
       return { kind, container: containerRef(req.layerList?.container) };
+    case "attestKeys":
+      return { kind };
+    case "attestQuote": {
+      const q = req.attestQuote ?? {};
+      const bytes = (b: Uint8Array | null | undefined) => Buffer.from(b ?? new Uint8Array());
+      const pcrs = q.pcrs ?? [];
+      if (pcrs.some((p) => p > 23) || pcrs.some((p, i) => i > 0 && p <= pcrs[i - 1]!)) throw bad("attest: PCRs must be ascending numbers 0-23");
+      return { kind, quote: { credentialBlob: bytes(q.credentialBlob), encryptedSecret: bytes(q.encryptedSecret), nonce: bytes(q.nonce), pcrs } };
+    }
     default:
       return assertNever(kind);
   }

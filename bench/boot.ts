@@ -3,13 +3,16 @@
 // whose init only prints a marker; print both and the ratio. Then say where
 // fractal's extra time goes: the compressed variant of the image, and the
 // guest-side timeline (kernel to /init, agent start, module loading, ready).
+// With swtpm and OVMF installed, also boot --tpm (UEFI firmware measuring the
+// boot into a TPM, firmware time included) and time an attestation.
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { AgentClient } from "../host/client.js";
+import { attestVm } from "../host/attest/vm.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
-import { qemuBinary, usableAccel } from "../host/vm/qemu.js";
+import { ovmfFiles, qemuBinary, usableAccel } from "../host/vm/qemu.js";
 import { stateRoot } from "../host/vm/state.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
 
@@ -41,10 +44,16 @@ function markerBoot(accel: string): Promise<number> {
   });
 }
 
-async function fractalBoot(initrd: string, name: string): Promise<{ ms: number; log: string; dmesg: string }> {
+async function fractalBoot(initrd: string, name: string, tpm = false): Promise<{ ms: number; log: string; dmesg: string; attestMs?: number }> {
   const t0 = performance.now();
-  const rec = await bootVm({ name, kernel: KERNEL, initrd, memMiB: 1024, cpus: 2, tcp: "none", shares: [], virtiofs: [] });
+  const rec = await bootVm({ name, kernel: KERNEL, initrd, memMiB: 1024, cpus: 2, tcp: "none", shares: [], virtiofs: [], tpm });
   const ms = performance.now() - t0;
+  let attestMs: number | undefined;
+  if (tpm) {
+    const a0 = performance.now();
+    await attestVm(name, path.join(BUILD, "expected-measurements.json"));
+    attestMs = performance.now() - a0;
+  }
   const c = await AgentClient.connect(rec.endpoints.serial);
   const grab = async (argv: string[]) => {
     const p = await c.exec({ argv });
@@ -57,7 +66,7 @@ async function fractalBoot(initrd: string, name: string): Promise<{ ms: number; 
   const dmesg = await grab(["dmesg"]);
   c.close();
   await stopVm(name);
-  return { ms, log, dmesg };
+  return { ms, log, dmesg, attestMs };
 }
 
 function timeline(log: string, dmesg: string): string {
@@ -80,6 +89,9 @@ const gzipMs = performance.now() - gzStart;
 const marker: number[] = [];
 const fractal: number[] = [];
 const fractalGz: number[] = [];
+const withTpm: number[] = [];
+const attests: number[] = [];
+const tpmReady = fs.existsSync(ovmfFiles().code) && Bun.which("swtpm") !== null && Bun.which("swtpm_setup") !== null;
 let last = { log: "", dmesg: "" };
 for (let i = 0; i < RUNS; i++) {
   marker.push(await markerBoot(accel));
@@ -87,6 +99,12 @@ for (let i = 0; i < RUNS; i++) {
   fractal.push(f.ms);
   last = f;
   fractalGz.push((await fractalBoot(gz, `benchgz${i}`)).ms);
+  if (tpmReady) {
+    // One VM name: its TPM is made at the first boot and kept, as for a user's VM.
+    const t = await fractalBoot(raw, "benchtpm", true);
+    withTpm.push(t.ms);
+    attests.push(t.attestMs!);
+  }
 }
 const mb = (f: string) => (fs.statSync(f).size / 1e6).toFixed(1);
 const m = median(marker);
@@ -96,11 +114,23 @@ console.log(`bench-boot (accel=${accel}, ${os.cpus().length} host CPUs, ${RUNS} 
 console.log(`  minimal initramfs, marker on console      ${(m / 1000).toFixed(2)} s   (${mb(path.join(BUILD, "marker.cpio"))} MB)`);
 console.log(`  fractal initramfs, agent answers ping     ${(f / 1000).toFixed(2)} s   (${mb(raw)} MB uncompressed)   ratio ${(f / m).toFixed(2)}x`);
 console.log(`  same, gzip-compressed initramfs           ${(g / 1000).toFixed(2)} s   (${mb(gz)} MB, gzip took ${(gzipMs / 1000).toFixed(1)} s on the host)   ratio ${(g / m).toFixed(2)}x`);
+if (tpmReady) {
+  const t = median(withTpm);
+  console.log(`  boot --tpm: OVMF + swtpm, agent answers  ${(t / 1000).toFixed(2)} s   (firmware included)   ratio ${(t / m).toFixed(2)}x minimal, ${(t / f).toFixed(2)}x direct-kernel boot; then attest ${(median(attests) / 1000).toFixed(2)} s`);
+} else {
+  console.log("  boot --tpm: not measured (needs swtpm, swtpm-tools and ovmf)");
+}
 console.log(`  where the time goes (last uncompressed boot): ${timeline(last.log, last.dmesg)}`);
 console.log(`RESULT boot_ratio=${(f / m).toFixed(2)} gzip_ratio=${(g / m).toFixed(2)}`);
 record("boot", [
   compared("boot until the agent answers", "s", f / 1000, "minimal initramfs (marker)", m / 1000, true, benchEnv(accel, "virtio-serial"), "time <= 1.5x the minimal's"),
   compared("boot, gzip initramfs", "s", g / 1000, "minimal initramfs (marker)", m / 1000, true, benchEnv(accel, "virtio-serial")),
+  ...(tpmReady
+    ? [
+        compared("boot --tpm (OVMF, swtpm)", "s", median(withTpm) / 1000, "direct-kernel boot (SeaBIOS)", f / 1000, true, benchEnv(accel, "virtio-serial")),
+        compared("attest after boot --tpm", "s", median(attests) / 1000, "boot --tpm", median(withTpm) / 1000, true, benchEnv(accel, "virtio-serial")),
+      ]
+    : []),
 ]);
 fs.rmSync(process.env.FRACTAL_STATE!, { recursive: true, force: true });
 fs.rmSync(gz, { force: true });

@@ -45,6 +45,22 @@ export interface ClientOptions extends SessionOptions {
   keyFile?: string;
 }
 
+/** A TPM's keys, as TPM2B_PUBLIC structures (and the DER EK certificate, empty when none). */
+export interface AttestKeys {
+  ekPublic: Buffer;
+  ekCertificate: Buffer;
+  akPublic: Buffer;
+}
+
+/** What a machine answers a credential and nonce with (fractal.proto, AttestEvidence). */
+export interface AttestEvidence {
+  secret: Buffer;
+  attest: Buffer;
+  signature: Buffer;
+  pcrValues: Buffer[];
+  eventLog: Buffer;
+}
+
 export type ExitResult = { kind: "exited"; code: number } | { kind: "signaled"; signal: number };
 
 /** How a container ended: its main process's status, and whether its cgroup OOM-killed something. */
@@ -384,6 +400,19 @@ export class AgentClient {
 
   async layers(container: string): Promise<LayerSummary[]> {
     return ((await this.call({ layerList: { container } }, "layers")).layers!.layers ?? []).map(layerSummary); // call() checked the kind
+  }
+
+  /** The TPM's endorsement and attestation keys (docs/attestation.md). */
+  async attestKeys(): Promise<AttestKeys> {
+    const k = (await this.call({ attestKeys: {} }, "attestKeys")).attestKeys!; // call() checked the kind
+    return { ekPublic: Buffer.from(k.ekPublic ?? []), ekCertificate: Buffer.from(k.ekCertificate ?? []), akPublic: Buffer.from(k.akPublic ?? []) };
+  }
+
+  /** Evidence for a credential and a nonce: the decrypted secret, a quote of `pcrs`, the PCR values and the event log. */
+  async attestQuote(q: { credentialBlob: Buffer; encryptedSecret: Buffer; nonce: Buffer; pcrs: number[] }): Promise<AttestEvidence> {
+    const e = (await this.call({ attestQuote: q }, "attestEvidence")).attestEvidence!; // call() checked the kind
+    const b = (x: Uint8Array | null | undefined) => Buffer.from(x ?? []);
+    return { secret: b(e.secret), attest: b(e.attest), signature: b(e.signature), pcrValues: (e.pcrValues ?? []).map(b), eventLog: b(e.eventLog) };
   }
 
   /** cp out: the tar of `path` (in `container`, or the guest with ""), chunk by chunk as the agent sends it. */

@@ -30,12 +30,13 @@ export const REQUEST_TYPES = [
   "ping", "version", "exec", "signal", "resize", "close_stdin", "wait", "shutdown", "images", "run",
   "container_wait", "attach", "logs", "container_kill", "container_stop", "container_remove",
   "container_list", "container_resize", "image_unpack", "port_forward", "copy", "layer_add", "layer_remove", "layer_list",
+  "attest_keys", "attest_quote",
 ] as const;
 
 const GROUPS: Record<string, readonly string[]> = {
   all: ["all"],
   // May look, never touch: list images and containers, read their output.
-  observer: ["ping", "version", "images", "container_list", "container_wait", "logs", "layer_list"],
+  observer: ["ping", "version", "images", "container_list", "container_wait", "logs", "layer_list", "attest_keys", "attest_quote"],
 };
 
 export function parseAllowList(text: string, where: string): string[] {

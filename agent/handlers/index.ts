@@ -8,6 +8,7 @@ import { checkAllowed } from "../auth/policy.js";
 import { assertNever, decodeRequest, policyName, type Command } from "../commands.js";
 import { log } from "../log.js";
 import type { ContainerManager } from "../containers/manager.js";
+import { attestKeys, attestQuote } from "./attest.js";
 import { ContainerHandlers } from "./containers.js";
 import { CopyHandlers } from "./copy.js";
 import { LayerHandlers } from "./layers.js";
@@ -91,6 +92,10 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
         return layers.remove(c.container, c.layer);
       case "layerList":
         return layers.list(c.container);
+      case "attestKeys":
+        return attestKeys();
+      case "attestQuote":
+        return attestQuote(c.quote);
       default:
         return assertNever(c);
     }

@@ -22,6 +22,8 @@ export const schemas: Record<string, Schema> = {
     cpus: int,
     created: str,
     endpoints: { type: "object", additionalProperties: { type: "string" } },
+    tpm: { ...bool, description: "booted with --tpm (docs/attestation.md)" },
+    attestation: { ...obj({ at: str, passed: bool, failed: arr(str), message: str }), nullable: true, description: "the last attestation since this boot; null: none" },
   }),
   VmList: obj({ vms: arr(ref("Vm")) }),
   BootRequest: obj({ name: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$" }, images: str, memMiB: { type: "integer", minimum: 64 }, cpus: { type: "integer", minimum: 1, maximum: 64 } }, ["name"]),

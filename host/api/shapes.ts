@@ -8,7 +8,7 @@ export function vmJson(v: VmStatus): Record<string, unknown> {
   const r = v.record;
   const endpoints: Record<string, string> = {};
   for (const [k, e] of Object.entries(r.endpoints)) if (e) endpoints[k] = e;
-  return { name: r.name, state: v.state, accel: r.accel, pid: r.pid, memMiB: r.memMiB, cpus: r.cpus, created: r.created, endpoints };
+  return { name: r.name, state: v.state, accel: r.accel, pid: r.pid, memMiB: r.memMiB, cpus: r.cpus, created: r.created, endpoints, tpm: r.boot?.tpm ?? false, attestation: r.attestation ?? null };
 }
 
 export function exitJson(e: ExitResult | ContainerExitResult): { exitCode: number; signal: number | null; oomKilled: boolean } {

@@ -16,6 +16,8 @@ import { layerHelp, parseLayer, runLayer } from "./layers.js";
 import { parseVolumeCommand, runVolume, volumeHelp } from "./volumes.js";
 import { requireVm } from "../vm/manager.js";
 import { guestBinds } from "../vm/volumes.js";
+import { attestHelp, parseAttest, runAttest } from "./attest.js";
+import { requireAttested } from "../attest/vm.js";
 import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, shellHelp, stopHelp } from "./vm.js";
 
 /** What a command gets from the global flags. */
@@ -54,7 +56,7 @@ function vmOnly(args: string[], command: string): string | undefined {
 const bootCommand = async (args: string[], ctx: Context) => {
   const b = parseBoot(args);
   if (b === "help") return out(bootHelp);
-  return runBoot(b.opts, b.detach, b.authorize, ctx.keyFile);
+  return runBoot(b.opts, b.detach, b.authorize, ctx.keyFile, b.attestExpect);
 };
 const lsCommand = async (args: string[]) => {
   if (wantsHelp(args)) return out(lsHelp);
@@ -117,6 +119,17 @@ export const commands: Command[] = [
     },
   },
   {
+    name: "attest",
+    summary: "prove what a VM (or machine) booted, with its TPM",
+    help: attestHelp,
+    group: "VMs",
+    run: async (args, ctx) => {
+      const cmd = parseAttest(args);
+      if (cmd === "help") return out(attestHelp);
+      return runAttest(cmd, ctx.vm, () => ctx.connect(), ctx.keyFile);
+    },
+  },
+  {
     name: "shell",
     summary: "a shell in a VM with the host's root backmounted (fractal-linux)",
     help: shellHelp,
@@ -143,6 +156,11 @@ export const commands: Command[] = [
       const cmd = parseRun(args, process.env);
       if (cmd === "help") return out(runHelp);
       if (cmd.containerd) return runContainerdRun(cmd, ctx.keyFile);
+      if (cmd.attested) {
+        const vm = cmd.vm ?? ctx.vm;
+        if (!vm) throw usageError("run", "--attested needs --vm NAME: attestation results are kept per VM");
+        requireAttested(vm);
+      }
       if (cmd.volumes.length > 0) {
         const vm = cmd.vm ?? ctx.vm;
         if (!vm) throw usageError("run", "-v needs --vm NAME: host directories and named volumes reach the guest through the VM's shares");

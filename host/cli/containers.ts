@@ -55,6 +55,9 @@ exits with the container's status.
                       when the container exits (-d -p needs --vm or
                       $FRACTAL_CONNECT, which that process connects by)
       --vm NAME       the VM to run in
+      --attested      refuse unless the VM passed attestation since its boot
+                      (boot --attest, or fractal-host attest), saying which
+                      measurement differed
       --containerd    take IMAGE from the host containerd's image store: its
                       snapshots are the root (shared into a VM of their own,
                       booted on first use); the container is removed on exit
@@ -66,6 +69,7 @@ exits with the container's status.
 `;
 
 const runSpecs = [
+  { long: "attested" },
   { long: "publish", short: "p", value: true, repeat: true },
   { long: "volume", short: "v", value: true, repeat: true },
   { long: "layer", value: true, repeat: true },
@@ -97,6 +101,8 @@ export interface RunCommand {
   publish: { host: number; guest: number }[];
   /** -v: mapped to guest paths once the VM is known. */
   volumes: VolumeSpec[];
+  /** --attested: the VM must have passed attestation since its boot. */
+  attested: boolean;
 }
 
 /** --layer IMAGE[:PATH]: the path starts at the last ":/" (an image reference has colons of its own). */
@@ -161,7 +167,8 @@ export function parseRun(args: string[], localEnv: NodeJS.ProcessEnv): RunComman
   } catch (err) {
     throw usageError("run", (err as Error).message);
   }
-  return { options, vm: value(p, "vm"), containerd, publish, volumes };
+  if (flag(p, "attested") && containerd) throw usageError("run", "--attested does not go with --containerd");
+  return { options, vm: value(p, "vm"), containerd, publish, volumes, attested: flag(p, "attested") };
 }
 
 /** run --containerd: the image and root from containerd, the VM sharing its snapshots; the snapshot goes back when the container is gone. */
@@ -169,7 +176,7 @@ export async function runContainerdRun(cmd: RunCommand, keyFile?: string): Promi
   const c = cmd.containerd!; // the caller checked
   const r = await prepareContainerdRun(cmd.options, c.address, c.namespace, keyFile, (m) => process.stderr.write(`${m}\n`));
   try {
-    return await runRun(r.client, { options: r.options, publish: cmd.publish, volumes: [] });
+    return await runRun(r.client, { options: r.options, publish: cmd.publish, volumes: [], attested: false });
   } finally {
     r.client.close();
     await r.release();

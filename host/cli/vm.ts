@@ -1,7 +1,8 @@
 // `fractal-host boot`, `ls` and `stop`: VM lifecycle commands.
 import fs from "node:fs";
 import path from "node:path";
-import { exitStatusFor } from "../../proto/errors.js";
+import { FractalError, exitStatusFor } from "../../proto/errors.js";
+import { attestVm } from "../attest/vm.js";
 import { HOST_ROOT } from "../../proto/guest.js";
 import { bootVm, listVms, qmpSocket, stopVm, type BootOptions } from "../vm/manager.js";
 import { qemuExited } from "../vm/qmp.js";
@@ -50,6 +51,16 @@ TCG otherwise) and waits until its agent answers.
                             ~/.config/fractal/key, made if missing) always is
   --auth MODE               which agent connections need a key: network
                             (TCP and vsock; the default), all, or none
+  --tpm                     attach a TPM 2.0 (swtpm; its state, with an EK
+                            certified by this host's local CA, is made at the
+                            VM's first boot and kept) and boot through UEFI
+                            firmware (OVMF), which measures the kernel,
+                            initramfs and command line into it
+  --attest                  --tpm, and report the VM ready only once
+                            attestation passes (see attest --help); a VM that
+                            fails is left running, marked failed
+  --expect FILE             with --attest: expected measurements (default:
+                            build/expected-measurements.json)
   --timeout SECONDS         give up waiting for the agent (default: 180 on TCG, 60 otherwise)
   -d, --detach              return once the agent answers (default: stay and
                             show the console; Ctrl-C stops the VM)
@@ -88,6 +99,9 @@ const bootSpecs = [
   { long: "authorize", value: true, repeat: true },
   { long: "auth", value: true },
   { long: "timeout", value: true },
+  { long: "tpm" },
+  { long: "attest" },
+  { long: "expect", value: true },
   { long: "detach", short: "d" },
   { long: "help", short: "h" },
 ];
@@ -114,7 +128,7 @@ export function parseMem(s: string): number {
   return Math.floor(parseSize(s, "--mem", "boot", 128 << 20, "128M (the guest needs it)") / (1 << 20));
 }
 
-export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean; authorize: string[] } | "help" {
+export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean; authorize: string[]; attestExpect?: string } | "help" {
   const p = parseFlags(args, bootSpecs, "boot");
   if (flag(p, "help")) return "help";
   if (p.rest.length > 0) throw usageError("boot", `unexpected argument "${p.rest[0]}"`);
@@ -154,6 +168,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
     return { host: Number(m[1]), guest: Number(m[2]) };
   });
   if (forwards.length > 0 && tcp === "none") throw usageError("boot", "--forward needs a network card: drop --no-net");
+  if (value(p, "expect") !== undefined && !flag(p, "attest")) throw usageError("boot", "--expect goes with --attest");
   const timeout = value(p, "timeout");
   if (timeout !== undefined && !(Number(timeout) > 0)) throw usageError("boot", `bad --timeout "${timeout}"`);
   return {
@@ -175,7 +190,9 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
       timeoutMs: timeout !== undefined ? Number(timeout) * 1000 : undefined,
       uart: flag(p, "uart"),
       forwards,
+      tpm: flag(p, "tpm") || flag(p, "attest"),
     },
+    attestExpect: flag(p, "attest") ? path.resolve(value(p, "expect") ?? defaultArtifact("expected-measurements.json", "FRACTAL_EXPECT")) : undefined,
   };
 }
 
@@ -184,7 +201,7 @@ function authArg(mode: string | undefined): string[] {
 }
 
 /** `keyFile`: the user's key (--key or $FRACTAL_KEY), authorised in the guest; default ~/.config/fractal/key, made if missing. */
-export async function runBoot(opts: BootOptions, detach: boolean, authorize: string[] = [], keyFile?: string): Promise<number> {
+export async function runBoot(opts: BootOptions, detach: boolean, authorize: string[] = [], keyFile?: string, attestExpect?: string): Promise<number> {
   const tty = process.stderr.isTTY;
   const rec = await bootVm({
     ...opts,
@@ -192,6 +209,15 @@ export async function runBoot(opts: BootOptions, detach: boolean, authorize: str
     progress: tty ? (ms, accel) => process.stderr.write(`\rbooting ${opts.name} (${accel}) ${(ms / 1000).toFixed(0)}s `) : undefined,
   });
   if (tty) process.stderr.write("\r\x1b[K");
+  if (attestExpect) {
+    try {
+      await attestVm(rec.name, attestExpect, keyFile);
+    } catch (err) {
+      if (!(err instanceof FractalError)) throw err;
+      throw new FractalError(err.code, `${rec.name}: booted, but not ready: attestation failed: ${err.message}\nThe VM is left running for inspection, marked failed (run --attested refuses it); fractal-host vm stop ${rec.name} ends it.`);
+    }
+    process.stdout.write(`${rec.name}: attestation passed (kernel, initramfs and command line as expected)\n`);
+  }
   process.stdout.write(`${rec.name}: ready (${rec.accel}, pid ${rec.pid}); agent at ${[rec.endpoints.vsock, rec.endpoints.tcp, rec.endpoints.serial, rec.endpoints.uart].filter(Boolean).join(", ")}\n`);
   if (detach) return 0;
   return followConsole(rec.name, rec.console);

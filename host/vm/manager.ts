@@ -8,9 +8,10 @@ import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
-import { qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
 import { Qmp, qemuExited } from "./qmp.js";
-import { listNames, qemuAlive, readRecord, removeState, stateRoot, vmDir, volumesDir, writeRecord, VOLUMES, type VmRecord } from "./state.js";
+import { listNames, qemuAlive, readRecord, removeState, stateRoot, tpmCaDir, tpmDir, vmDir, volumesDir, writeRecord, TPM, VOLUMES, type VmRecord } from "./state.js";
+import { ensureTpmState, startSwtpm, stopSwtpm } from "./tpm.js";
 
 export interface BootOptions {
   name: string;
@@ -31,6 +32,8 @@ export interface BootOptions {
   progress?: (elapsedMs: number, accel: string) => void;
   /** The key the readiness check signs with (the one the command line authorises); default: the user's. */
   keyFile?: string;
+  /** Attach a TPM (swtpm) and boot through UEFI firmware that measures the kernel, initrd and command line. */
+  tpm?: boolean;
 }
 
 export type VmState = "running" | "stale";
@@ -111,21 +114,30 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   const accel = usableAccel(path.dirname(stateRoot()));
   const tcpPort = o.tcp === "none" ? undefined : o.tcp === 0 ? await freePort() : o.tcp;
   const vsockCid = vhostVsockAvailable() ? freeCid() : undefined;
+  const tpm = o.tpm ? prepareTpm(o.name, dir) : undefined;
+  const qemu: QemuOptions = { ...o, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm };
   const start = () => {
-    const args = qemuArgs({ ...o, shares, accel, stateDir: dir, tcpPort, vsockCid });
+    const args = qemuArgs(qemu);
     fs.writeFileSync(path.join(dir, "qemu.args"), JSON.stringify([qemuBinary(), ...args]) + "\n");
     const r = spawnSync(qemuBinary(), args, { encoding: "utf8" });
     if (r.error) throw new FractalError(ErrorCode.NOT_FOUND, `cannot run ${qemuBinary()}: ${r.error.message} (install qemu-system-x86)`);
     return r;
   };
-  const r = start();
+  let r: ReturnType<typeof start>;
+  try {
+    r = start();
+  } catch (err) {
+    stopSwtpm(path.join(dir, "swtpm.pid"));
+    throw err;
+  }
   if (r.status !== 0) {
+    stopSwtpm(path.join(dir, "swtpm.pid"));
     removeState(o.name);
     throw new FractalError(ErrorCode.INTERNAL, `QEMU failed to start (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`);
   }
   // QEMU made its sockets and console log after daemonizing, under its own
   // umask 027: the owner's alone they should be (the directory already is).
-  for (const f of fs.readdirSync(dir)) if (f !== VOLUMES) fs.chmodSync(path.join(dir, f), 0o600);
+  for (const f of fs.readdirSync(dir)) if (f !== VOLUMES && f !== TPM) fs.chmodSync(path.join(dir, f), 0o600);
   const pid = Number(fs.readFileSync(path.join(dir, "qemu.pid"), "utf8").trim());
   const rec: VmRecord = {
     name: o.name,
@@ -143,10 +155,25 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     console: path.join(dir, "console.log"),
     shares: [...o.shares.map((s) => `${s.hostDir}:${s.tag}${s.readonly ? ":ro" : ""}`), ...o.virtiofs.map((v) => `${v.socket}:${v.tag}:virtiofs`)],
     mounts: shares.map((s) => ({ hostDir: s.hostDir, guestPath: s.guestPath ?? s.hostDir, readonly: s.readonly })),
+    boot: { kernel: o.kernel, initrd: o.initrd, cmdline: kernelCmdline(qemu), tpm: tpm !== undefined },
   };
   writeRecord(rec);
   await waitForAgent(rec, o.timeoutMs ?? (accel === "tcg" ? 180_000 : 60_000), o.progress, o.keyFile);
   return rec;
+}
+
+/** The VM's TPM, made at its first boot, started for this one; a fresh copy of the firmware's variables. */
+function prepareTpm(name: string, dir: string): NonNullable<QemuOptions["tpm"]> {
+  const { code, vars } = ovmfFiles();
+  for (const f of [code, vars]) {
+    if (!fs.existsSync(f)) throw new FractalError(ErrorCode.NOT_FOUND, `--tpm needs UEFI firmware: ${f} does not exist (install Debian's ovmf, or set FRACTAL_OVMF_CODE and FRACTAL_OVMF_VARS)`);
+  }
+  ensureTpmState(tpmDir(name), tpmCaDir());
+  const firmwareVars = path.join(dir, "ovmf-vars.fd");
+  fs.copyFileSync(vars, firmwareVars);
+  const socket = path.join(dir, "swtpm.sock");
+  startSwtpm({ state: tpmDir(name), socket, pid: path.join(dir, "swtpm.pid"), log: path.join(dir, "swtpm.log") });
+  return { socket, firmwareCode: code, firmwareVars };
 }
 
 /**
@@ -183,6 +210,7 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
   if (tcp) return;
   const tail = consoleTail(rec.console);
   if (!alive()) {
+    stopSwtpm(path.join(vmDir(rec.name), "swtpm.pid"));
     removeState(rec.name);
     throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: QEMU exited during boot. Console:\n${tail}`);
   }
@@ -244,8 +272,10 @@ async function killVm(rec: VmRecord): Promise<void> {
     } catch {
       return;
     }
-    if (await waitExit(rec, 5000)) return;
+    if (await waitExit(rec, 5000)) break;
   }
+  // swtpm ends when QEMU closes its socket; one left behind is ended here.
+  stopSwtpm(path.join(vmDir(rec.name), "swtpm.pid"));
 }
 
 /** Ends a VM at once (QMP quit, then signals), for owners that cannot wait for a power-off. */

@@ -60,6 +60,16 @@ export interface QemuOptions {
   append?: string[];
   /** Also serve the agent on a second UART (ttyS1), as on hardware without virtio. */
   uart?: boolean;
+  /** A TPM (swtpm's control socket) and UEFI firmware that measures the boot into it. */
+  tpm?: { socket: string; firmwareCode: string; firmwareVars: string };
+}
+
+/** Debian's OVMF: UEFI firmware built with TPM 2.0 measured boot. */
+export function ovmfFiles(): { code: string; vars: string } {
+  return {
+    code: process.env.FRACTAL_OVMF_CODE ?? "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    vars: process.env.FRACTAL_OVMF_VARS ?? "/usr/share/OVMF/OVMF_VARS_4M.fd",
+  };
 }
 
 
@@ -126,7 +136,8 @@ export function qemuBinary(): string {
   return process.env.FRACTAL_QEMU ?? (process.arch === "arm64" ? "qemu-system-aarch64" : "qemu-system-x86_64");
 }
 
-export function qemuArgs(o: QemuOptions): string[] {
+/** The kernel command line a guest gets: what a TPM boot measures, and attestation expects. */
+export function kernelCmdline(o: QemuOptions): string {
   const listen = [`virtio-serial://${SERIAL_PORT_NAME}`];
   if (o.tcpPort !== undefined) listen.push(`tcp://0.0.0.0:${AGENT_PORT}`);
   if (o.vsockCid !== undefined) listen.push(`vsock://:${AGENT_PORT}`);
@@ -142,6 +153,10 @@ export function qemuArgs(o: QemuOptions): string[] {
     ...o.virtiofs.map((v) => `fractal.share=${v.tag}:${v.guestPath}:virtiofs`),
     ...(o.append ?? []),
   ];
+  return cmdline.join(" ");
+}
+
+export function qemuArgs(o: QemuOptions): string[] {
   const machine = o.accel === "kvm" ? "q35,accel=kvm" : o.accel === "hvf" ? "q35,accel=hvf" : "q35,accel=tcg";
   const a = [
     "-name", `fractal-${o.name}`,
@@ -152,7 +167,7 @@ export function qemuArgs(o: QemuOptions): string[] {
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-kernel", o.kernel,
     "-initrd", o.initrd,
-    "-append", cmdline.join(" "),
+    "-append", kernelCmdline(o),
     // The console goes to a file the host can read and `boot` can quote.
     "-chardev", `file,id=console,path=${o.stateDir}/console.log`,
     "-serial", "chardev:console",
@@ -173,6 +188,13 @@ export function qemuArgs(o: QemuOptions): string[] {
     a.push("-netdev", `user,id=net0,${fwd.join(",")}`, "-device", "virtio-net-pci,netdev=net0");
   }
   if (o.vsockCid !== undefined) a.push("-device", `vhost-vsock-pci,guest-cid=${o.vsockCid}`);
+  if (o.tpm) {
+    // UEFI instead of SeaBIOS: OVMF measures the kernel it starts, and the
+    // kernel's EFI stub measures the initrd and the command line.
+    a.push("-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${o.tpm.firmwareCode}`);
+    a.push("-drive", `if=pflash,format=raw,unit=1,file=${o.tpm.firmwareVars}`);
+    a.push("-chardev", `socket,id=tpmchr,path=${o.tpm.socket}`, "-tpmdev", "emulator,id=tpm0,chardev=tpmchr", "-device", "tpm-crb,tpmdev=tpm0");
+  }
   o.shares.forEach((s, i) => {
     // passthrough: the guest sees host owners and modes, which is what a
     // backmount of the host's root needs (we run as root).

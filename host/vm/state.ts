@@ -20,6 +20,30 @@ export interface VmRecord {
   shares: string[];
   /** The 9p shares as the guest mounts them: where run -v finds a host path. */
   mounts?: { hostDir: string; guestPath: string; readonly: boolean }[];
+  /** Booted with --tpm: what it was given, which attestation checks the measurements against. */
+  boot?: { kernel: string; initrd: string; cmdline: string; tpm: boolean };
+  /** The last attestation since this boot (a new boot writes a new record). */
+  attestation?: AttestationRecord;
+}
+
+export interface AttestationRecord {
+  at: string;
+  passed: boolean;
+  /** The checks that failed (kernel, initramfs, kernel command line, nonce, ...). */
+  failed: string[];
+  message: string;
+}
+
+/** The VM's TPM state (swtpm's, with the EK certificate made at first boot): kept across boots, as volumes are. */
+export const TPM = "tpm";
+
+export function tpmDir(name: string): string {
+  return path.join(vmDir(name), TPM);
+}
+
+/** The local CA that certifies every VM TPM's EK on this host. */
+export function tpmCaDir(): string {
+  return path.join(path.dirname(stateRoot()), "tpm-ca");
 }
 
 /** Named volumes (run -v NAME:PATH) live here, in the VM's directory: they outlive its reboots, and only volume rm removes them. */
@@ -94,7 +118,8 @@ export function removeState(name: string): void {
   } catch {
     return;
   }
-  for (const e of entries) if (e !== VOLUMES) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
-  const volumes = path.join(dir, VOLUMES);
-  if (!fs.existsSync(volumes) || fs.readdirSync(volumes).length === 0) fs.rmSync(dir, { recursive: true, force: true });
+  const kept = [VOLUMES, TPM];
+  for (const e of entries) if (!kept.includes(e)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
+  const keep = (e: string) => fs.existsSync(path.join(dir, e)) && (e === TPM || fs.readdirSync(path.join(dir, e)).length > 0);
+  if (!kept.some(keep)) fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { GUEST_VOLUMES } from "./qemu.js";
-import { listNames, readRecord, stateRoot, VOLUMES, volumesDir, type VmRecord } from "./state.js";
+import { listNames, readRecord, stateRoot, tpmDir, VOLUMES, volumesDir, type VmRecord } from "./state.js";
 
 export type VolumeSpec =
   | { kind: "host"; hostPath: string; destination: string; readonly: boolean }
@@ -139,9 +139,12 @@ export function createVolume(vm: string, name: string): VolumeInfo {
 
 export function removeVolume(v: VolumeInfo): void {
   fs.rmSync(v.hostPath, { recursive: true, force: true });
-  // A VM that is gone and has no volume left leaves nothing behind.
+  // A VM that is gone and has no volume (nor TPM) left leaves nothing behind.
   const dir = volumesDir(v.vm);
-  if (fs.readdirSync(dir).length === 0 && !readRecord(v.vm)) fs.rmSync(path.dirname(dir), { recursive: true, force: true });
+  if (fs.readdirSync(dir).length === 0 && !readRecord(v.vm)) {
+    if (fs.existsSync(tpmDir(v.vm))) fs.rmdirSync(dir);
+    else fs.rmSync(path.dirname(dir), { recursive: true, force: true });
+  }
 }
 
 /** The guest path of a named volume, as container mounts name it. */

@@ -94,9 +94,10 @@ function randomField(r: Rng, f: protobuf.Field, depth: number): unknown {
 /**
  * Fuzzing must not do harm to the machine it runs on: whatever a random exec
  * asks for, it runs `true` (or something that does not exist), never a
- * command named by chance, never writes files by cp and never connects
- * to a port of the machine's. Everything else it asks for (user, cwd, env,
- * terminal, streams, namespaces, containers) stays random.
+ * command named by chance, never writes files by cp, never connects to a
+ * port of the machine's and never reaches its TPM. Everything else it asks
+ * for (user, cwd, env, terminal, streams, namespaces, containers) stays
+ * random.
  */
 function defuse(frame: Record<string, unknown>, r: Rng): void {
   const req = frame.request as Record<string, Record<string, unknown>> | undefined;
@@ -107,6 +108,9 @@ function defuse(frame: Record<string, unknown>, r: Rng): void {
   // cp into the machine's own tree and port-forwards to its real ports stay out.
   if (req?.copy) req.copy.into = false;
   if (req?.portForward) Object.assign(req.portForward, { host: "127.0.0.1", port: 9 });
+  // Nor does the machine's own TPM, should it have one.
+  if (req?.attestKeys) delete req.attestKeys;
+  if (req?.attestQuote) delete req.attestQuote;
 }
 
 // Frames that end a connection (a second HelloAck, Auth out of turn, a fatal

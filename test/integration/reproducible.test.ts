@@ -1,7 +1,7 @@
 // Builds are reproducible from any checkout: two clones of this commit in
 // two different directories, each built with `make build`, give
-// byte-identical agent, CLI, shim, namespace helper and initramfs. (Expected
-// measurements are only as trustworthy as the ability to rebuild them.)
+// byte-identical agent, CLI, shim, namespace helper, initramfs and expected
+// measurements (which are only as trustworthy as the ability to rebuild them).
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -14,10 +14,10 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-const ARTIFACTS = ["fractal-agent", "fractal-host", "containerd-shim-fractal-v1", "fractal-ns", "initramfs.cpio"];
+const ARTIFACTS = ["fractal-agent", "fractal-host", "containerd-shim-fractal-v1", "fractal-ns", "initramfs.cpio", "expected-measurements.json"];
 
 describe("reproducible builds", () => {
-  it("gives byte-identical binaries and initramfs when built in two different directories", () => {
+  it("gives byte-identical binaries, initramfs and expected measurements when built in two different directories", () => {
     const trees = dirs.map((d, i) => {
       const tree = path.join(d, i === 0 ? "src" : "some/longer/path/src");
       execFileSync("git", ["clone", "-q", "--no-hardlinks", ROOT, tree]);

@@ -3,7 +3,7 @@ import { parseCmdline } from "../../agent/boot/cmdline.js";
 import { parseExec } from "../../host/cli/exec.js";
 import { parseBoot, parseMem } from "../../host/cli/vm.js";
 import { parseSize } from "../../host/cli/args.js";
-import { qemuArgs } from "../../host/vm/qemu.js";
+import { kernelCmdline, qemuArgs } from "../../host/vm/qemu.js";
 import { ANY_CID, formatEndpoint, parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
 
@@ -83,6 +83,11 @@ describe("CLI flags", () => {
     expect(parseSize("8388608", "--memory", "run", 4 << 20, "4M")).toBe(8 << 20);
     expect(() => parseBoot(["--share", "/tmp"])).toThrow(/HOSTDIR:TAG/);
     expect(() => parseBoot(["--tcp", "http"])).toThrow(/bad --tcp/);
+    const attested = parseBoot(["--attest", "--expect", "m.json"]);
+    expect(attested !== "help" && attested.opts.tpm && attested.attestExpect?.endsWith("/m.json")).toBe(true);
+    const tpmOnly = parseBoot(["--tpm"]);
+    expect(tpmOnly !== "help" && tpmOnly.opts.tpm && tpmOnly.attestExpect === undefined).toBe(true);
+    expect(() => parseBoot(["--expect", "m.json"])).toThrow(/--expect goes with --attest/);
   });
 });
 
@@ -108,5 +113,17 @@ describe("QEMU command line", () => {
     const append = args[args.indexOf("-append") + 1]!;
     expect(append).toMatch(/fractal.listen=virtio-serial:\/\/org.fractal.agent,tcp:\/\/0.0.0.0:1024,vsock:\/\/:1024/);
     expect(append).toMatch(/fractal.share=d:\/data:ro/);
+    expect(a).not.toMatch(/pflash|tpm/);
+  });
+
+  it("boots through UEFI firmware with a TPM when asked, and keeps the kernel command line it measures", () => {
+    const o = { ...base, accel: "tcg" as const, tpm: { socket: "/s/swtpm.sock", firmwareCode: "/fw/CODE.fd", firmwareVars: "/s/vars.fd" } };
+    const args = qemuArgs(o);
+    const a = args.join(" ");
+    expect(a).toContain("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/s/vars.fd");
+    expect(a).toContain("-chardev socket,id=tpmchr,path=/s/swtpm.sock -tpmdev emulator,id=tpm0,chardev=tpmchr -device tpm-crb,tpmdev=tpm0");
+    // The direct kernel boot stays: OVMF loads -kernel and -initrd itself and measures them.
+    expect(args[args.indexOf("-kernel") + 1]).toBe("/k");
+    expect(args[args.indexOf("-append") + 1]).toBe(kernelCmdline(o));
   });
 });
