@@ -20,7 +20,7 @@ export interface VmRecord {
   shares: string[];
   /** The 9p shares as the guest mounts them: where run -v finds a host path. */
   mounts?: { hostDir: string; guestPath: string; readonly: boolean }[];
-  /** Booted with --tpm: what it was given, which attestation checks the measurements against. */
+  /** What QEMU was given at this boot: what attestation checks a --tpm boot's measurements against. */
   boot?: { kernel: string; initrd: string; cmdline: string; tpm: boolean };
   /** The last attestation since this boot (a new boot writes a new record). */
   attestation?: AttestationRecord;
