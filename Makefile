@@ -136,10 +136,22 @@ $(BUILD)/expected-measurements.json: $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.
 	$(BUN) scripts/expected-measurements.ts $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $@
 
 # bench-peers' guest: the same initramfs plus dropbear (Debian's
-# dropbear-bin), so fractal and ssh are measured against one VM.
-$(BUILD)/peers.cpio: $(BUILD)/initramfs.cpio
+# dropbear-bin) and u-root's cpud (built from the peer's source in
+# ../shared/peers, never copied here), with 9pnet_fd, the 9p transport cpud
+# mounts the cpu client's namespace with; fractal, ssh and cpu are measured
+# against one VM.
+CPU_SRC ?= ../shared/peers/u-root-cpu
+$(BUILD)/peers/cpud:
+	@[ -d "$(CPU_SRC)" ] || { echo "bench-peers builds u-root's cpu from $(CPU_SRC) (set CPU_SRC=)"; exit 1; }
+	mkdir -p $(BUILD)/peers
+	cd $(CPU_SRC) && CGO_ENABLED=0 go build -o $(abspath $(BUILD)/peers)/ ./cmds/cpud ./cmds/cpu
+
+$(BUILD)/peers/modules/fractal.order: $(BUILD)/kernel/vmlinuz initramfs/modules.ts Makefile
+	$(BUN) initramfs/modules.ts $(BUILD)/kernel/modules $(BUILD)/peers/modules $(KMODS) 9pnet_fd
+
+$(BUILD)/peers.cpio: $(BUILD)/initramfs.cpio $(BUILD)/peers/cpud $(BUILD)/peers/modules/fractal.order
 	@command -v dropbear >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dropbear-bin; }
-	EXTRA_FILES="$$(command -v dropbear):bin/dropbear" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
+	EXTRA_FILES="$$(command -v dropbear):bin/dropbear $(abspath $(BUILD)/peers/cpud):bin/cpud" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/peers/modules
 
 $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
 	mkdir -p $(BUILD)
@@ -200,7 +212,7 @@ bench-reliability: build
 	$(BUN) bench/reliability.ts
 
 # fractal against ssh (dropbear) in one guest, over one link.
-bench-peers: build $(BUILD)/peers.cpio
+bench-peers: build $(BUILD)/peers.cpio $(BUILD)/peers/cpud
 	$(BUN) bench/peers.ts
 
 # Every comparison, then bench/results.{md,json,svg} from their records.

@@ -15,6 +15,13 @@ const AGENT = path.join(ROOT, "build/fractal-agent");
 const HOST = path.join(ROOT, "build/fractal-host");
 const GIB = 1 << 30;
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
+const HELLO = path.join(ROOT, "build/bench/hello");
+
+/** A Bun hello-world compiled as fractal-host is (Makefile: --compile --bytecode, same target): the floor of a Bun CLI's start. */
+function buildHello(): void {
+  const r = Bun.spawnSync([process.execPath, "build", "--compile", "--bytecode", "--target=bun-linux-x64-baseline", path.join(ROOT, "bench/hello.ts"), "--outfile", HELLO], { stdout: "ignore", stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`building the hello-world baseline failed: ${r.stderr.toString()}`);
+}
 
 if (process.argv[2] === "raw-client") {
   // Child mode: read a TCP stream to the end and discard it, like the CLI writing to /dev/null.
@@ -74,6 +81,7 @@ async function run(argv: string[]): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  buildHello();
   const agent = await startAgent();
   const raw = await rawServer();
   try {
@@ -82,6 +90,7 @@ async function main(): Promise<void> {
     const lib: number[] = [];
     const cli: number[] = [];
     const cliStart: number[] = [];
+    const hello: number[] = [];
     // Interleave so drift on a noisy machine hits every column alike.
     for (let i = 0; i < RUNS; i++) {
       local.push(await time(() => run(["true"])));
@@ -93,6 +102,7 @@ async function main(): Promise<void> {
       );
       cli.push(await time(() => run([HOST, "--connect", agent.url, "exec", "--", "true"])));
       cliStart.push(await time(() => run([HOST, "--help"])));
+      hello.push(await time(() => run([HELLO])));
     }
     client.close();
 
@@ -105,13 +115,14 @@ async function main(): Promise<void> {
     const mbps = (ms: number) => GIB / (ms / 1000) / 1e6;
     const best = (xs: number[]) => Math.min(...xs);
 
-    const m = { local: median(local), lib: median(lib), cli: median(cli), cliStart: median(cliStart) };
+    const m = { local: median(local), lib: median(lib), cli: median(cli), cliStart: median(cliStart), hello: median(hello) };
     console.log(`bench-exec (${RUNS} runs each, medians; accel=none, agent on loopback)`);
     console.log("(a) round trip of `true`");
     console.log(`  local spawn of true                  ${m.local.toFixed(2)} ms`);
     console.log(`  exec via library, open connection    ${m.lib.toFixed(2)} ms   overhead ${(m.lib - m.local).toFixed(2)} ms  ratio ${(m.lib / m.local).toFixed(2)}x`);
     console.log(`  fractal-host exec -- true (CLI)      ${m.cli.toFixed(2)} ms   overhead ${(m.cli - m.local).toFixed(2)} ms  ratio ${(m.cli / m.local).toFixed(2)}x`);
     console.log(`    of which CLI start (--help alone)  ${m.cliStart.toFixed(2)} ms; connect+exec+wait ${(m.cli - m.cliStart).toFixed(2)} ms`);
+    console.log(`  Bun hello-world binary               ${m.hello.toFixed(2)} ms   CLI start ratio ${(m.cliStart / m.hello).toFixed(2)}x (target <= 1.3x)`);
     console.log("(b) stdout throughput, 1 GiB of head -c /dev/zero (best of 3)");
     console.log(`  plain loopback TCP socket            ${mbps(best(base)).toFixed(0)} MB/s`);
     console.log(`  fractal-host exec > /dev/null        ${mbps(best(ours)).toFixed(0)} MB/s   ratio ${(best(base) / best(ours)).toFixed(2)}x of raw`);
@@ -120,6 +131,7 @@ async function main(): Promise<void> {
     record("exec", [
       compared("exec -- true via the CLI", "ms", m.cli, "local spawn of true", m.local, true, e),
       compared("exec -- true, open connection", "ms", m.lib, "local spawn of true", m.local, true, e),
+      compared("CLI start (--help)", "ms", m.cliStart, "Bun hello-world binary", m.hello, true, e, "time <= 1.3x hello-world's"),
       compared("stdout throughput, 1 GiB", "MB/s", mbps(best(ours)), "plain TCP socket", mbps(best(base)), false, e),
     ]);
   } finally {

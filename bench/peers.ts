@@ -1,14 +1,14 @@
 // make bench-peers: fractal against what a user would pick instead, in one
 // VM and one run. The guest's initramfs (build/peers.cpio) also carries
-// dropbear (Debian's dropbear-bin); the host talks to both over the same
+// dropbear (Debian's dropbear-bin) and u-root's cpud (built from the peer's
+// source in ../shared/peers); the host talks to all three over the same
 // link, QEMU's user-mode network (TCP), and to fractal also over
 // virtio-serial. For each: the `true` round trip of a fresh client (median
-// and p99), stdout throughput of 256 MiB, and the latency of a 1-byte echo
-// through `cat` in an open session.
-//
-// u-root's cpu/cpud is not measured: github.com/u-root/cpu is not served by
-// the Go module proxy this project may use (every version, listed or exact,
-// is refused), so it cannot be pinned in go.mod and built.
+// and p99) with fractal's own stages beside it (FRACTAL_TIMING), stdout
+// throughput of 256 MiB, and the latency of a 1-byte echo through `cat` in an
+// open session; then a host binary run in the guest with the host's files
+// backmounted (cpu -namespace against exec --namespace): its start, and a
+// 256 MiB host file read through the backmount.
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -19,13 +19,16 @@ import { compared, env as benchEnv, quantile, record, type Figure } from "./repo
 
 const ROOT = path.resolve(import.meta.dir, "..");
 const HOST = path.join(ROOT, "build/fractal-host");
+const CPU = path.join(ROOT, "build/peers/cpu");
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
 const BYTES = Number(process.env.BENCH_BYTES ?? 256 << 20);
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-peers-"));
-const cliEnv = { ...process.env, FRACTAL_STATE: state } as Record<string, string>;
+// PWD too: cpu takes the working directory from it, and refuses one outside the namespace it builds.
+const cliEnv = { ...process.env, FRACTAL_STATE: state, PWD: "/" } as Record<string, string>;
 
+// Every client runs from /: cpu refuses a working directory outside the namespace it builds.
 function run(argv: string[], input?: string): { code: number; out: string; err: string } {
-  const r = spawnSync(argv[0]!, argv.slice(1), { env: cliEnv, input, maxBuffer: 64 << 20 });
+  const r = spawnSync(argv[0]!, argv.slice(1), { env: cliEnv, input, maxBuffer: 64 << 20, cwd: "/" });
   return { code: r.status ?? -1, out: r.stdout?.toString() ?? "", err: r.stderr?.toString() ?? "" };
 }
 
@@ -33,7 +36,7 @@ function run(argv: string[], input?: string): { code: number; out: string; err: 
 function timed(argv: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["ignore", "ignore", "pipe"] });
+    const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["ignore", "ignore", "pipe"], cwd: "/" });
     let err = "";
     p.stderr.on("data", (b: Buffer) => (err += b));
     p.on("exit", (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new Error(`${argv.join(" ")}: exit ${code}: ${err}`))));
@@ -44,7 +47,7 @@ function timed(argv: string[]): Promise<number> {
 function throughput(argv: string[], bytes: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["ignore", "pipe", "inherit"] });
+    const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["ignore", "pipe", "inherit"], cwd: "/" });
     let n = 0;
     p.stdout.on("data", (b: Buffer) => (n += b.length));
     p.on("exit", () => (n === bytes ? resolve((performance.now() - t0) / 1000) : reject(new Error(`${argv[0]}: got ${n} of ${bytes} bytes`))));
@@ -53,7 +56,7 @@ function throughput(argv: string[], bytes: number): Promise<number> {
 
 /** Round trips of one byte through a remote `cat` in an open session, in ms. */
 async function echo(argv: string[], runs: number): Promise<number[]> {
-  const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["pipe", "pipe", "inherit"] });
+  const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["pipe", "pipe", "inherit"], cwd: "/" });
   let waiting: (() => void) | undefined;
   p.stdout.on("data", () => waiting?.());
   const rtt = async () => {
@@ -72,12 +75,37 @@ async function echo(argv: string[], runs: number): Promise<number[]> {
   return out;
 }
 
+/** One fractal-host run with FRACTAL_TIMING: its wall time and its own stages (host/cli/timing.ts). */
+function staged(argv: string[]): Promise<{ ms: number; stages: Record<string, number> }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const p = spawn(argv[0]!, argv.slice(1), { env: { ...cliEnv, FRACTAL_TIMING: "1" }, stdio: ["ignore", "ignore", "pipe"], cwd: "/" });
+    let err = "";
+    p.stderr.on("data", (b: Buffer) => (err += b));
+    p.on("exit", (code) => {
+      const ms = performance.now() - t0;
+      const line = /fractal-host timing \(ms\): (.*)/.exec(err)?.[1];
+      if (code !== 0 || !line) return reject(new Error(`${argv.join(" ")}: exit ${code}: ${err}`));
+      resolve({ ms, stages: Object.fromEntries(line.split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k!, Number(v)])) });
+    });
+  });
+}
+
+/** The best (lowest) of `n` timings. */
+async function best(n: number, f: () => Promise<number>): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) xs.push(await f());
+  return Math.min(...xs);
+}
+
 async function main(): Promise<void> {
   const sshPort = await freePort();
+  const cpuPort = await freePort();
   const agentPort = await freePort();
-  const boot = run([HOST, "boot", "--name", "peers", "--initrd", path.join(ROOT, "build/peers.cpio"), "--tcp", String(agentPort), "--forward", `${sshPort}:22`, "--detach"]);
+  const boot = run([HOST, "boot", "--name", "peers", "--initrd", path.join(ROOT, "build/peers.cpio"), "--host-root", "--tcp", String(agentPort), "--forward", `${sshPort}:22`, "--forward", `${cpuPort}:17010`, "--detach"]);
   if (boot.code !== 0) throw new Error(`boot failed: ${boot.err}`);
   const rec = JSON.parse(fs.readFileSync(path.join(state, "peers", "vm.json"), "utf8")) as { accel: string; endpoints: { tcp: string; serial: string } };
+  let cpud: ReturnType<typeof spawn> | undefined;
   try {
     // dropbear, set up through fractal: a root account, the bench's key, host keys made on first use.
     // The shell is named by its real command: u-root's multi-call binary finds
@@ -90,19 +118,38 @@ async function main(): Promise<void> {
       fs.readFileSync(`${key}.pub`, "utf8"),
     );
     if (setup.code !== 0) throw new Error(`dropbear set-up failed: ${setup.err}`);
+    // cpud as u-root's docs start it: a host key and the user's public key;
+    // it stays in the foreground, so a fractal exec holds it for the run.
+    const hostKey = path.join(state, "cpud_host_key");
+    spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", hostKey]);
+    const keys = run([HOST, "--connect", rec.endpoints.tcp, "exec", "-i", "--", "sh", "-c", "mkdir -p /etc/cpud && cat > /etc/cpud/host_key && chmod 600 /etc/cpud/host_key"], fs.readFileSync(hostKey, "utf8"));
+    const pub = run([HOST, "--connect", rec.endpoints.tcp, "exec", "-i", "--", "sh", "-c", "cat > /etc/cpud/key.pub"], fs.readFileSync(`${key}.pub`, "utf8"));
+    if (keys.code !== 0 || pub.code !== 0) throw new Error(`cpud set-up failed: ${keys.err}${pub.err}`);
+    cpud = spawn(HOST, ["--connect", rec.endpoints.tcp, "exec", "--", "cpud", "-hk", "/etc/cpud/host_key", "-pk", "/etc/cpud/key.pub"], { env: cliEnv, stdio: "ignore" });
+
     const ssh = (...cmd: string[]) => ["ssh", "-q", "-i", key, "-p", String(sshPort), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "root@127.0.0.1", ...cmd];
+    // -9p=false -namespace "": no backmount, as ssh and exec have none.
+    const cpu = (...cmd: string[]) => [CPU, "-key", key, "-sp", String(cpuPort), "-9p=false", "-namespace", "", "127.0.0.1", ...cmd];
+    const cpuNs = (ns: string, ...cmd: string[]) => [CPU, "-key", key, "-sp", String(cpuPort), "-namespace", ns, "127.0.0.1", ...cmd];
     const fractal = (url: string, ...cmd: string[]) => [HOST, "--connect", url, "exec", ...cmd];
     for (let i = 0; i < 30 && run(ssh("true")).code !== 0; i++) await new Promise((r) => setTimeout(r, 1000));
+    for (let i = 0; i < 30 && run(cpu("/bbin/true")).code !== 0; i++) await new Promise((r) => setTimeout(r, 1000));
     const guestKernel = run(fractal(rec.endpoints.tcp, "--", "uname", "-r")).out.trim();
     const tcpEnv = benchEnv(rec.accel, "user-mode network TCP", guestKernel);
     const serialEnv = benchEnv(rec.accel, "virtio-serial", guestKernel);
 
-    // (a) `true` round trip of a fresh client: interleaved, so drift hits both alike.
-    const t = { fractal: [] as number[], serial: [] as number[], ssh: [] as number[] };
+    // (a) round trip of the same static binary (u-root's /bbin/true) from a
+    // fresh client: interleaved, so drift hits every column alike.
+    const TRUE = "/bbin/true";
+    const t = { fractal: [] as number[], serial: [] as number[], ssh: [] as number[], cpu: [] as number[] };
+    const stages: Record<string, number[]> = {};
     for (let i = 0; i < RUNS; i++) {
-      t.fractal.push(await timed(fractal(rec.endpoints.tcp, "--", "true")));
-      t.ssh.push(await timed(ssh("true")));
-      t.serial.push(await timed(fractal(rec.endpoints.serial, "--", "true")));
+      const f = await staged(fractal(rec.endpoints.tcp, "--", TRUE));
+      t.fractal.push(f.ms);
+      for (const [k, v] of Object.entries(f.stages)) (stages[k] ??= []).push(v);
+      t.ssh.push(await timed(ssh(TRUE)));
+      t.cpu.push(await timed(cpu(TRUE)));
+      t.serial.push(await timed(fractal(rec.endpoints.serial, "--", TRUE)));
     }
     // (b) 256 MiB on stdout.
     // Absolute paths: dropbear gives its sessions a PATH without u-root's /bbin.
@@ -110,31 +157,72 @@ async function main(): Promise<void> {
     const tp = {
       fractal: await throughput(fractal(rec.endpoints.tcp, "--", ...head), BYTES),
       ssh: await throughput(ssh(...head), BYTES),
+      cpu: await throughput(cpu(...head), BYTES),
       serial: await throughput(fractal(rec.endpoints.serial, "--", ...head), BYTES),
     };
     // (c) 1-byte echo in an open session.
     const e = {
       fractal: await echo(fractal(rec.endpoints.tcp, "-i", "--", "/bbin/cat"), RUNS),
       ssh: await echo(ssh("/bbin/cat"), RUNS),
+      cpu: await echo(cpu("/bbin/cat"), RUNS),
       serial: await echo(fractal(rec.endpoints.serial, "-i", "--", "/bbin/cat"), RUNS),
     };
-    const mibs = (s: number) => BYTES / 1048576 / s;
-    const figures: Figure[] = [
-      compared("true round trip, median", "ms", quantile(t.fractal, 0.5), "ssh (dropbear)", quantile(t.ssh, 0.5), true, tcpEnv, "advantage >= 10x"),
-      compared("true round trip, p99", "ms", quantile(t.fractal, 0.99), "ssh (dropbear)", quantile(t.ssh, 0.99), true, tcpEnv),
-      compared("stdout throughput, 256 MiB", "MiB/s", mibs(tp.fractal), "ssh (dropbear)", mibs(tp.ssh), false, tcpEnv, "advantage >= 2x"),
-      compared("1-byte echo, median", "ms", quantile(e.fractal, 0.5), "ssh (dropbear)", quantile(e.ssh, 0.5), true, tcpEnv),
-      compared("1-byte echo, p99", "ms", quantile(e.fractal, 0.99), "ssh (dropbear)", quantile(e.ssh, 0.99), true, tcpEnv),
-      compared("true round trip, median", "ms", quantile(t.serial, 0.5), "ssh (dropbear) over TCP", quantile(t.ssh, 0.5), true, serialEnv),
-      compared("stdout throughput, 256 MiB", "MiB/s", mibs(tp.serial), "ssh (dropbear) over TCP", mibs(tp.ssh), false, serialEnv),
-      compared("1-byte echo, median", "ms", quantile(e.serial, 0.5), "ssh (dropbear) over TCP", quantile(e.ssh, 0.5), true, serialEnv),
-    ];
-    record("peers", figures);
-    console.log(`bench-peers (accel=${rec.accel}, ${os.cpus().length} host CPUs, guest kernel ${guestKernel}, ${RUNS} runs; u-root cpu: not measured, module not served)`);
-    for (const f of figures) {
-      console.log(`  ${`${f.figure} [${f.env.transport}]`.padEnd(58)} fractal ${f.fractal.toFixed(1).padStart(8)} ${f.unit.padEnd(5)} ${f.peer!.name} ${f.peer!.value.toFixed(1).padStart(8)}   fractal ${f.advantage!.toFixed(1)}x better${f.target ? ` (target ${f.target})` : ""}`);
+    // (d) a host binary in the guest, the host's files backmounted: cpu over
+    // its own 9p (through the ssh connection), fractal over the VM's 9p share.
+    const NS = "/usr:/lib:/lib64:/bin";
+    const big = path.join(state, "big");
+    spawnSync("head", ["-c", String(BYTES), "/dev/urandom"], { stdio: ["ignore", fs.openSync(big, "w"), "inherit"] });
+    const nsRuns = Math.max(3, Math.min(RUNS, 20));
+    const ns = { fractal: [] as number[], cpu: [] as number[] };
+    for (let i = 0; i < nsRuns; i++) {
+      ns.fractal.push(await timed([HOST, "--connect", rec.endpoints.tcp, "exec", `--namespace=${NS}`, "--", "/usr/bin/true"]));
+      ns.cpu.push(await timed(cpuNs(NS, "/usr/bin/true")));
     }
+    const read = `cat ${big} > /dev/null`;
+    const nsRead = {
+      // The host's /tmp, where the file is: cpu binds over directories the guest has.
+      fractal: await best(2, () => timed([HOST, "--connect", rec.endpoints.tcp, "exec", `--namespace=${NS}:/tmp`, "--", "/bin/sh", "-c", read])),
+      cpu: await best(2, () => timed(cpuNs(`${NS}:/tmp`, "/bin/sh", "-c", read))),
+    };
+
+    const mibs = (s: number) => BYTES / 1048576 / s;
+    const q = quantile;
+    const figures: Figure[] = [
+      compared("true round trip, median", "ms", q(t.fractal, 0.5), "ssh (dropbear)", q(t.ssh, 0.5), true, tcpEnv, "advantage >= 10x"),
+      compared("true round trip, p99", "ms", q(t.fractal, 0.99), "ssh (dropbear)", q(t.ssh, 0.99), true, tcpEnv),
+      compared("true round trip, median", "ms", q(t.fractal, 0.5), "u-root cpu", q(t.cpu, 0.5), true, tcpEnv),
+      compared("true round trip, p99", "ms", q(t.fractal, 0.99), "u-root cpu", q(t.cpu, 0.99), true, tcpEnv),
+      compared("stdout throughput, 256 MiB", "MiB/s", mibs(tp.fractal), "ssh (dropbear)", mibs(tp.ssh), false, tcpEnv, "advantage >= 2x"),
+      compared("stdout throughput, 256 MiB", "MiB/s", mibs(tp.fractal), "u-root cpu", mibs(tp.cpu), false, tcpEnv, "advantage >= 2x"),
+      compared("1-byte echo, median", "ms", q(e.fractal, 0.5), "ssh (dropbear)", q(e.ssh, 0.5), true, tcpEnv, "time <= ssh's"),
+      compared("1-byte echo, p99", "ms", q(e.fractal, 0.99), "ssh (dropbear)", q(e.ssh, 0.99), true, tcpEnv),
+      compared("1-byte echo, median", "ms", q(e.fractal, 0.5), "u-root cpu", q(e.cpu, 0.5), true, tcpEnv),
+      compared("host binary start, backmounted, median", "ms", q(ns.fractal, 0.5), "u-root cpu -namespace", q(ns.cpu, 0.5), true, tcpEnv),
+      compared("256 MiB host file read through the backmount", "MiB/s", mibs(nsRead.fractal / 1000), "u-root cpu -namespace", mibs(nsRead.cpu / 1000), false, tcpEnv),
+      compared("true round trip, median", "ms", q(t.serial, 0.5), "ssh (dropbear) over TCP", q(t.ssh, 0.5), true, serialEnv),
+      compared("stdout throughput, 256 MiB", "MiB/s", mibs(tp.serial), "ssh (dropbear) over TCP", mibs(tp.ssh), false, serialEnv),
+      compared("1-byte echo, median", "ms", q(e.serial, 0.5), "ssh (dropbear) over TCP", q(e.ssh, 0.5), true, serialEnv),
+    ];
+    // The exec path's own cost: the round trip less the guest's spawn-to-exit
+    // of the binary (the agent's "run" stage), which every tool pays alike.
+    const med = Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, q(v, 0.5)]));
+    const spawnToExit = med.run ?? 0;
+    const over = { fractal: q(t.fractal, 0.5) - spawnToExit, ssh: q(t.ssh, 0.5) - spawnToExit, cpu: q(t.cpu, 0.5) - spawnToExit };
+    figures.push(
+      compared("exec overhead (round trip less guest spawn-to-exit)", "ms", over.fractal, "ssh (dropbear)", over.ssh, true, tcpEnv, "time <= 1/5 of ssh's"),
+      compared("exec overhead (round trip less guest spawn-to-exit)", "ms", over.fractal, "u-root cpu", over.cpu, true, tcpEnv, "time <= 1/5 of cpu's"),
+    );
+    record("peers", figures);
+    console.log(`bench-peers (accel=${rec.accel}, ${os.cpus().length} host CPUs, guest kernel ${guestKernel}, ${RUNS} runs, ${nsRuns} for host binaries)`);
+    for (const f of figures) {
+      console.log(`  ${`${f.figure} [${f.env.transport}]`.padEnd(66)} fractal ${f.fractal.toFixed(1).padStart(8)} ${f.unit.padEnd(5)} ${f.peer!.name.padEnd(24)} ${f.peer!.value.toFixed(1).padStart(8)}   fractal ${f.advantage!.toFixed(1)}x better${f.target ? ` (target ${f.target})` : ""}`);
+    }
+    const order = ["start", "load", "connect", "handshake", "spawn", "run", "exit"];
+    console.log(`  fractal exec of ${TRUE}, medians per stage (ms): ${order.map((k) => `${k} ${(med[k] ?? 0).toFixed(2)}`).join(", ")}; total ${q(t.fractal, 0.5).toFixed(1)}`);
+    console.log("    (start: process start to main; load: the modules exec needs; connect; handshake and key; spawn: request to the process started; run: spawn to exit, in the guest; exit: to the CLI's exit)");
+    console.log(`  the same binary: ssh ${q(t.ssh, 0.5).toFixed(1)} ms, cpu ${q(t.cpu, 0.5).toFixed(1)} ms; overhead beyond spawn-to-exit: fractal ${over.fractal.toFixed(1)}, ssh ${over.ssh.toFixed(1)}, cpu ${over.cpu.toFixed(1)} ms`);
   } finally {
+    cpud?.kill();
     run([HOST, "vm", "stop", "peers"]);
     fs.rmSync(state, { recursive: true, force: true });
   }

@@ -1,10 +1,8 @@
 // Client side of every transport: an endpoint URL in, a connected Link out.
 import net from "node:net";
-import WebSocket from "ws";
 import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
 import { socketLink, type Link } from "./link.js";
-import { wsLink } from "./ws-link.js";
 import { bunFdLink } from "./bun-link.js";
 import { fileLink } from "./file-link.js";
 import fs from "node:fs";
@@ -34,6 +32,8 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
       return socketLink(await connectSocket(net.connect({ path: ep.path }), where, timeoutMs), `unix ${ep.path}`);
     case "ws":
     case "wss": {
+      // Loaded here, as node:tls is: ws costs every CLI start a few milliseconds.
+      const [{ default: WebSocket }, { wsLink }] = await Promise.all([import("ws"), import("./ws-link.js")]);
       const ws = new WebSocket(`${ep.kind}://${ep.host.includes(":") ? `[${ep.host}]` : ep.host}:${ep.port}${ep.path}`, { ca: opts.tlsCa });
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => {

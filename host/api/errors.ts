@@ -1,6 +1,6 @@
 // The API's errors: a stable code (the protocol's ErrorCode name, so CLI,
 // agent and API agree) and a message, with the HTTP status that fits.
-import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { ErrorCode, FractalError, codeName } from "../../proto/errors.js";
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCode.INVALID_ARGUMENT]: 400,
@@ -25,7 +25,7 @@ export interface ApiErrorBody {
 }
 
 export function errorBody(err: FractalError): ApiErrorBody {
-  return { error: { code: ErrorCode[err.code] ?? "INTERNAL", message: err.message } };
+  return { error: { code: codeName(err.code), message: err.message } };
 }
 
 export function httpStatus(err: FractalError): number {

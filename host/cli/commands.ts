@@ -4,21 +4,12 @@
 // Names never guess: `stop` always stops containers (as docker's does) in
 // the agent named by --vm, --connect or $FRACTAL_CONNECT; a VM is powered
 // off by `vm stop NAME`.
+//
+// Each command's module is imported when the command runs, not before: the
+// CLI's start (`--help`, a mistyped word) loads this table and the argument
+// parser only, and `exec` never pays for containerd's or the API's code.
 import type { AgentClient } from "../client.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
-import { containerHelp, parseRun, parseSimple, runContainerdRun, runHelp, runRun, runSimple } from "./containers.js";
-import { execHelp, parseExec, runExec } from "./exec.js";
-import { imageHelp, imagesHelp, localImages, parseImages, remoteImages, runImageCommand } from "./images.js";
-import { keygenHelp, runKeygen } from "./keys.js";
-import { parsePortForward, portForwardHelp, runPortForward } from "./ports.js";
-import { cpHelp, parseCp, runCp } from "./copy.js";
-import { layerHelp, parseLayer, runLayer } from "./layers.js";
-import { parseVolumeCommand, runVolume, volumeHelp } from "./volumes.js";
-import { requireVm } from "../vm/manager.js";
-import { guestBinds } from "../vm/volumes.js";
-import { attestHelp, parseAttest, runAttest } from "./attest.js";
-import { requireAttested } from "../attest/vm.js";
-import { bootHelp, lsHelp, parseBoot, runBoot, runLs, runShell, runStop, shellHelp, stopHelp } from "./vm.js";
 
 /** What a command gets from the global flags. */
 export interface Context {
@@ -34,8 +25,6 @@ export interface Command {
   name: string;
   /** One line for the command list. */
   summary: string;
-  /** Its --help text. */
-  help: string;
   /** Heading it is listed under. */
   group: "VMs" | "In a VM or agent" | "Agent";
   run(args: string[], ctx: Context): Promise<number>;
@@ -54,11 +43,13 @@ function vmOnly(args: string[], command: string): string | undefined {
 }
 
 const bootCommand = async (args: string[], ctx: Context) => {
+  const { bootHelp, parseBoot, runBoot } = await import("./vm.js");
   const b = parseBoot(args);
   if (b === "help") return out(bootHelp);
   return runBoot(b.opts, b.detach, b.authorize, ctx.keyFile, b.attestExpect);
 };
 const lsCommand = async (args: string[]) => {
+  const { lsHelp, runLs } = await import("./vm.js");
   if (wantsHelp(args)) return out(lsHelp);
   const p = parseFlags(args, [{ long: "json" }], "ls");
   if (p.rest.length > 0) throw usageError("ls", `unexpected argument "${p.rest[0]}"`);
@@ -70,9 +61,9 @@ function simple(name: string, summary: string): Command {
   return {
     name,
     summary,
-    help: containerHelp[name]!, // every simple command has its help text
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { containerHelp, parseSimple, runSimple } = await import("./containers.js");
       const cmd = parseSimple(name, args);
       if (cmd === "help") return out(containerHelp[name]!);
       return runSimple(await ctx.connect(cmd.vm), name, cmd);
@@ -81,14 +72,14 @@ function simple(name: string, summary: string): Command {
 }
 
 const vmCommands: Command[] = [
-  { name: "boot", summary: "start a VM and wait for its agent", help: bootHelp, group: "VMs", run: bootCommand },
-  { name: "ls", summary: "list VMs", help: lsHelp, group: "VMs", run: lsCommand },
+  { name: "boot", summary: "start a VM and wait for its agent", group: "VMs", run: bootCommand },
+  { name: "ls", summary: "list VMs", group: "VMs", run: lsCommand },
   {
     name: "stop",
     summary: "power VMs off",
-    help: stopHelp,
     group: "VMs",
     run: async (args) => {
+      const { runStop, stopHelp } = await import("./vm.js");
       if (wantsHelp(args)) return out(stopHelp);
       return runStop(args);
     },
@@ -102,12 +93,11 @@ ${vmCommands.map((c) => `  vm ${c.name.padEnd(6)} ${c.summary}`).join("\n")}
 `;
 
 export const commands: Command[] = [
-  { name: "boot", summary: "start a VM and wait for its agent (same as vm boot)", help: bootHelp, group: "VMs", run: bootCommand },
-  { name: "ls", summary: "list VMs (same as vm ls)", help: lsHelp, group: "VMs", run: lsCommand },
+  { name: "boot", summary: "start a VM and wait for its agent (same as vm boot)", group: "VMs", run: bootCommand },
+  { name: "ls", summary: "list VMs (same as vm ls)", group: "VMs", run: lsCommand },
   {
     name: "vm",
     summary: "vm boot | vm ls | vm stop NAME...: VM lifecycle (vm stop powers VMs off)",
-    help: vmGroupHelp,
     group: "VMs",
     sub: vmCommands,
     run: async (args, ctx) => {
@@ -121,9 +111,9 @@ export const commands: Command[] = [
   {
     name: "attest",
     summary: "prove what a VM (or machine) booted, with its TPM",
-    help: attestHelp,
     group: "VMs",
     run: async (args, ctx) => {
+      const { attestHelp, parseAttest, runAttest } = await import("./attest.js");
       const cmd = parseAttest(args);
       if (cmd === "help") return out(attestHelp);
       return runAttest(cmd, ctx.vm, () => ctx.connect(), ctx.keyFile);
@@ -132,16 +122,15 @@ export const commands: Command[] = [
   {
     name: "shell",
     summary: "a shell in a VM with the host's root backmounted (fractal-linux)",
-    help: shellHelp,
     group: "VMs",
-    run: (args, ctx) => runShell(args, (vm) => ctx.connect(vm), ctx.keyFile),
+    run: async (args, ctx) => (await import("./vm.js")).runShell(args, (vm) => ctx.connect(vm), ctx.keyFile),
   },
   {
     name: "exec",
     summary: "run a command in the guest, or in a container",
-    help: execHelp,
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { execHelp, parseExec, runExec } = await import("./exec.js");
       const cmd = parseExec(args, process.env);
       if (cmd === "help") return out(execHelp);
       return runExec(await ctx.connect(cmd.vm), cmd);
@@ -150,20 +139,21 @@ export const commands: Command[] = [
   {
     name: "run",
     summary: "run a container",
-    help: runHelp,
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { parseRun, runContainerdRun, runHelp, runRun } = await import("./containers.js");
       const cmd = parseRun(args, process.env);
       if (cmd === "help") return out(runHelp);
       if (cmd.containerd) return runContainerdRun(cmd, ctx.keyFile);
       if (cmd.attested) {
         const vm = cmd.vm ?? ctx.vm;
         if (!vm) throw usageError("run", "--attested needs --vm NAME: attestation results are kept per VM");
-        requireAttested(vm);
+        (await import("../attest/vm.js")).requireAttested(vm);
       }
       if (cmd.volumes.length > 0) {
         const vm = cmd.vm ?? ctx.vm;
         if (!vm) throw usageError("run", "-v needs --vm NAME: host directories and named volumes reach the guest through the VM's shares");
+        const [{ guestBinds }, { requireVm }] = await Promise.all([import("../vm/volumes.js"), import("../vm/manager.js")]);
         cmd.options.binds = guestBinds(requireVm(vm), cmd.volumes);
       }
       return runRun(await ctx.connect(cmd.vm), cmd);
@@ -172,9 +162,9 @@ export const commands: Command[] = [
   {
     name: "cp",
     summary: "copy files between the host and a container or the guest",
-    help: cpHelp,
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { cpHelp, parseCp, runCp } = await import("./copy.js");
       const cmd = parseCp(args);
       if (cmd === "help") return out(cpHelp);
       return runCp(await ctx.connect(cmd.vm), cmd);
@@ -183,9 +173,9 @@ export const commands: Command[] = [
   {
     name: "port-forward",
     summary: "carry a host port to a port in the guest or a container, over the agent link",
-    help: portForwardHelp,
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { parsePortForward, portForwardHelp, runPortForward } = await import("./ports.js");
       const cmd = parsePortForward(args);
       if (cmd === "help") return out(portForwardHelp);
       return runPortForward(await ctx.connect(cmd.vm), cmd);
@@ -194,9 +184,9 @@ export const commands: Command[] = [
   {
     name: "layer",
     summary: "layer add|rm|ls: stack images into a running container, live",
-    help: layerHelp,
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { layerHelp, parseLayer, runLayer } = await import("./layers.js");
       const cmd = parseLayer(args);
       if (cmd === "help") return args.length === 0 ? (process.stdout.write(layerHelp), 2) : out(layerHelp);
       return runLayer(await ctx.connect(cmd.vm), cmd);
@@ -205,9 +195,9 @@ export const commands: Command[] = [
   {
     name: "volume",
     summary: "volume ls|create|rm: named volumes for run -v",
-    help: volumeHelp,
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { parseVolumeCommand, runVolume, volumeHelp } = await import("./volumes.js");
       const cmd = parseVolumeCommand(args, ctx.vm);
       if (cmd === "help") return args.length === 0 ? (process.stdout.write(volumeHelp), 2) : out(volumeHelp);
       return runVolume(cmd, (vm) => ctx.connect(vm));
@@ -224,9 +214,9 @@ export const commands: Command[] = [
   {
     name: "images",
     summary: "list the images in a VM's store, or in a store directory",
-    help: imagesHelp,
     group: "In a VM or agent",
     run: async (args, ctx) => {
+      const { imagesHelp, localImages, parseImages, remoteImages } = await import("./images.js");
       const cmd = parseImages(args);
       if (cmd === "help") return out(imagesHelp);
       if (cmd.store !== undefined) return localImages(cmd.store, cmd.json);
@@ -236,17 +226,15 @@ export const commands: Command[] = [
   {
     name: "image",
     summary: "image unpack STORE|--vm NAME IMAGE: unpack layers ahead of a run",
-    help: imageHelp,
     group: "In a VM or agent",
-    run: (args, ctx) => runImageCommand(args, (vm) => ctx.connect(vm), ctx.vm),
+    run: async (args, ctx) => (await import("./images.js")).runImageCommand(args, (vm) => ctx.connect(vm), ctx.vm),
   },
   {
     name: "ping",
     summary: "check that the agent answers, and how fast",
-    help: "usage: fractal-host [--connect URL] ping [--vm NAME]\n\nSends one ping and prints the round-trip time.\n",
     group: "Agent",
     run: async (args, ctx) => {
-      if (wantsHelp(args)) return out(commandHelp("ping"));
+      if (wantsHelp(args)) return out("usage: fractal-host [--connect URL] ping [--vm NAME]\n\nSends one ping and prints the round-trip time.\n");
       const client = await ctx.connect(vmOnly(args, "ping"));
       const ms = await client.ping();
       process.stdout.write(`pong from ${client.session.peerName} in ${ms.toFixed(2)} ms\n`);
@@ -257,10 +245,9 @@ export const commands: Command[] = [
   {
     name: "version",
     summary: "show the agent's version and machine",
-    help: "usage: fractal-host [--connect URL] version [--vm NAME]\n\nPrints the agent's version and machine.\n",
     group: "Agent",
     run: async (args, ctx) => {
-      if (wantsHelp(args)) return out(commandHelp("version"));
+      if (wantsHelp(args)) return out("usage: fractal-host [--connect URL] version [--vm NAME]\n\nPrints the agent's version and machine.\n");
       const client = await ctx.connect(vmOnly(args, "version"));
       const v = await client.version();
       process.stdout.write(`agent:    ${v.agentVersion}\nprotocol: ${v.protocolVersion}\nruntime:  ${v.runtime}\nkernel:   ${v.kernel}\nhostname: ${v.hostname}\narch:     ${v.arch}\n`);
@@ -271,22 +258,16 @@ export const commands: Command[] = [
   {
     name: "serve",
     summary: "serve the REST API and the web console",
-    help: "usage: fractal-host serve [--listen HOST:PORT] [--token-file FILE]\n",
     group: "Agent",
     run: async (args, ctx) => {
-      // Loaded only here: the server and the console's bundle would slow every other command's start.
       const { parseServe, runServe, serveHelp } = await import("./serve.js");
       const cmd = parseServe(args);
       if (cmd === "help") return out(serveHelp);
       return runServe(cmd, ctx.keyFile);
     },
   },
-  { name: "keygen", summary: "make a key for connecting to agents", help: keygenHelp, group: "Agent", run: async (args, ctx) => runKeygen(args, ctx.keyFile) },
+  { name: "keygen", summary: "make a key for connecting to agents", group: "Agent", run: async (args, ctx) => (await import("./keys.js")).runKeygen(args, ctx.keyFile) },
 ];
-
-function commandHelp(name: string): string {
-  return commands.find((c) => c.name === name)!.help; // called only with names in the table
-}
 
 /** The command list of the top-level help, grouped, from the table. */
 export function commandList(): string {

@@ -5,6 +5,7 @@ import { LINUX_SIGNALS } from "../../proto/signals.js";
 import { AgentClient, exitStatusOf, type ExecOptions, type RemoteProcess } from "../client.js";
 import { BARE, envFlags, flag, parseFlags, usageError, value, values } from "./args.js";
 import { enterRawMode, fdWriter, windowSize } from "./terminal.js";
+import { mark } from "./timing.js";
 
 /** cpu's default namespace. */
 export const DEFAULT_NAMESPACE = "/lib:/lib64:/usr:/bin:/etc:/home";
@@ -134,7 +135,9 @@ function parseUser(u: string): { uid: number; gid: number } {
 
 /** Runs the command; resolves to the exit status the CLI should exit with. */
 export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<number> {
-  return followProcess(await client.exec(cmd.options), cmd.options.tty !== undefined, cmd.interactive);
+  const proc = await client.exec(cmd.options);
+  mark("spawn");
+  return followProcess(proc, cmd.options.tty !== undefined, cmd.interactive);
 }
 
 /**
@@ -162,6 +165,7 @@ export async function followProcess(proc: RemoteProcess, tty: boolean, input: bo
       cleanups.push(() => process.off("SIGWINCH", onResize));
     }
     const status = exitStatusOf(await proc.wait());
+    mark("run");
     await Promise.all([out.close(), err.close()]);
     return status;
   } finally {

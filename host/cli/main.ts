@@ -2,12 +2,11 @@
 // command from the table in commands.ts. Errors print one line and map to an
 // exit status (proto/errors.ts: 127/126 only for a command that could not be
 // found or run, 125 for every failure of fractal's own).
-import fs from "node:fs";
 import { ErrorCode, FractalError, exitStatusFor } from "../../proto/errors.js";
-import { AgentClient } from "../client.js";
-import { requireVm, vmEndpoint } from "../vm/manager.js";
+import type { AgentClient } from "../client.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 import { commandList, findCommand, type Context } from "./commands.js";
+import { mark, report } from "./timing.js";
 
 const help = () => `usage: fractal-host [--connect URL | --vm NAME] COMMAND [ARGS...]
 
@@ -56,25 +55,39 @@ interface Target {
 async function connect(t: Target, command: string): Promise<AgentClient> {
   const { url, vm } = t;
   if (url && vm) throw usageError("fractal-host", "give --connect or --vm, not both");
-  const target = vm ? vmEndpoint(requireVm(vm)) : (url ?? process.env.FRACTAL_CONNECT);
+  // Loaded when a command connects: the CLI's start stays small (commands.ts).
+  const [{ AgentClient }, { dial }] = await Promise.all([import("../client.js"), import("../../proto/dial.js")]);
+  let target = url ?? process.env.FRACTAL_CONNECT;
+  if (vm) {
+    const { requireVm, vmEndpoint } = await import("../vm/manager.js");
+    target = vmEndpoint(requireVm(vm));
+  }
+  mark("load");
   if (!target) {
     const more = command === "stop" ? " (stop stops containers; to power a VM off, use `fractal-host vm stop NAME`)" : "";
     throw usageError(command, `no agent given: use --vm NAME, --connect URL or set FRACTAL_CONNECT${more}`);
   }
   let tlsCa: string | undefined;
   try {
-    tlsCa = t.tlsCaFile ? fs.readFileSync(t.tlsCaFile, "utf8") : undefined;
+    tlsCa = t.tlsCaFile ? (await import("node:fs")).readFileSync(t.tlsCaFile, "utf8") : undefined;
   } catch (err) {
     throw new FractalError(ErrorCode.INVALID_ARGUMENT, `cannot read --tls-ca ${t.tlsCaFile}: ${(err as Error).message}`);
   }
-  return AgentClient.connect(target, { keyFile: t.keyFile, dial: { tlsCa } });
+  const link = await dial(target, { tlsCa });
+  mark("connect");
+  const client = await AgentClient.over(link, { keyFile: t.keyFile });
+  mark("handshake");
+  return client;
 }
 
 async function main(argv: string[]): Promise<number> {
+  mark("start");
   const g = parseFlags(argv, globalSpecs, "fractal-host");
   const [name, ...args] = g.rest;
   if (flag(g, "help") || name === undefined || name === "help") {
-    process.stdout.write(help());
+    // console.log, not process.stdout: Bun builds the stream on first use,
+    // which would double the CLI's start (bench-exec measures --help).
+    console.log(help().replace(/\n$/, ""));
     return name === undefined && !flag(g, "help") ? 2 : 0;
   }
   const command = findCommand(name);
@@ -89,7 +102,11 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    mark("exit");
+    report();
+    process.exit(code);
+  },
   (err: unknown) => {
     const msg = err instanceof Error ? err.message : String(err);
     process.stderr.write(`fractal-host: ${msg}\n`);
