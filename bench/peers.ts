@@ -38,8 +38,14 @@ function timed(argv: string[]): Promise<number> {
     const t0 = performance.now();
     const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["ignore", "ignore", "pipe"], cwd: "/" });
     let err = "";
+    // A client that hangs fails the run loudly instead of stalling it.
+    const timer = setTimeout(() => p.kill("SIGKILL"), 60_000);
     p.stderr.on("data", (b: Buffer) => (err += b));
-    p.on("exit", (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new Error(`${argv.join(" ")}: exit ${code}: ${err}`))));
+    p.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(performance.now() - t0);
+      else reject(new Error(`${argv.join(" ")}: ${signal === "SIGKILL" ? "hung for 60 s" : `exit ${code}`}: ${err}`));
+    });
   });
 }
 

@@ -7,6 +7,7 @@
 // the link is not backed up, round-robin across streams. So a stalled stream
 // (no credit) or a slow link never delays a ping behind bulk bytes queued in
 // this process.
+import { randomBytes } from "node:crypto";
 import { newChallenge, type Signer } from "./auth.js";
 import { Deadlines } from "./deadlines.js";
 import { ErrorCode, FractalError, ProtocolViolation, codeName } from "./errors.js";
@@ -114,6 +115,8 @@ export class Session implements StreamHost {
   private established = false;
   /** Set between HelloAck and Auth on a connection that must authenticate. */
   private challenge: Uint8Array | undefined;
+  /** Client: this connection's Hello.nonce, which its HelloAck echoes. */
+  private helloNonce: Uint8Array = new Uint8Array(0);
   private closedErr: FractalError | undefined;
   private readonly closeCbs: ((err: FractalError) => void)[] = [];
   private readonly ins = new Map<number, InStream>();
@@ -189,6 +192,7 @@ export class Session implements StreamHost {
   /** Client side: send Hello and wait for the agent's HelloAck. */
   static async connect(link: Link, opts: SessionOptions = {}): Promise<Session> {
     const s = new Session(link, "client", opts);
+    s.helloNonce = randomBytes(16);
     const hello = () =>
       s.sendFrame({
         hello: {
@@ -198,6 +202,7 @@ export class Session implements StreamHost {
           initialWindow: s.window,
           maxFrame: opts.maxFrame ?? MAX_FRAME,
           client: opts.name ?? "fractal",
+          nonce: s.helloNonce,
         },
       });
     hello();
@@ -514,6 +519,7 @@ export class Session implements StreamHost {
         maxFrame: this.opts.maxFrame ?? MAX_FRAME,
         agent: this.opts.name ?? "fractal-agent",
         authChallenge: this.challenge,
+        helloNonce: h.nonce ?? new Uint8Array(0),
       },
     });
     if (!this.challenge) this.handshakeDone();
@@ -547,6 +553,10 @@ export class Session implements StreamHost {
     // On a serial link a Hello from an earlier attempt may have been queued
     // in the VMM and answered too: a second HelloAck is harmless there.
     if (this.role === "client" && this.handshaken && this.link.resync) return;
+    // Another connection's answer, left in the line: ours is still to come.
+    // (An agent that does not echo the nonce is taken at its word.)
+    const echo = a.helloNonce ?? new Uint8Array(0);
+    if (this.role === "client" && this.link.resync && echo.length > 0 && !Buffer.from(echo).equals(this.helloNonce)) return;
     if (this.role !== "client" || this.handshaken) {
       throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected HelloAck", true);
     }

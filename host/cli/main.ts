@@ -35,6 +35,8 @@ Environment:
   FRACTAL_KERNEL, FRACTAL_INITRD
                     boot's default kernel and initramfs
   FRACTAL_ACCEL     kvm, tcg or hvf instead of probing; FRACTAL_QEMU: the QEMU binary
+  FRACTAL_TIMING    print how long each stage took (load, connect, handshake,
+                    spawn, run, exit) on stderr at exit
 `;
 
 const globalSpecs = [

@@ -174,3 +174,19 @@ describe("session", () => {
     expect(aborted).toMatchObject({ code: ErrorCode.UNAVAILABLE });
   });
 });
+
+describe("serial lines", () => {
+  it("a client ignores a HelloAck left over from another connection and takes the one that echoes its Hello", async () => {
+    const [a, b] = memoryLinkPair();
+    const line = { ...a, resync: true };
+    Session.accept(b, { onRequest: pingOnly, name: "the agent" });
+    const connecting = Session.connect(line, {});
+    // An answer to an earlier host's Hello, still in the line: it asks for a
+    // key this client does not have, and names another agent.
+    a.inject(encodeFrame({ helloAck: { version: 1, agent: "stale", authChallenge: randomBytes(32), helloNonce: randomBytes(16) } }));
+    const client = await connecting;
+    expect(client.peerName).toBe("the agent");
+    await pingMs(client);
+    client.close();
+  });
+});
