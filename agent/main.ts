@@ -121,7 +121,7 @@ async function main(): Promise<void> {
     // the first client can ask for them.
     agent.containers.adoptAll();
     await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls, limits, agent });
-    await startNetwork();
+    await startNetwork(cfg);
     return;
   }
   try {

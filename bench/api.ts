@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   const keyFile = process.env.FRACTAL_KEY || undefined;
   const rec = await bootVm({
     name: "bench-api",
-    kernel: path.join(BUILD, "kernel/vmlinuz"),
+    kernel: path.join(BUILD, "kernel/vmlinux"),
     initrd: path.join(BUILD, "initramfs.cpio"),
     memMiB: 1024,
     cpus: 2,

@@ -68,7 +68,7 @@ async function main(): Promise<void> {
 
   const rec = await bootVm({
     name: "bench-ctr",
-    kernel: path.join(BUILD, "kernel/vmlinuz"),
+    kernel: path.join(BUILD, "kernel/vmlinux"),
     initrd: path.join(BUILD, "initramfs.cpio"),
     memMiB: 1024,
     cpus: 2,

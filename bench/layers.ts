@@ -45,7 +45,7 @@ async function main(): Promise<void> {
 
   const rec = await bootVm({
     name: "bench-layers",
-    kernel: path.join(BUILD, "kernel/vmlinuz"),
+    kernel: path.join(BUILD, "kernel/vmlinux"),
     initrd: path.join(BUILD, "initramfs.cpio"),
     memMiB: 1024,
     cpus: 2,

@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   fs.closeSync(fd);
   const rec = await bootVm({
     name: "bench-ns",
-    kernel: path.join(BUILD, "kernel/vmlinuz"),
+    kernel: path.join(BUILD, "kernel/vmlinux"),
     initrd: path.join(BUILD, "initramfs.cpio"),
     memMiB: 1024,
     cpus: 2,

@@ -3,16 +3,23 @@
 // .modinfo section names what it depends on, and modules.builtin says what
 // needs no file at all. Nothing here is written per kernel version.
 //
-// Usage (bun): modules.ts MODULES_DIR OUT_DIR name...
+// Usage (bun): modules.ts MODULES_DIR OUT_DIR name... [--later name...]
 // Writes OUT_DIR/<relative .ko paths> (decompressed) and OUT_DIR/fractal.order,
-// the load order with every module after its dependencies.
+// the load order with every module after its dependencies. Names after
+// --later (NIC drivers for hardware) go, with whatever dependencies the first
+// list did not bring, to OUT_DIR/fractal-later.order: the agent loads those
+// once its listeners are up, so a VM's boot does not wait for drivers of
+// hardware it lacks.
 import fs from "node:fs";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
 
-const [modDir, outDir, ...wanted] = process.argv.slice(2);
+const [modDir, outDir, ...names] = process.argv.slice(2);
+const split = names.indexOf("--later");
+const wanted = split < 0 ? names : names.slice(0, split);
+const later = split < 0 ? [] : names.slice(split + 1);
 if (!modDir || !outDir || wanted.length === 0) {
-  process.stderr.write("usage: modules.ts MODULES_DIR OUT_DIR NAME...\n");
+  process.stderr.write("usage: modules.ts MODULES_DIR OUT_DIR NAME... [--later NAME...]\n");
   process.exit(2);
 }
 
@@ -131,14 +138,19 @@ function visit(name: string, chain: string[]): void {
 }
 
 let failed = false;
-for (const w of wanted.map(norm)) {
-  try {
-    visit(w, []);
-  } catch (err) {
-    process.stderr.write(`modules: ${(err as Error).message}\n`);
-    failed = true;
+const visitAll = (list: string[]) => {
+  for (const w of list.map(norm)) {
+    try {
+      visit(w, []);
+    } catch (err) {
+      process.stderr.write(`modules: ${(err as Error).message}\n`);
+      failed = true;
+    }
   }
-}
+};
+visitAll(wanted);
+const bootCount = order.length;
+visitAll(later);
 if (failed) process.exit(1);
 
 fs.rmSync(outDir, { recursive: true, force: true });
@@ -147,5 +159,10 @@ for (const [rel, ko] of contents) {
   fs.mkdirSync(path.dirname(dst), { recursive: true });
   fs.writeFileSync(dst, ko);
 }
-fs.writeFileSync(path.join(outDir, "fractal.order"), order.join("\n") + "\n");
-process.stdout.write(`modules: ${order.length} to load (${wanted.length} asked for, the rest dependencies); built in: ${wanted.filter((w) => builtin.has(norm(w))).join(", ") || "none"}\n`);
+const orderText = (list: string[]) => list.map((l) => `${l}\n`).join("");
+fs.writeFileSync(path.join(outDir, "fractal.order"), orderText(order.slice(0, bootCount)));
+if (later.length > 0) fs.writeFileSync(path.join(outDir, "fractal-later.order"), orderText(order.slice(bootCount)));
+const builtIn = [...wanted, ...later].filter((w) => builtin.has(norm(w)));
+process.stdout.write(
+  `modules: ${bootCount} to load at boot (${wanted.length} asked for, the rest dependencies), ${order.length - bootCount} once listening (${later.length} asked for); built in: ${builtIn.join(", ") || "none"}\n`,
+);

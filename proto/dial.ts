@@ -73,11 +73,46 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
         const sock = await connectSocket(net.connect({ path: ep.path }), where, timeoutMs);
         return { ...socketLink(sock, `serial ${ep.path}`), resync: true };
       }
-      return fileLink(fs.openSync(ep.path, fs.constants.O_RDWR | fs.constants.O_NOCTTY), `serial ${ep.path}`);
+      return await serialLine(ep.path, ep.baud, where);
     }
     case "virtio-serial":
       throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: virtio-serial ports exist only in the guest; on the host use serial:///path/to/the/chardev.sock`);
   }
+}
+
+/**
+ * A host serial port (a USB adapter, a UART): raw 8N1 at the rate asked
+ * for, as the agent sets its end; the port's settings are put back when the
+ * link closes, as stty users expect of a tool that borrowed the line.
+ * A file that is not a terminal (a FIFO, a pty's log) is used as it is.
+ */
+async function serialLine(file: string, baud: number | undefined, where: string): Promise<Link> {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+  } catch (err) {
+    throw unreachable(where, (err as Error).message);
+  }
+  const { getTermios, makeRawLine, setTermios } = await import("./libc.js");
+  let saved: Uint8Array | undefined;
+  try {
+    saved = getTermios(fd);
+  } catch {
+    if (baud !== undefined) {
+      fs.closeSync(fd);
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: ${file} is not a terminal, so it has no line rate`);
+    }
+  }
+  if (saved) {
+    try {
+      makeRawLine(fd, baud);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: cannot set up the line: ${(err as Error).message}`);
+    }
+  }
+  const restore = saved;
+  return fileLink(fd, `serial ${file}`, { beforeClose: restore ? () => setTermios(fd, restore) : undefined });
 }
 
 /**

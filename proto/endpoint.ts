@@ -4,7 +4,8 @@
 //   vsock://CID:PORT       (listen: vsock://:PORT, any CID)
 //   hvsock:///path.sock:PORT  Firecracker / cloud-hypervisor hybrid vsock (client only)
 //   serial:///dev/ttyS1    a serial line; on the host also a unix socket that
-//                          carries one (QEMU's virtio-serial chardev)
+//                          carries one (QEMU's virtio-serial chardev);
+//                          serial:///dev/ttyUSB0?baud=115200 sets the line rate
 //   virtio-serial://NAME   a virtio-serial port by name (agent only)
 // A new transport adds a case here and in dial/listen, and nowhere above.
 import { ErrorCode, FractalError } from "./errors.js";
@@ -17,8 +18,14 @@ export type Endpoint =
   | { kind: "wss"; host: string; port: number; path: string }
   | { kind: "vsock"; cid: number; port: number }
   | { kind: "hvsock"; path: string; port: number }
-  | { kind: "serial"; path: string }
+  | { kind: "serial"; path: string; baud?: number }
   | { kind: "virtio-serial"; name: string };
+
+/** The rates Linux's termios can set (<asm-generic/termbits.h> B50 to B4000000). */
+export const BAUD_RATES = [
+  50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000,
+  921600, 1000000, 1152000, 1500000, 2000000, 2500000, 3000000, 3500000, 4000000,
+];
 
 /** CID meaning "any" when listening (VMADDR_CID_ANY). */
 export const ANY_CID = 0xffffffff;
@@ -55,9 +62,16 @@ export function parseEndpoint(url: string): Endpoint {
       if (!m2) throw bad(url, "expected hvsock:///path/to/vsock.sock:PORT");
       return { kind: "hvsock", path: m2[1]!, port: u32(url, m2[2]!) };
     }
-    case "serial":
-      if (!rest.startsWith("/")) throw bad(url, "expected serial:///dev/ttyS1 or serial:///path/to/chardev.sock");
-      return { kind: "serial", path: rest };
+    case "serial": {
+      const [file, query] = rest.split("?", 2) as [string, string | undefined];
+      if (!file.startsWith("/")) throw bad(url, "expected serial:///dev/ttyS1 or serial:///path/to/chardev.sock");
+      if (query === undefined) return { kind: "serial", path: file };
+      const m2 = /^baud=(\d+)$/.exec(query);
+      if (!m2) throw bad(url, `unknown option "${query}" (known: baud=RATE, e.g. serial:///dev/ttyUSB0?baud=115200)`);
+      const baud = Number(m2[1]);
+      if (!BAUD_RATES.includes(baud)) throw bad(url, `${baud} is not a line rate a serial port takes (e.g. 9600, 38400, 115200, 921600)`);
+      return { kind: "serial", path: file, baud };
+    }
     case "virtio-serial":
       if (!/^[\w.-]+$/.test(rest)) throw bad(url, "expected virtio-serial://PORT-NAME, e.g. virtio-serial://org.fractal.agent");
       return { kind: "virtio-serial", name: rest };
@@ -81,7 +95,7 @@ export function formatEndpoint(e: Endpoint): string {
     case "hvsock":
       return `hvsock://${e.path}:${e.port}`;
     case "serial":
-      return `serial://${e.path}`;
+      return `serial://${e.path}${e.baud !== undefined ? `?baud=${e.baud}` : ""}`;
     case "virtio-serial":
       return `virtio-serial://${e.name}`;
   }

@@ -18,6 +18,8 @@ export interface FileLinkOptions {
    */
   onEof?: () => void;
   rearmMs?: number;
+  /** Runs once, just before the fd is closed (a host tty gets its settings back). */
+  beforeClose?: () => void;
 }
 
 export function fileLink(fd: number, description: string, opts: FileLinkOptions = {}): Link {
@@ -31,6 +33,11 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
     if (events.closed) return;
     paused?.go();
     void reader.cancel().catch(() => {});
+    try {
+      opts.beforeClose?.();
+    } catch {
+      // the device went away: nothing to restore
+    }
     try {
       fs.closeSync(fd);
     } catch {

@@ -21,6 +21,7 @@ function open() {
     tcgetattr: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
     tcsetattr: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
     cfmakeraw: { args: [FFIType.ptr], returns: FFIType.void },
+    cfsetspeed: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     sync: { args: [], returns: FFIType.void },
     reboot: { args: [FFIType.i32], returns: FFIType.i32 },
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
@@ -128,12 +129,35 @@ export function powerOff(restart: boolean): never {
 
 // --- terminals ------------------------------------------------------------------
 
-/** Puts a terminal into raw mode (cfmakeraw): 8-bit clean, no echo, no line editing. */
-export function makeRaw(fd: number): void {
-  const termios = new Uint8Array(64); // sizeof(struct termios) is 60 on x86_64
+/** A terminal's settings (struct termios, 60 bytes on x86_64 and arm64), to hand back to setTermios. */
+export function getTermios(fd: number): Uint8Array {
+  const termios = new Uint8Array(64);
   check(c().tcgetattr(fd, ptr(termios)), "tcgetattr");
-  c().cfmakeraw(ptr(termios));
+  return termios;
+}
+
+export function setTermios(fd: number, termios: Uint8Array): void {
   check(c().tcsetattr(fd, 0 /* TCSANOW */, ptr(termios)), "tcsetattr");
+}
+
+// <asm-generic/termbits.h> c_cflag bits
+const CREAD = 0o200;
+const CLOCAL = 0o4000;
+const CRTSCTS = 0o20000000000;
+
+/**
+ * A serial line for a byte protocol: raw, 8N1, receiver on, modem control
+ * lines ignored (CLOCAL: a cable without DCD must not block the open or
+ * hang us up), no hardware flow control, and `baud` bits per second when
+ * given (glibc's cfsetspeed takes the plain number).
+ */
+export function makeRawLine(fd: number, baud?: number): void {
+  const termios = getTermios(fd);
+  c().cfmakeraw(ptr(termios));
+  const view = new DataView(termios.buffer);
+  view.setUint32(8, ((view.getUint32(8, true) | CREAD | CLOCAL) & ~CRTSCTS) >>> 0, true); // c_cflag
+  if (baud !== undefined) check(c().cfsetspeed(ptr(termios), baud), `cfsetspeed ${baud}`);
+  setTermios(fd, termios);
 }
 
 const TIOCSWINSZ = 0x5414;

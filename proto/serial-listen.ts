@@ -14,7 +14,7 @@ import path from "node:path";
 import type { Endpoint } from "./endpoint.js";
 import { fileLink } from "./file-link.js";
 import { encodeFrame } from "./frame.js";
-import { makeRaw } from "./libc.js";
+import { makeRawLine } from "./libc.js";
 import { LinkEvents, type Link } from "./link.js";
 import type { Listener, ListenOptions } from "./listen.js";
 import type { Frame } from "./wire.js";
@@ -66,7 +66,7 @@ export function listenSerial(ep: Endpoint, onLink: (link: Link) => void, opts: L
     let fd: number;
     try {
       fd = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_NOCTTY | fs.constants.O_NONBLOCK);
-      if (ep.kind === "serial") makeRaw(fd);
+      if (ep.kind === "serial") makeRawLine(fd, ep.baud);
     } catch (err) {
       opts.report?.(`cannot open ${dev}: ${(err as Error).message}`);
       return later(RETRY_MS);

@@ -1,8 +1,10 @@
 // Settings from the kernel command line, so one initramfs serves every VM
 // and every machine: fractal.listen=URL (repeatable, or comma-separated),
 // fractal.share=TAG:/path[:virtiofs], fractal.hostname=NAME, fractal.log=PATH,
-// fractal.key=[ALLOW:]BASE64 (repeatable; see proto/authorized-keys.ts) and
-// fractal.auth=network|all|none.
+// fractal.key=[ALLOW:]BASE64 (repeatable; see proto/authorized-keys.ts),
+// fractal.auth=network|all|none and fractal.ip=[IFACE:]ADDR/PREFIX[,GATEWAY]
+// (a static address instead of DHCP, on IFACE or the first link).
+import net from "node:net";
 import { parseAuthMode, parseCmdlineKey, type AuthMode, type AuthorizedKey } from "../../proto/authorized-keys.js";
 
 export interface Share {
@@ -12,6 +14,15 @@ export interface Share {
   readonly: boolean;
 }
 
+/** A static address: `fractal.ip=[IFACE:]ADDR/PREFIX[,GATEWAY]`. */
+export interface StaticIp {
+  /** undefined: the first link by name (eth0 on most machines). */
+  iface?: string;
+  address: string;
+  prefix: number;
+  gateway?: string;
+}
+
 export interface BootConfig {
   listen: string[];
   shares: Share[];
@@ -19,6 +30,7 @@ export interface BootConfig {
   logFile: string;
   keys: AuthorizedKey[];
   auth?: AuthMode;
+  ip?: StaticIp;
   /** Problems found while parsing: logged, never fatal. */
   errors: string[];
 }
@@ -65,9 +77,38 @@ export function parseCmdline(cmdline: string): BootConfig {
           cfg.errors.push((err as Error).message);
         }
         break;
+      case "ip": {
+        const ip = parseStaticIp(value);
+        if (typeof ip === "string") cfg.errors.push(`fractal.ip=${value}: ${ip}; using DHCP`);
+        else cfg.ip = ip;
+        break;
+      }
       default:
         cfg.errors.push(`unknown setting fractal.${key}`);
     }
   }
   return cfg;
+}
+
+/** The address, or what is wrong with it. */
+function parseStaticIp(value: string): StaticIp | string {
+  const usage = "expected [IFACE:]ADDR/PREFIX[,GATEWAY], e.g. 192.168.1.20/24,192.168.1.1";
+  const [addrPart, gateway, extra] = value.split(",");
+  const slash = addrPart!.lastIndexOf("/");
+  if (slash < 0 || extra !== undefined) return usage;
+  let address = addrPart!.slice(0, slash);
+  let iface: string | undefined;
+  // An IPv6 address has colons of its own: an interface is split off only when the whole is not an address.
+  if (net.isIP(address) === 0 && address.includes(":")) {
+    iface = address.slice(0, address.indexOf(":"));
+    address = address.slice(iface.length + 1);
+    if (!/^[a-zA-Z][\w.-]{0,14}$/.test(iface)) return `"${iface}" is not an interface name`;
+  }
+  const family = net.isIP(address);
+  if (family === 0) return `${address} is not an IP address`;
+  const prefixText = addrPart!.slice(slash + 1);
+  const prefix = Number(prefixText);
+  if (!/^\d{1,3}$/.test(prefixText) || prefix > (family === 4 ? 32 : 128)) return `bad prefix /${prefixText} for ${address}`;
+  if (gateway !== undefined && net.isIP(gateway) !== family) return `gateway ${gateway} is not an IPv${family} address`;
+  return { iface, address, prefix, gateway };
 }

@@ -13,6 +13,8 @@ import { parseCmdline, type BootConfig, type Share } from "./cmdline.js";
 
 /** Where the initramfs build puts modules and their load order (see initramfs/modules.ts). */
 export const MODULE_ORDER = "/lib/modules/fractal.order";
+/** NIC drivers for hardware, loaded once the agent listens. */
+export const LATER_MODULE_ORDER = "/lib/modules/fractal-later.order";
 
 interface MountSpec {
   target: string;
@@ -107,19 +109,19 @@ function mountBase(): void {
   });
 }
 
-function loadModules(): void {
+function loadModules(orderFile: string, what: string): void {
   let order: string[];
   try {
-    order = fs.readFileSync(MODULE_ORDER, "utf8").split("\n").filter((l) => l.trim() !== "");
+    order = fs.readFileSync(orderFile, "utf8").split("\n").filter((l) => l.trim() !== "");
   } catch {
-    log("warn", `boot: no ${MODULE_ORDER}; loading no modules`);
+    log("warn", `boot: no ${orderFile}; loading no ${what}`);
     return;
   }
-  const base = path.dirname(MODULE_ORDER);
+  const base = path.dirname(orderFile);
   let loaded = 0;
   const t0 = performance.now();
   for (const rel of order) step(`load module ${rel}`, () => void (loadModule(path.join(base, rel)) && loaded++));
-  log("info", `boot: loaded ${loaded} of ${order.length} kernel modules in ${(performance.now() - t0).toFixed(0)} ms`);
+  log("info", `boot: loaded ${loaded} of ${order.length} ${what} in ${(performance.now() - t0).toFixed(0)} ms`);
 }
 
 function mountShare(s: Share): void {
@@ -163,18 +165,36 @@ function run(argv: string[]): Promise<number> {
 }
 
 /**
- * Loopback and DHCP. Started after the listeners are up: vsock and serial
- * need no network, and a TCP listener on 0.0.0.0 serves once DHCP is done.
+ * NIC drivers, loopback, then every link: the static address of
+ * fractal.ip on its link, DHCP on the others. Started after the listeners
+ * are up: vsock and serial need no network, and a TCP listener on 0.0.0.0
+ * serves once the address is there.
  */
-export async function startNetwork(): Promise<void> {
+export async function startNetwork(cfg: BootConfig): Promise<void> {
   if (restarts() > 0) return;
+  loadModules(LATER_MODULE_ORDER, "NIC drivers");
   await run(["ip", "link", "set", "dev", "lo", "up"]);
-  const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo") : [];
-  if (nics.length === 0) return;
+  const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo").sort() : [];
+  let dhcp = nics;
+  if (cfg.ip) {
+    const ip = cfg.ip;
+    const link = ip.iface ?? nics[0];
+    if (link === undefined || !nics.includes(link)) {
+      log("error", `boot: fractal.ip: no network link ${ip.iface ?? ""} (links: ${nics.join(", ") || "none"})`);
+    } else {
+      dhcp = nics.filter((n) => n !== link);
+      const ok =
+        (await run(["ip", "link", "set", "dev", link, "up"])) === 0 &&
+        (await run(["ip", "addr", "add", `${ip.address}/${ip.prefix}`, "dev", link])) === 0 &&
+        (ip.gateway === undefined || (await run(["ip", "route", "add", "default", "via", ip.gateway, "dev", link])) === 0);
+      if (ok) log("info", `boot: ${link} has ${ip.address}/${ip.prefix}${ip.gateway ? ` via ${ip.gateway}` : ""} (fractal.ip)`);
+    }
+  }
+  if (dhcp.length === 0) return;
   // DHCP runs in the background: listeners on vsock and serial must not
   // wait for it, and TCP listeners bound to 0.0.0.0 work once it is done.
-  void run(["dhclient", "-ipv6=false", ...nics]).then((code) => {
-    if (code === 0) log("info", `boot: DHCP configured ${nics.join(", ")}`);
+  void run(["dhclient", "-ipv6=false", ...dhcp]).then((code) => {
+    if (code === 0) log("info", `boot: DHCP configured ${dhcp.join(", ")}`);
   });
 }
 
@@ -205,7 +225,7 @@ export async function boot(): Promise<BootConfig> {
   }
   log("info", `boot: agent started at uptime ${started} s`);
   for (const e of cfg.errors) log("warn", `boot: ${e}`);
-  loadModules();
+  loadModules(MODULE_ORDER, "kernel modules");
   // Debian's kernel backs every large enough anonymous mapping with huge
   // pages ("always"): each container's small Go shim then holds a 2 MiB
   // page for a few kilobytes of heap. "madvise" leaves huge pages to

@@ -266,13 +266,25 @@ export const commands: Command[] = [
       return runServe(cmd, ctx.keyFile);
     },
   },
+  {
+    name: "netboot-serve",
+    summary: "serve the kernel and initramfs to machines booting with iPXE",
+    group: "VMs",
+    run: async (args, ctx) => {
+      const { netbootHelp, parseNetboot, runNetboot } = await import("./netboot.js");
+      const cmd = parseNetboot(args);
+      if (cmd === "help") return out(netbootHelp);
+      return runNetboot(cmd, ctx.keyFile);
+    },
+  },
   { name: "keygen", summary: "make a key for connecting to agents", group: "Agent", run: async (args, ctx) => (await import("./keys.js")).runKeygen(args, ctx.keyFile) },
 ];
 
 /** The command list of the top-level help, grouped, from the table. */
 export function commandList(): string {
   const groups = [...new Set(commands.map((c) => c.group))];
-  return groups.map((g) => `${g}:\n${commands.filter((c) => c.group === g).map((c) => `  ${c.name.padEnd(9)} ${c.summary}`).join("\n")}\n`).join("\n");
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return groups.map((g) => `${g}:\n${commands.filter((c) => c.group === g).map((c) => `  ${c.name.padEnd(width)} ${c.summary}`).join("\n")}\n`).join("\n");
 }
 
 export function findCommand(name: string): Command | undefined {

@@ -15,7 +15,7 @@ Talks to a fractal agent without ssh.
 Global options:
   --connect URL   the agent: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT,
                   vsock://CID:PORT, hvsock:///PATH.sock:PORT or
-                  serial:///PATH (default: $FRACTAL_CONNECT)
+                  serial:///PATH[?baud=RATE] (default: $FRACTAL_CONNECT)
                   (tls://HOST:PORT and wss:// for TLS)
   --vm NAME       the agent of a VM started by boot
   --key FILE      the key for agents that ask for one

@@ -6,8 +6,9 @@ import { attestVm } from "../attest/vm.js";
 import { HOST_ROOT } from "../../proto/guest.js";
 import { bootVm, listVms, qmpSocket, stopVm, type BootOptions } from "../vm/manager.js";
 import { qemuExited } from "../vm/qmp.js";
-import { hostRootShare, imageStoreShare } from "../vm/qemu.js";
+import { hostRootShare, imageStoreShare, NIC_MODELS, type NicModel } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
+import { preferUnpacked } from "../vm/kernel.js";
 import { vmJson } from "../api/shapes.js";
 import { flag, parseFlags, parseSize, usageError, value, values } from "./args.js";
 import { table } from "./table.js";
@@ -40,9 +41,13 @@ TCG otherwise) and waits until its agent answers.
   --forward HOST:GUEST      also forward 127.0.0.1:HOST to the guest's TCP port
                             GUEST (repeatable)
   --no-net                  no network card at all
+  --nic MODEL               the network card: virtio (default), or e1000 or
+                            e1000e as on hardware
   --uart                    also serve the agent on a second UART (ttyS1), a
                             unix socket on the host, as on hardware
-  --kernel K                kernel image (default: build/kernel/vmlinuz)
+  --kernel K                kernel image, a bzImage or an ELF with a PVH entry
+                            (default: build/kernel/vmlinux; with --tpm the
+                            bzImage build/kernel/vmlinuz)
   --initrd I                initramfs (default: build/initramfs.cpio)
   --append ARGS             extra kernel command line
   --authorize FILE          also let these keys in (authorized_keys lines,
@@ -99,6 +104,7 @@ const bootSpecs = [
   { long: "authorize", value: true, repeat: true },
   { long: "auth", value: true },
   { long: "timeout", value: true },
+  { long: "nic", value: true },
   { long: "tpm" },
   { long: "attest" },
   { long: "expect", value: true },
@@ -121,6 +127,12 @@ export function defaultArtifact(rel: string, env: string): string {
     if (fs.existsSync(path.join(d, "build", rel))) return path.join(d, "build", rel);
   }
   return path.resolve("build", rel);
+}
+
+/** The build's kernel: unpacked unless UEFI is to measure it; $FRACTAL_KERNEL wins over both. */
+export function defaultKernel(measured: boolean): string {
+  const bzImage = defaultArtifact("kernel/vmlinuz", "FRACTAL_KERNEL");
+  return measured || process.env.FRACTAL_KERNEL ? bzImage : preferUnpacked(bzImage);
 }
 
 /** --mem in MiB; a size as docker reads one (a bare number is bytes). */
@@ -168,6 +180,9 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
     return { host: Number(m[1]), guest: Number(m[2]) };
   });
   if (forwards.length > 0 && tcp === "none") throw usageError("boot", "--forward needs a network card: drop --no-net");
+  const nic = value(p, "nic");
+  if (nic !== undefined && !(NIC_MODELS as readonly string[]).includes(nic)) throw usageError("boot", `bad --nic "${nic}": expected ${NIC_MODELS.join(", ")}`);
+  if (nic !== undefined && tcp === "none") throw usageError("boot", "--nic with --no-net: choose one");
   if (value(p, "expect") !== undefined && !flag(p, "attest")) throw usageError("boot", "--expect goes with --attest");
   const timeout = value(p, "timeout");
   if (timeout !== undefined && !(Number(timeout) > 0)) throw usageError("boot", `bad --timeout "${timeout}"`);
@@ -181,7 +196,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
       shares,
       virtiofs,
       tcp,
-      kernel: path.resolve(value(p, "kernel") ?? defaultArtifact("kernel/vmlinuz", "FRACTAL_KERNEL")),
+      kernel: path.resolve(value(p, "kernel") ?? defaultKernel(flag(p, "tpm") || flag(p, "attest"))),
       initrd: path.resolve(value(p, "initrd") ?? defaultArtifact("initramfs.cpio", "FRACTAL_INITRD")),
       append: [
         ...authArg(value(p, "auth")),
@@ -190,6 +205,7 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
       timeoutMs: timeout !== undefined ? Number(timeout) * 1000 : undefined,
       uart: flag(p, "uart"),
       forwards,
+      nic: nic as NicModel | undefined,
       tpm: flag(p, "tpm") || flag(p, "attest"),
     },
     attestExpect: flag(p, "attest") ? path.resolve(value(p, "expect") ?? defaultArtifact("expected-measurements.json", "FRACTAL_EXPECT")) : undefined,

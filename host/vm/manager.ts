@@ -8,7 +8,7 @@ import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
-import { kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type NicModel, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
 import { Qmp, qemuExited } from "./qmp.js";
 import { listNames, qemuAlive, readRecord, removeState, stateRoot, tpmCaDir, tpmDir, vmDir, volumesDir, writeRecord, TPM, VOLUMES, type VmRecord } from "./state.js";
 import { ensureTpmState, startSwtpm, stopSwtpm } from "./tpm.js";
@@ -28,6 +28,8 @@ export interface BootOptions {
   uart?: boolean;
   /** Host ports forwarded to guest TCP ports, besides the agent's. */
   forwards?: { host: number; guest: number }[];
+  /** The network card's model (a wired NIC stands in for hardware); default virtio. */
+  nic?: NicModel;
   /** Progress reports while waiting (elapsed ms). */
   progress?: (elapsedMs: number, accel: string) => void;
   /** The key the readiness check signs with (the one the command line authorises); default: the user's. */

@@ -34,6 +34,11 @@ export function volumeShare(hostDir: string): Share9p {
   return { hostDir, tag: "volumes", readonly: false, guestPath: GUEST_VOLUMES };
 }
 
+/** The guest's network card: virtio for VMs, or a wired NIC that real machines have (e1000, e1000e), to test the hardware path. */
+export type NicModel = "virtio" | "e1000" | "e1000e";
+export const NIC_MODELS: readonly NicModel[] = ["virtio", "e1000", "e1000e"];
+const NIC_DEVICES: Record<NicModel, string> = { virtio: "virtio-net-pci", e1000: "e1000", e1000e: "e1000e" };
+
 export interface VirtiofsShare {
   socket: string;
   tag: string;
@@ -50,6 +55,8 @@ export interface QemuOptions {
   stateDir: string;
   /** Host TCP port forwarded to the agent's TCP listener; undefined: no NIC. */
   tcpPort?: number;
+  /** The NIC's model; default virtio. */
+  nic?: NicModel;
   /** More host ports forwarded to guest TCP ports (e.g. a peer's sshd, for benchmarks). */
   forwards?: { host: number; guest: number }[];
   /** Guest CID for vhost-vsock; undefined: no vsock device. */
@@ -185,7 +192,7 @@ export function qemuArgs(o: QemuOptions): string[] {
   ];
   if (o.tcpPort !== undefined) {
     const fwd = [{ host: o.tcpPort, guest: AGENT_PORT }, ...(o.forwards ?? [])].map((f) => `hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
-    a.push("-netdev", `user,id=net0,${fwd.join(",")}`, "-device", "virtio-net-pci,netdev=net0");
+    a.push("-netdev", `user,id=net0,${fwd.join(",")}`, "-device", `${NIC_DEVICES[o.nic ?? "virtio"]},netdev=net0`);
   }
   if (o.vsockCid !== undefined) a.push("-device", `vhost-vsock-pci,guest-cid=${o.vsockCid}`);
   if (o.tpm) {

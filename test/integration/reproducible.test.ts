@@ -14,7 +14,7 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-const ARTIFACTS = ["fractal-agent", "fractal-host", "containerd-shim-fractal-v1", "fractal-ns", "initramfs.cpio", "expected-measurements.json"];
+const ARTIFACTS = ["fractal-agent", "fractal-host", "containerd-shim-fractal-v1", "fractal-ns", "initramfs.cpio", "expected-measurements.json", "kernel/vmlinux"];
 
 describe("reproducible builds", () => {
   it("gives byte-identical binaries, initramfs and expected measurements when built in two different directories", () => {

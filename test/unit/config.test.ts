@@ -1,9 +1,14 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseCmdline } from "../../agent/boot/cmdline.js";
 import { parseExec } from "../../host/cli/exec.js";
 import { parseBoot, parseMem } from "../../host/cli/vm.js";
 import { parseSize } from "../../host/cli/args.js";
 import { kernelCmdline, qemuArgs } from "../../host/vm/qemu.js";
+import { preferUnpacked } from "../../host/vm/kernel.js";
+import { chainScript, ipxeScript } from "../../host/netboot/script.js";
 import { ANY_CID, formatEndpoint, parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
 
@@ -52,6 +57,39 @@ describe("kernel command line", () => {
     expect(c.errors.join("\n")).toMatch(/fractal.share=nopath/);
     expect(c.errors.join("\n")).toMatch(/unknown setting fractal.bogus/);
   });
+
+  it("reads a static address with its prefix, gateway and link, and names what is wrong with a bad one", () => {
+    expect(parseCmdline("fractal.ip=192.168.1.20/24,192.168.1.1").ip).toEqual({ iface: undefined, address: "192.168.1.20", prefix: 24, gateway: "192.168.1.1" });
+    expect(parseCmdline("fractal.ip=eth1:10.0.0.2/8").ip).toEqual({ iface: "eth1", address: "10.0.0.2", prefix: 8, gateway: undefined });
+    expect(parseCmdline("fractal.ip=fd00::5/64,fd00::1").ip).toEqual({ iface: undefined, address: "fd00::5", prefix: 64, gateway: "fd00::1" });
+    for (const [bad, why] of [
+      ["10.0.0.2", /expected \[IFACE:\]ADDR\/PREFIX/],
+      ["10.0.0.300/24", /10\.0\.0\.300 is not an IP address/],
+      ["10.0.0.2/33", /bad prefix \/33/],
+      ["10.0.0.2/24,fd00::1", /gateway fd00::1 is not an IPv4 address/],
+    ] as const) {
+      const c = parseCmdline(`fractal.ip=${bad}`);
+      expect(c.ip, bad).toBeUndefined();
+      expect(c.errors.join("\n"), bad).toMatch(why);
+      expect(c.errors.join("\n"), bad).toMatch(/using DHCP/);
+    }
+  });
+});
+
+describe("network boot", () => {
+  it("writes an iPXE script that fetches the kernel and initramfs beside it, with the listeners and keys on the command line", () => {
+    const s = ipxeScript({ listen: ["tcp://0.0.0.0:1024", "serial:///dev/ttyS1?baud=115200"], keys: ["fractal.key=AAAA"], append: ["fractal.ip=10.0.0.5/24"] });
+    const lines = s.split("\n");
+    expect(lines[0]).toBe("#!ipxe");
+    expect(lines).toContain("initrd initramfs.cpio");
+    expect(lines).toContain("boot");
+    const kernel = lines.find((l) => l.startsWith("kernel "))!;
+    expect(kernel).toBe("kernel vmlinuz initrd=initramfs.cpio console=ttyS0,115200 quiet panic=-1 fractal.listen=tcp://0.0.0.0:1024,serial:///dev/ttyS1?baud=115200 fractal.key=AAAA fractal.ip=10.0.0.5/24");
+    // With no listener named: TCP, the one transport every networked machine has.
+    expect(ipxeScript({ listen: [], keys: [], append: [] })).toMatch(/fractal\.listen=tcp:\/\/0\.0\.0\.0:1024\n/);
+    expect(chainScript(8080)).toBe("#!ipxe\nchain http://${next-server}:8080/boot.ipxe || shell\n");
+    expect(chainScript(8080, "http://10.1.1.1:80")).toMatch(/chain http:\/\/10\.1\.1\.1:80\/boot\.ipxe/);
+  });
 });
 
 describe("CLI flags", () => {
@@ -86,8 +124,22 @@ describe("CLI flags", () => {
     const attested = parseBoot(["--attest", "--expect", "m.json"]);
     expect(attested !== "help" && attested.opts.tpm && attested.attestExpect?.endsWith("/m.json")).toBe(true);
     const tpmOnly = parseBoot(["--tpm"]);
+    // UEFI starts and measures the bzImage's EFI stub: a measured boot never takes the unpacked kernel.
+    if (tpmOnly !== "help") expect(path.basename(tpmOnly.opts.kernel)).toBe("vmlinuz");
     expect(tpmOnly !== "help" && tpmOnly.opts.tpm && tpmOnly.attestExpect === undefined).toBe(true);
     expect(() => parseBoot(["--expect", "m.json"])).toThrow(/--expect goes with --attest/);
+  });
+});
+
+describe("kernel choice", () => {
+  it("takes the unpacked kernel beside a bzImage when the build made one, the bzImage otherwise", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-kernel-"));
+    const bz = path.join(dir, "vmlinuz");
+    fs.writeFileSync(bz, "bz");
+    expect(preferUnpacked(bz)).toBe(bz);
+    fs.writeFileSync(path.join(dir, "vmlinux"), "elf");
+    expect(preferUnpacked(bz)).toBe(path.join(dir, "vmlinux"));
+    fs.rmSync(dir, { recursive: true });
   });
 });
 
@@ -101,6 +153,13 @@ describe("QEMU command line", () => {
     expect(a).toMatch(/socket,id=agent,path=\/s\/agent.sock,server=on,wait=off/);
     expect(a).not.toMatch(/vhost-vsock/);
     expect(a).not.toMatch(/-netdev/);
+  });
+
+  it("gives the guest the NIC model asked for, virtio by default", () => {
+    const nic = (o: object) => { const a = qemuArgs({ ...base, accel: "tcg", tcpPort: 4000, ...o }); return a[a.indexOf("-device", a.indexOf("-netdev")) + 1]; };
+    expect(nic({})).toBe("virtio-net-pci,netdev=net0");
+    expect(nic({ nic: "e1000" })).toBe("e1000,netdev=net0");
+    expect(nic({ nic: "e1000e" })).toBe("e1000e,netdev=net0");
   });
 
   it("adds KVM, vsock, a forwarded TCP port and 9p shares when asked", () => {

@@ -20,6 +20,7 @@ interface Rec {
   accel: string;
   endpoints: { serial: string; tcp?: string; uart?: string };
   console: string;
+  boot: { kernel: string; tpm: boolean };
 }
 /** The process is gone (or a zombie waiting for its reaper: QEMU daemonized itself). */
 function gone(pid: number): boolean {
@@ -51,6 +52,10 @@ describe("fractal-host boot", () => {
     expect(line).toMatch(/running\s+(tcg|kvm)/);
     expect(line).toMatch(/serial:\/\//);
     expect(line).toMatch(/tcp:\/\/127\.0\.0\.1:\d+/);
+  });
+
+  it("boots the build's unpacked kernel by default (QEMU enters it at its PVH entry, no bzImage loader)", () => {
+    expect(record(NAME).boot.kernel).toBe(path.join(BUILD, "kernel/vmlinux"));
   });
 
   it("runs commands over the virtio-serial channel", async () => {

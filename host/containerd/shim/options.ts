@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { google, runtimeoptions } from "../gen/containerd.js";
 import { Code, TtrpcError } from "../ttrpc.js";
+import { preferUnpacked } from "../../vm/kernel.js";
 
 /** How containers that are not in a CRI pod share VMs: one VM per containerd namespace, or one each. */
 export type Grouping = "namespace" | "container";
@@ -37,7 +38,7 @@ export function defaults(): ShimOptions {
     grouping: "namespace",
     memMiB: 1024,
     cpus: 2,
-    kernel: artifact("kernel/vmlinuz", "FRACTAL_KERNEL"),
+    kernel: process.env.FRACTAL_KERNEL || preferUnpacked(path.join(path.dirname(process.execPath), "kernel/vmlinuz")),
     initrd: artifact("initramfs.cpio", "FRACTAL_INITRD"),
     virtiofsd: "/usr/lib/qemu/virtiofsd",
     stateDir: "",
