@@ -2,9 +2,22 @@
 BUN      := node_modules/.bin/bun
 PBJS     := node_modules/.bin/pbjs
 PBTS     := node_modules/.bin/pbts
+# ARCH=arm64 builds the arm64 guest (and an arm64 CLI for arm64 hosts) into
+# build/arm64: Bun's linux-arm64 target, u-root cross-compiled by Go, and
+# Debian's arm64 kernel, crun and busybox (initramfs/foreign-root.sh).
+ARCH     ?= amd64
+ifeq ($(ARCH),arm64)
+TARGET   := bun-linux-arm64
+BUILD    := build/arm64
+GUEST_ENV := GOARCH=arm64 FOREIGN_ROOT=$(BUILD)/root
+else ifeq ($(ARCH),amd64)
 TARGET   := bun-linux-x64-baseline
-# --bytecode: the CLI starts in ~10 ms instead of ~30 ms (measured by bench-exec).
 BUILD    := build
+GUEST_ENV :=
+else
+$(error ARCH=$(ARCH): expected amd64 or arm64)
+endif
+# --bytecode: the CLI starts in ~10 ms instead of ~30 ms (measured by bench-exec).
 
 TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' -not -path 'host/containerd/gen/*' -not -path 'host/api/gen/*' 2>/dev/null)
 # The web console, bundled into fractal-host (scripts/console-bundle.ts).
@@ -22,7 +35,7 @@ KMODS    := virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overla
 # one list. Loaded after the agent listens, so VMs do not wait for them.
 NIC_KMODS := e1000 e1000e igb ixgbe r8169 tg3 virtio_net
 
-.PHONY: netboot all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench-layers bench-api bench clean FORCE
+.PHONY: netboot build-arm64 build-darwin all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench-layers bench-api bench clean FORCE
 
 all: build
 
@@ -48,7 +61,25 @@ proto/gen/fractal.js: proto/fractal.proto node_modules/.installed
 proto/gen/fractal.d.ts: proto/gen/fractal.js
 	$(PBTS) --no-comments -o $@ $<
 
+ifeq ($(ARCH),arm64)
+# QEMU boots arm64's Image as it is (no bzImage, no PVH); measured boot is x86's.
+build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/containerd-shim-fractal-v1 $(BUILD)/kernel/vmlinuz $(BUILD)/initramfs.cpio $(BUILD)/images/index.json
+else
 build: $(BUILD)/fractal-agent $(BUILD)/fractal-host $(BUILD)/containerd-shim-fractal-v1 $(BUILD)/kernel/vmlinuz $(BUILD)/kernel/vmlinux $(BUILD)/initramfs.cpio $(BUILD)/expected-measurements.json $(BUILD)/marker.cpio $(BUILD)/images/index.json
+endif
+
+# The arm64 guest beside the host's own build (the VM tests boot both).
+build-arm64:
+	$(MAKE) build ARCH=arm64
+
+# fractal-mac: the CLI for macOS hosts, Apple silicon and Intel, from Bun's
+# darwin targets. On a Mac it boots the arm64 guest (make build ARCH=arm64;
+# copy build/arm64 beside it) with HVF. It cannot run here.
+build-darwin: build/darwin-arm64/fractal-host build/darwin-x64/fractal-host
+
+build/darwin-%/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) Makefile
+	mkdir -p $(dir $@)
+	$(BUN) build --compile --bytecode --target=bun-darwin-$* host/cli/main.ts oci/hash-worker.ts --outfile $@
 
 # What the host needs to build and boot guests: QEMU, crun (copied into the
 # initramfs with its libraries), Go for u-root. Installed only when missing.
@@ -63,6 +94,7 @@ host-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@command -v go >/dev/null || { echo "Go is needed to build u-root (https://go.dev)"; exit 1; }
+	@[ "$(ARCH)" != arm64 ] || command -v qemu-system-aarch64 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm; }
 
 # The container tests check our image reader against images other tools
 # write: umoci builds layers, skopeo converts to docker-archive and zstd,
@@ -98,8 +130,12 @@ $(BUILD)/kernel.source: FORCE
 	@mkdir -p $(BUILD)
 	@echo "$(KERNEL) $(MODULES)" | cmp -s - $@ || echo "$(KERNEL) $(MODULES)" > $@
 
-$(BUILD)/kernel/vmlinuz: initramfs/kernel.sh $(BUILD)/kernel.source | host-deps
-	KERNEL="$(KERNEL)" MODULES="$(MODULES)" initramfs/kernel.sh $(BUILD)/kernel
+$(BUILD)/kernel/vmlinuz: initramfs/kernel.sh initramfs/apt-arch.sh $(BUILD)/kernel.source | host-deps
+	KERNEL="$(KERNEL)" MODULES="$(MODULES)" ARCH=$(ARCH) APT_STATE=$(BUILD)/apt initramfs/kernel.sh $(BUILD)/kernel
+
+# A foreign guest's crun, busybox and C libraries, from Debian's packages for it.
+$(BUILD)/root/usr/bin/crun: initramfs/foreign-root.sh initramfs/apt-arch.sh
+	initramfs/foreign-root.sh $(ARCH) $(BUILD)/apt $(BUILD)/root crun busybox-static libc6
 
 # The same kernel unpacked: VMs boot it at its PVH entry, skipping SeaBIOS's
 # bzImage loader and the decompressor (4.5 s per boot under TCG; bench-boot).
@@ -117,10 +153,21 @@ $(BUILD)/busybox/bin/busybox:
 	dpkg-deb -x $(BUILD)/busybox/busybox-static_*.deb $(BUILD)/busybox
 	rm -f $(BUILD)/busybox/*.deb
 
+ifeq ($(ARCH),arm64)
+# arm64's busybox; its applet list from the host's build of the same package.
+$(BUILD)/images/index.json: $(BUILD)/root/usr/bin/crun build/busybox/bin/busybox host/image/busybox.ts host/image/oci-layout.ts
+	rm -rf $(BUILD)/images.tmp
+	$(BUN) host/image/busybox.ts $(BUILD)/root/bin/busybox $(BUILD)/images.tmp arm64 build/busybox/bin/busybox
+	rm -rf $(BUILD)/images && mv $(BUILD)/images.tmp $(BUILD)/images
+
+build/busybox/bin/busybox:
+	$(MAKE) build/busybox/bin/busybox ARCH=amd64
+else
 $(BUILD)/images/index.json: $(BUILD)/busybox/bin/busybox host/image/busybox.ts host/image/oci-layout.ts
 	rm -rf $(BUILD)/images.tmp
 	$(BUN) host/image/busybox.ts $(BUILD)/busybox/bin/busybox $(BUILD)/images.tmp
 	rm -rf $(BUILD)/images && mv $(BUILD)/images.tmp $(BUILD)/images
+endif
 
 # A minimal initramfs whose init only prints a marker: bench-boot's baseline,
 # and the tests' "guest whose agent cannot start".
@@ -134,8 +181,8 @@ $(BUILD)/initramfs.keys: FORCE
 	@mkdir -p $(BUILD)
 	@echo "$(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY)" | cmp -s - $@ || echo "$(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY)" > $@
 
-$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/go.mod initramfs/go.sum $(wildcard initramfs/nshelper/*.go) $(BUILD)/initramfs.keys $(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY) | host-deps
-	AUTHORIZED_KEYS="$(AUTHORIZED_KEYS)" TLS_CERT="$(TLS_CERT)" TLS_KEY="$(TLS_KEY)" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
+$(BUILD)/initramfs.cpio: $(BUILD)/fractal-agent $(BUILD)/modules/fractal.order initramfs/build.sh initramfs/needed-libs.sh initramfs/go.mod initramfs/go.sum $(wildcard initramfs/nshelper/*.go) $(BUILD)/initramfs.keys $(AUTHORIZED_KEYS) $(TLS_CERT) $(TLS_KEY) $(if $(GUEST_ENV),$(BUILD)/root/usr/bin/crun) | host-deps
+	$(GUEST_ENV) AUTHORIZED_KEYS="$(AUTHORIZED_KEYS)" TLS_CERT="$(TLS_CERT)" TLS_KEY="$(TLS_KEY)" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/modules
 
 # What attestation expects a boot of the kernel and initramfs just built to
 # measure (docs/attestation.md): digests only, so two builds of one commit
@@ -180,7 +227,7 @@ typecheck: proto
 	node_modules/.bin/tsc --noEmit -p host/console
 
 # The whole suite. The JSON report is what .ci/run counts from.
-test: build typecheck test-deps
+test: build build-arm64 typecheck test-deps
 	node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=$(BUILD)/test-report.json
 
 # fractal under a containerd of the tests' own: ctr, crictl, faults.

@@ -11,12 +11,17 @@
 # in (/etc/fractal/authorized_keys, like cpud's key.pub); TLS_CERT and
 # TLS_KEY bake in an identity for tls:// and wss:// listeners.
 # EXTRA_FILES="SRC:DEST ..." adds more (bench-peers adds dropbear).
+# GOARCH=arm64 FOREIGN_ROOT=DIR builds for another architecture: Go cross-
+# compiles u-root and the helper, crun comes from DIR (foreign-root.sh) and
+# the libraries of crun and the agent are read from their ELF headers
+# (needed-libs.sh), since u-root's ldd cannot run foreign binaries.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(realpath -m "$1")
 agent=$(realpath "$2")
 mods=$(realpath "$3")
-crun=${CRUN:-$(command -v crun || true)}
+foreign=${FOREIGN_ROOT:+$(realpath "$FOREIGN_ROOT")}
+if [ -n "$foreign" ]; then crun=$foreign/usr/bin/crun; else crun=${CRUN:-$(command -v crun || true)}; fi
 [ -x "$crun" ] || { echo "build.sh: crun not found (apt-get install crun, or CRUN=/path/to/crun)" >&2; exit 1; }
 extra=()
 for pair in "${AUTHORIZED_KEYS:-}:etc/fractal/authorized_keys" "${TLS_CERT:-}:etc/fractal/tls.crt" "${TLS_KEY:-}:etc/fractal/tls.key"; do
@@ -28,6 +33,10 @@ done
 for pair in ${EXTRA_FILES:-}; do
   extra+=(-files "$pair")
 done
+if [ -n "$foreign" ]; then
+  extra+=(-skip-ldd)
+  for pair in $("$here/needed-libs.sh" "$foreign" "$agent" "$crun"); do extra+=(-files "$pair"); done
+fi
 cd "$here"
 # Every tool in go.mod except u-root itself is a command for the image.
 cmds=$(awk '/^tool \(/ {t=1; next} t && /^\)/ {t=0} t && $1 != "github.com/u-root/u-root" {print $1}' go.mod)
@@ -35,7 +44,12 @@ export GOFLAGS=-mod=mod
 # The namespace helper (exec --namespace): static, single purpose, ours.
 helper=$(dirname "$out")/fractal-ns
 CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-buildid= -o "$helper" ./nshelper
-go tool u-root -o "$out.tmp" \
+# u-root itself runs here, so it is built for this host; GOARCH, when set,
+# is what it builds the image's commands for.
+tools=$(mktemp -d)
+trap 'rm -rf "$tools"' EXIT
+env -u GOARCH go build -o "$tools/u-root" github.com/u-root/u-root
+"$tools/u-root" -o "$out.tmp" \
   -uinitcmd="/bin/fractal-ns -supervise -- /bin/fractal-agent --init" \
   -files "$agent:bin/fractal-agent" \
   -files "$crun:bin/crun" \

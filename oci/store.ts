@@ -11,6 +11,9 @@ import { ImageError } from "./errors.js";
 import { indexTar, type TarMember } from "./tar-index.js";
 
 /** A byte range in a file: a whole blob file, or a member of an archive. */
+/** This machine's architecture in OCI's (Go's) names: images are chosen for it. */
+const OCI_ARCH = process.arch === "x64" ? "amd64" : process.arch;
+
 export interface BlobSource {
   file: string;
   offset: number;
@@ -180,7 +183,7 @@ class Layout {
     return refName.includes(":") || this.name === "." ? refName : `${this.name}:${refName}`;
   }
 
-  /** Follows nested indexes down to the linux/amd64 manifest. */
+  /** Follows nested indexes down to the manifest for linux on this machine's architecture. */
   private pickManifest(d: Descriptor, depth: number): Descriptor | undefined {
     if (depth > 4) throw new ImageError("invalid", `${this.name}: indexes nested too deeply at ${d.digest}`);
     if (d.mediaType && MANIFEST_TYPES.has(d.mediaType)) return d;
@@ -188,7 +191,7 @@ class Layout {
     const doc = this.readJson(d, "index") as { mediaType?: string; manifests?: unknown[]; config?: unknown };
     if (!d.mediaType && doc.config) return { ...d, mediaType: "application/vnd.oci.image.manifest.v1+json" };
     const subs = (doc.manifests ?? []).map((m, i) => asDescriptor(m, `index ${d.digest} manifests[${i}]`));
-    const pick = subs.find((s) => (s.platform?.os ?? "linux") === "linux" && (s.platform?.architecture ?? "amd64") === "amd64");
+    const pick = subs.find((s) => (s.platform?.os ?? "linux") === "linux" && (s.platform?.architecture ?? OCI_ARCH) === OCI_ARCH);
     return pick ? this.pickManifest(pick, depth + 1) : undefined;
   }
 

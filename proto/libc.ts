@@ -38,7 +38,13 @@ function open() {
   }).symbols;
 }
 let symbols: ReturnType<typeof open> | undefined;
-const c = () => (symbols ??= open());
+const c = () => {
+  if (symbols) return symbols;
+  // The calls here are Linux's: on macOS the CLI gets as far as needing one
+  // (a host serial port, unpacking device nodes) and says so.
+  if (process.platform !== "linux") throw new Error(`this needs Linux system calls (termios, mknod, mount), which fractal does not bind on ${process.platform}`);
+  return (symbols = open());
+};
 
 /** A failed system call: which, on what, and errno (with its text). */
 export class SysError extends Error {
@@ -93,8 +99,9 @@ export function umount2(target: string, flags = 0): void {
 
 // --- the machine ----------------------------------------------------------------
 
-// <sys/syscall.h> x86_64; the libc wrapper for finit_module is missing in older glibc.
-const SYS_finit_module = 313;
+// <asm/unistd.h>: x86_64's table, and arm64's (the generic one); the libc
+// wrapper for finit_module is missing in older glibc.
+const SYS_finit_module = process.arch === "arm64" ? 273 : 313;
 
 /** Loads a kernel module from a file; true if loaded now, false if it already was (or is built in). */
 export function loadModule(path: string, params = ""): boolean {

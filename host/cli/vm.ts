@@ -9,6 +9,8 @@ import { qemuExited } from "../vm/qmp.js";
 import { hostRootShare, imageStoreShare, NIC_MODELS, type NicModel } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
 import { preferUnpacked } from "../vm/kernel.js";
+import { hostOs, implicitShare, type HostOs } from "../vm/platform.js";
+import { buildSubdir, GUEST_ARCHES, hostArch, parseArch, type GuestArch } from "../vm/arch.js";
 import { vmJson } from "../api/shapes.js";
 import { flag, parseFlags, parseSize, usageError, value, values } from "./args.js";
 import { table } from "./table.js";
@@ -41,6 +43,10 @@ TCG otherwise) and waits until its agent answers.
   --forward HOST:GUEST      also forward 127.0.0.1:HOST to the guest's TCP port
                             GUEST (repeatable)
   --no-net                  no network card at all
+  --arch ARCH               the guest's architecture: x86_64 (amd64) or aarch64
+                            (arm64; built by make build ARCH=arm64); default
+                            the host's. Another architecture than the host's
+                            runs under TCG.
   --nic MODEL               the network card: virtio (default), or e1000 or
                             e1000e as on hardware
   --uart                    also serve the agent on a second UART (ttyS1), a
@@ -105,6 +111,7 @@ const bootSpecs = [
   { long: "auth", value: true },
   { long: "timeout", value: true },
   { long: "nic", value: true },
+  { long: "arch", value: true },
   { long: "tpm" },
   { long: "attest" },
   { long: "expect", value: true },
@@ -129,10 +136,15 @@ export function defaultArtifact(rel: string, env: string): string {
   return path.resolve("build", rel);
 }
 
-/** The build's kernel: unpacked unless UEFI is to measure it; $FRACTAL_KERNEL wins over both. */
-export function defaultKernel(measured: boolean): string {
-  const bzImage = defaultArtifact("kernel/vmlinuz", "FRACTAL_KERNEL");
-  return measured || process.env.FRACTAL_KERNEL ? bzImage : preferUnpacked(bzImage);
+/**
+ * The build's kernel: unpacked unless UEFI is to measure it; $FRACTAL_KERNEL
+ * wins over both. Another architecture's is in its own build directory
+ * (build/arm64), and its Image needs no unpacking.
+ */
+export function defaultKernel(measured: boolean, arch: GuestArch = hostArch()): string {
+  const sub = buildSubdir(arch);
+  const bzImage = defaultArtifact(path.join(sub, "kernel/vmlinuz"), "FRACTAL_KERNEL");
+  return measured || process.env.FRACTAL_KERNEL || arch === "aarch64" ? bzImage : preferUnpacked(bzImage);
 }
 
 /** --mem in MiB; a size as docker reads one (a bare number is bytes). */
@@ -140,7 +152,7 @@ export function parseMem(s: string): number {
   return Math.floor(parseSize(s, "--mem", "boot", 128 << 20, "128M (the guest needs it)") / (1 << 20));
 }
 
-export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean; authorize: string[]; attestExpect?: string } | "help" {
+export function parseBoot(args: string[], platform: HostOs = hostOs()): { opts: BootOptions; detach: boolean; authorize: string[]; attestExpect?: string } | "help" {
   const p = parseFlags(args, bootSpecs, "boot");
   if (flag(p, "help")) return "help";
   if (p.rest.length > 0) throw usageError("boot", `unexpected argument "${p.rest[0]}"`);
@@ -162,6 +174,8 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
   // A virtiofs share at /host is the host root already: no 9p one on top.
   const virtiofsRoot = values(p, "virtiofs").some((v) => v.split(":")[2] === HOST_ROOT);
   if ((flag(p, "host-root") || flag(p, "host-root-rw")) && !virtiofsRoot) shares.push(hostRootShare(!flag(p, "host-root-rw")));
+  const implicit = implicitShare(platform);
+  if (implicit && !shares.some((s) => s.hostDir === implicit.hostDir || s.tag === implicit.tag)) shares.push(implicit);
   const virtiofs = values(p, "virtiofs").map((s) => {
     const [socket, tag, guestPath] = s.split(":");
     if (!socket || !tag || !guestPath?.startsWith("/")) throw usageError("boot", `bad --virtiofs "${s}": expected SOCKET:TAG:/guest/path`);
@@ -180,6 +194,9 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
     return { host: Number(m[1]), guest: Number(m[2]) };
   });
   if (forwards.length > 0 && tcp === "none") throw usageError("boot", "--forward needs a network card: drop --no-net");
+  const archText = value(p, "arch");
+  const arch = archText === undefined ? hostArch() : parseArch(archText);
+  if (arch === undefined) throw usageError("boot", `bad --arch "${archText}": expected ${GUEST_ARCHES.join(" or ")} (or amd64, arm64)`);
   const nic = value(p, "nic");
   if (nic !== undefined && !(NIC_MODELS as readonly string[]).includes(nic)) throw usageError("boot", `bad --nic "${nic}": expected ${NIC_MODELS.join(", ")}`);
   if (nic !== undefined && tcp === "none") throw usageError("boot", "--nic with --no-net: choose one");
@@ -196,8 +213,9 @@ export function parseBoot(args: string[]): { opts: BootOptions; detach: boolean;
       shares,
       virtiofs,
       tcp,
-      kernel: path.resolve(value(p, "kernel") ?? defaultKernel(flag(p, "tpm") || flag(p, "attest"))),
-      initrd: path.resolve(value(p, "initrd") ?? defaultArtifact("initramfs.cpio", "FRACTAL_INITRD")),
+      arch,
+      kernel: path.resolve(value(p, "kernel") ?? defaultKernel(flag(p, "tpm") || flag(p, "attest"), arch)),
+      initrd: path.resolve(value(p, "initrd") ?? defaultArtifact(path.join(buildSubdir(arch), "initramfs.cpio"), "FRACTAL_INITRD")),
       append: [
         ...authArg(value(p, "auth")),
         ...values(p, "append").flatMap((a) => a.split(/\s+/).filter((x) => x !== "")),

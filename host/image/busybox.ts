@@ -2,7 +2,10 @@
 // as an OCI layout, so the main job needs no registry. One layer: the
 // static binary, a symlink per applet, and the few files containers expect.
 //
-// usage (bun): busybox.ts BUSYBOX_BINARY OUT_LAYOUT_DIR
+// usage (bun): busybox.ts BUSYBOX_BINARY OUT_LAYOUT_DIR [ARCH LIST_BINARY]
+// For another architecture (arm64), the applet list comes from LIST_BINARY,
+// the host's build of the same Debian busybox-static, which this host can
+// run: one source package, one configuration, the same applets.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import tar from "tar-stream";
@@ -57,18 +60,19 @@ export function busyboxEntries(binary: Buffer, applets: string[]): Entry[] {
 }
 
 async function main(): Promise<void> {
-  const [bin, out] = process.argv.slice(2);
-  if (!bin || !out) {
-    process.stderr.write("usage: busybox.ts BUSYBOX_BINARY OUT_LAYOUT_DIR\n");
+  const [bin, out, architecture, lister] = process.argv.slice(2);
+  if (!bin || !out || (architecture !== undefined && !lister)) {
+    process.stderr.write("usage: busybox.ts BUSYBOX_BINARY OUT_LAYOUT_DIR [ARCH LIST_BINARY]\n");
     process.exit(2);
   }
-  const list = spawnSync(bin, ["--list"], { encoding: "utf8" });
-  if (list.status !== 0) throw new Error(`${bin} --list failed: ${list.stderr}`);
+  const list = spawnSync(lister ?? bin, ["--list"], { encoding: "utf8" });
+  if (list.status !== 0) throw new Error(`${lister ?? bin} --list failed: ${list.stderr}`);
   const layer = await packTar(busyboxEntries(fs.readFileSync(bin), list.stdout.split("\n").filter((x) => x !== "")));
   const d = writeImage(out, {
     ref: "busybox:latest",
     layers: [layer],
     config: { Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["sh"] },
+    architecture,
   });
   process.stdout.write(`image busybox:latest ${d.digest} in ${out}\n`);
 }

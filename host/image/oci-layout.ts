@@ -27,6 +27,8 @@ export interface ImageSpec {
   layers: Buffer[];
   config: { Env?: string[]; Cmd?: string[]; Entrypoint?: string[]; WorkingDir?: string; User?: string };
   created?: string;
+  /** OCI architecture (GOARCH names); default amd64. */
+  architecture?: string;
 }
 
 function writeBlob(dir: string, data: Buffer, mediaType: string): Descriptor {
@@ -45,7 +47,7 @@ export function writeImage(dir: string, img: ImageSpec): Descriptor {
   const layers = img.layers.map((tar) => writeBlob(dir, gzipSync(tar, { level: 9 }), MEDIA_LAYER_GZIP));
   const config = {
     created: img.created ?? "1970-01-01T00:00:00Z",
-    architecture: "amd64",
+    architecture: img.architecture ?? "amd64",
     os: "linux",
     config: img.config,
     rootfs: { type: "layers", diff_ids: img.layers.map((l) => digestOf(l)) },
@@ -56,7 +58,7 @@ export function writeImage(dir: string, img: ImageSpec): Descriptor {
   const manDesc: Descriptor = {
     ...writeBlob(dir, Buffer.from(JSON.stringify(manifest)), MEDIA_MANIFEST),
     annotations: { [REF_NAME]: img.ref },
-    platform: { architecture: "amd64", os: "linux" },
+    platform: { architecture: img.architecture ?? "amd64", os: "linux" },
   };
   const indexFile = path.join(dir, "index.json");
   const index = fs.existsSync(indexFile)

@@ -8,6 +8,7 @@ import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
+import { hostArch, type GuestArch } from "./arch.js";
 import { kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type NicModel, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
 import { Qmp, qemuExited } from "./qmp.js";
 import { listNames, qemuAlive, readRecord, removeState, stateRoot, tpmCaDir, tpmDir, vmDir, volumesDir, writeRecord, TPM, VOLUMES, type VmRecord } from "./state.js";
@@ -15,6 +16,8 @@ import { ensureTpmState, startSwtpm, stopSwtpm } from "./tpm.js";
 
 export interface BootOptions {
   name: string;
+  /** The guest's architecture; default the host's. */
+  arch?: GuestArch;
   kernel: string;
   initrd: string;
   memMiB: number;
@@ -113,16 +116,19 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   fs.mkdirSync(volumesDir(o.name), { recursive: true, mode: 0o700 });
   const shares = [...o.shares, volumeShare(volumesDir(o.name))];
 
-  const accel = usableAccel(path.dirname(stateRoot()));
+  const arch = o.arch ?? hostArch();
+  if (arch === "aarch64" && (o.tpm || o.uart)) throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${o.tpm ? "--tpm" : "--uart"} is for x86 guests only (the arm64 virt board has one UART, and measured boot here is OVMF's)`);
+  const accel = usableAccel(path.dirname(stateRoot()), arch);
   const tcpPort = o.tcp === "none" ? undefined : o.tcp === 0 ? await freePort() : o.tcp;
   const vsockCid = vhostVsockAvailable() ? freeCid() : undefined;
   const tpm = o.tpm ? prepareTpm(o.name, dir) : undefined;
-  const qemu: QemuOptions = { ...o, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm };
+  const qemu: QemuOptions = { ...o, arch, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm };
   const start = () => {
     const args = qemuArgs(qemu);
-    fs.writeFileSync(path.join(dir, "qemu.args"), JSON.stringify([qemuBinary(), ...args]) + "\n");
-    const r = spawnSync(qemuBinary(), args, { encoding: "utf8" });
-    if (r.error) throw new FractalError(ErrorCode.NOT_FOUND, `cannot run ${qemuBinary()}: ${r.error.message} (install qemu-system-x86)`);
+    const qemuBin = qemuBinary(arch);
+    fs.writeFileSync(path.join(dir, "qemu.args"), JSON.stringify([qemuBin, ...args]) + "\n");
+    const r = spawnSync(qemuBin, args, { encoding: "utf8" });
+    if (r.error) throw new FractalError(ErrorCode.NOT_FOUND, `cannot run ${qemuBin}: ${r.error.message} (install ${arch === "aarch64" ? "qemu-system-arm" : "qemu-system-x86"})`);
     return r;
   };
   let r: ReturnType<typeof start>;
@@ -157,7 +163,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     console: path.join(dir, "console.log"),
     shares: [...o.shares.map((s) => `${s.hostDir}:${s.tag}${s.readonly ? ":ro" : ""}`), ...o.virtiofs.map((v) => `${v.socket}:${v.tag}:virtiofs`)],
     mounts: shares.map((s) => ({ hostDir: s.hostDir, guestPath: s.guestPath ?? s.hostDir, readonly: s.readonly })),
-    boot: { kernel: o.kernel, initrd: o.initrd, cmdline: kernelCmdline(qemu), tpm: tpm !== undefined },
+    boot: { kernel: o.kernel, initrd: o.initrd, cmdline: kernelCmdline(qemu), tpm: tpm !== undefined, arch },
   };
   writeRecord(rec);
   await waitForAgent(rec, o.timeoutMs ?? (accel === "tcg" ? 180_000 : 60_000), o.progress, o.keyFile);
@@ -297,13 +303,19 @@ export async function stopVm(name: string, graceMs = 20_000, keyFile?: string): 
     return "stale";
   }
   let how: "shutdown" | "killed" = "killed";
-  try {
-    const c = await AgentClient.connect(vmEndpoint(rec), { handshakeTimeoutMs: 5000, keyFile });
-    await c.call({ shutdown: { reboot: false } }, "ok");
-    c.close();
-    if (await waitExit(rec, graceMs)) how = "shutdown";
-  } catch {
-    // agent unreachable: fall through to killing QEMU
+  // The network endpoint first; then the VM's own serial socket, which needs
+  // no key: a VM booted with another key than the one at hand (a test's, a
+  // colleague's) still powers off cleanly instead of being killed.
+  for (const endpoint of [...new Set([vmEndpoint(rec), rec.endpoints.serial])]) {
+    try {
+      const c = await AgentClient.connect(endpoint, { handshakeTimeoutMs: 5000, keyFile });
+      await c.call({ shutdown: { reboot: false } }, "ok");
+      c.close();
+      if (await waitExit(rec, graceMs)) how = "shutdown";
+      break;
+    } catch {
+      // unreachable there: the next endpoint, else kill QEMU
+    }
   }
   if (how === "killed") await killVm(rec);
   removeState(name);

@@ -5,6 +5,8 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { AGENT_PORT, HOST_ROOT, IMAGE_STORE, SERIAL_PORT_NAME } from "../../proto/guest.js";
+import { ninePSecurity, type HostOs } from "./platform.js";
+import { consoleFor, cpuFor, hostArch, machineFor, qemuBinaryFor, type GuestArch } from "./arch.js";
 
 export type Accel = "kvm" | "tcg" | "hvf";
 
@@ -47,6 +49,8 @@ export interface VirtiofsShare {
 
 export interface QemuOptions {
   name: string;
+  /** The guest's architecture; default the host's. */
+  arch?: GuestArch;
   kernel: string;
   initrd: string;
   memMiB: number;
@@ -69,6 +73,8 @@ export interface QemuOptions {
   uart?: boolean;
   /** A TPM (swtpm's control socket) and UEFI firmware that measures the boot into it. */
   tpm?: { socket: string; firmwareCode: string; firmwareVars: string };
+  /** The host's OS; default this one's. */
+  hostOs?: HostOs;
 }
 
 /** Debian's OVMF: UEFI firmware built with TPM 2.0 measured boot. */
@@ -99,7 +105,9 @@ export function detectAccel(): Accel {
  * paused QEMU is started once to find out, and the answer is cached for this
  * host boot (keyed by the kernel's boot_id).
  */
-export function usableAccel(cacheDir: string): Accel {
+export function usableAccel(cacheDir: string, arch: GuestArch = hostArch()): Accel {
+  // KVM and HVF run guests of the host's own architecture only.
+  if (arch !== hostArch()) return "tcg";
   const accel = detectAccel();
   if (accel !== "kvm" || process.env.FRACTAL_ACCEL) return accel;
   let bootId = "";
@@ -115,7 +123,7 @@ export function usableAccel(cacheDir: string): Accel {
   } catch {
     // not probed yet
   }
-  const r = spawnSync(qemuBinary(), ["-machine", "q35,accel=kvm", "-cpu", "host", "-nodefaults", "-no-user-config", "-display", "none", "-S"], {
+  const r = spawnSync(qemuBinary(), ["-machine", machineFor(hostArch(), "kvm"), "-cpu", "host", "-nodefaults", "-no-user-config", "-display", "none", "-S"], {
     timeout: 1500,
     encoding: "utf8",
   });
@@ -139,8 +147,8 @@ export function vhostVsockAvailable(): boolean {
   }
 }
 
-export function qemuBinary(): string {
-  return process.env.FRACTAL_QEMU ?? (process.arch === "arm64" ? "qemu-system-aarch64" : "qemu-system-x86_64");
+export function qemuBinary(arch: GuestArch = hostArch()): string {
+  return process.env.FRACTAL_QEMU ?? qemuBinaryFor(arch);
 }
 
 /** The kernel command line a guest gets: what a TPM boot measures, and attestation expects. */
@@ -150,7 +158,7 @@ export function kernelCmdline(o: QemuOptions): string {
   if (o.vsockCid !== undefined) listen.push(`vsock://:${AGENT_PORT}`);
   if (o.uart) listen.push("serial:///dev/ttyS1");
   const cmdline = [
-    "console=ttyS0",
+    `console=${consoleFor(o.arch ?? hostArch())}`,
     "quiet",
     "panic=-1",
     `fractal.hostname=${o.name}`,
@@ -164,11 +172,11 @@ export function kernelCmdline(o: QemuOptions): string {
 }
 
 export function qemuArgs(o: QemuOptions): string[] {
-  const machine = o.accel === "kvm" ? "q35,accel=kvm" : o.accel === "hvf" ? "q35,accel=hvf" : "q35,accel=tcg";
+  const arch = o.arch ?? hostArch();
   const a = [
     "-name", `fractal-${o.name}`,
-    "-machine", machine,
-    "-cpu", o.accel === "tcg" ? "max" : "host",
+    "-machine", machineFor(arch, o.accel),
+    "-cpu", cpuFor(arch, o.accel),
     "-m", String(o.memMiB),
     "-smp", String(o.cpus),
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -207,7 +215,7 @@ export function qemuArgs(o: QemuOptions): string[] {
     // backmount of the host's root needs (we run as root).
     // multidevs=remap: a share spanning several host filesystems (the host's
     // root does) would otherwise show colliding inode numbers.
-    a.push("-fsdev", `local,id=fs${i},path=${s.hostDir},security_model=passthrough,multidevs=remap${s.readonly ? ",readonly=on" : ""}`);
+    a.push("-fsdev", `local,id=fs${i},path=${s.hostDir},security_model=${ninePSecurity(o.hostOs)},multidevs=remap${s.readonly ? ",readonly=on" : ""}`);
     a.push("-device", `virtio-9p-pci,fsdev=fs${i},mount_tag=${s.tag}`);
   });
   if (o.virtiofs.length > 0) {

@@ -2,8 +2,8 @@
 // (vm.json), QEMU's pid file, the console log and the agent's serial socket.
 // The directory is the VM's identity; a VM whose QEMU is gone is stale.
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
+import { stateBase } from "./platform.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 
 export interface VmRecord {
@@ -21,7 +21,7 @@ export interface VmRecord {
   /** The 9p shares as the guest mounts them: where run -v finds a host path. */
   mounts?: { hostDir: string; guestPath: string; readonly: boolean }[];
   /** What QEMU was given at this boot: what attestation checks a --tpm boot's measurements against. */
-  boot?: { kernel: string; initrd: string; cmdline: string; tpm: boolean };
+  boot?: { kernel: string; initrd: string; cmdline: string; tpm: boolean; arch?: "x86_64" | "aarch64" };
   /** The last attestation since this boot (a new boot writes a new record). */
   attestation?: AttestationRecord;
 }
@@ -55,8 +55,7 @@ export function volumesDir(name: string): string {
 
 export function stateRoot(): string {
   if (process.env.FRACTAL_STATE) return process.env.FRACTAL_STATE;
-  const base = process.env.XDG_STATE_HOME || path.join(os.homedir(), ".local", "state");
-  return path.join(base, "fractal", "vms");
+  return path.join(stateBase(), "vms");
 }
 
 export function vmDir(name: string): string {

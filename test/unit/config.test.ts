@@ -9,6 +9,9 @@ import { parseSize } from "../../host/cli/args.js";
 import { kernelCmdline, qemuArgs } from "../../host/vm/qemu.js";
 import { preferUnpacked } from "../../host/vm/kernel.js";
 import { chainScript, ipxeScript } from "../../host/netboot/script.js";
+import { buildSubdir, hostArch, qemuBinaryFor } from "../../host/vm/arch.js";
+import { implicitShare, stateBase } from "../../host/vm/platform.js";
+import { usableAccel } from "../../host/vm/qemu.js";
 import { ANY_CID, formatEndpoint, parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
 
@@ -184,5 +187,49 @@ describe("QEMU command line", () => {
     // The direct kernel boot stays: OVMF loads -kernel and -initrd itself and measures them.
     expect(args[args.indexOf("-kernel") + 1]).toBe("/k");
     expect(args[args.indexOf("-append") + 1]).toBe(kernelCmdline(o));
+  });
+});
+
+describe("arm64 guests and macOS hosts (fractal-mac)", () => {
+  const base = { name: "m1", kernel: "/k", initrd: "/i", memMiB: 1024, cpus: 2, stateDir: "/s", shares: [], virtiofs: [] };
+  const at = (a: string[], flag: string) => a[a.indexOf(flag) + 1];
+
+  it("boots an arm64 guest on qemu-system-aarch64's virt board, with its PL011 console, under TCG on an x86 host", () => {
+    const a = qemuArgs({ ...base, arch: "aarch64", accel: "tcg" });
+    expect(at(a, "-machine")).toBe("virt,gic-version=3,accel=tcg");
+    expect(at(a, "-cpu")).toBe("max,pauth-impdef=on");
+    expect(at(a, "-append")).toMatch(/^console=ttyAMA0 /);
+    expect(qemuBinaryFor("aarch64")).toBe("qemu-system-aarch64");
+    // KVM and HVF cannot run another architecture's guest.
+    if (hostArch() === "x86_64") expect(usableAccel(os.tmpdir(), "aarch64")).toBe("tcg");
+    expect(hostArch("arm64")).toBe("aarch64");
+    expect(hostArch("x64")).toBe("x86_64");
+  });
+
+  it("on a Mac: HVF with the host's CPU, /Users shared at /Users with owners kept in xattrs, state under Application Support", () => {
+    const users = implicitShare("darwin")!;
+    const a = qemuArgs({ ...base, arch: "aarch64", accel: "hvf", hostOs: "darwin", shares: [users] });
+    expect(at(a, "-machine")).toBe("virt,gic-version=3,accel=hvf");
+    expect(at(a, "-cpu")).toBe("host");
+    expect(at(a, "-fsdev")).toBe("local,id=fs0,path=/Users,security_model=mapped-xattr,multidevs=remap");
+    expect(at(a, "-append")).toMatch(/fractal\.share=users:\/Users( |$)/);
+    expect(stateBase("darwin", "/Users/ann")).toBe("/Users/ann/Library/Application Support/fractal");
+    expect(stateBase("linux", "/home/ann", {})).toBe("/home/ann/.local/state/fractal");
+    expect(implicitShare("linux")).toBeUndefined();
+    // An arm64 Mac's build/ is arm64's own; an x86 host keeps arm64's in build/arm64.
+    expect(buildSubdir("aarch64", "aarch64")).toBe("");
+    expect(buildSubdir("aarch64", "x86_64")).toBe("arm64");
+  });
+
+  it("parses boot --arch, with /Users added on macOS only, and refuses an architecture it does not build", () => {
+    const mac = parseBoot(["--arch", "arm64"], "darwin");
+    if (mac === "help") throw new Error("help");
+    expect(mac.opts.arch).toBe("aarch64");
+    expect(mac.opts.shares.map((s) => s.hostDir)).toContain("/Users");
+    if (hostArch() === "x86_64") expect(mac.opts.kernel).toMatch(/\/arm64\/kernel\/vmlinuz$/);
+    const linux = parseBoot(["--arch", "amd64"], "linux");
+    if (linux === "help") throw new Error("help");
+    expect(linux.opts.shares.map((s) => s.hostDir)).not.toContain("/Users");
+    expect(() => parseBoot(["--arch", "sparc"])).toThrow(/bad --arch "sparc": expected x86_64 or aarch64/);
   });
 });
