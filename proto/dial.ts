@@ -93,14 +93,16 @@ async function serialLine(file: string, baud: number | undefined, where: string)
   } catch (err) {
     throw unreachable(where, (err as Error).message);
   }
-  const { getTermios, makeRawLine, setTermios } = await import("./libc.js");
+  const { getTermios, makeRawLine, setTermios, SysError } = await import("./libc.js");
   let saved: Uint8Array | undefined;
   try {
     saved = getTermios(fd);
-  } catch {
-    if (baud !== undefined) {
+  } catch (err) {
+    // ENOTTY: not a terminal. Anything else (no termios binding on this OS) is said as it is.
+    if (baud !== undefined || !(err instanceof SysError)) {
       fs.closeSync(fd);
-      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: ${file} is not a terminal, so it has no line rate`);
+      const why = err instanceof SysError ? `${file} is not a terminal, so it has no line rate` : (err as Error).message;
+      throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: ${why}`);
     }
   }
   if (saved) {
