@@ -3,7 +3,9 @@
 //      an already prepared bundle (same client, same connection);
 //  (b) guest-unpack of one gzip layer against busybox tar extracting the
 //      same blob in the guest;
-//  (c) guest memory per extra idle container, with 20 running.
+//  (c) guest memory per extra idle container, with 20 running;
+//  (d) the agent's resident set, idle after all of the above, against a Bun hello-world's compiled the same way, in the
+//      same guest.
 // Prints the figures, the ratios and the targets.
 import fs from "node:fs";
 import os from "node:os";
@@ -11,6 +13,7 @@ import path from "node:path";
 import tar from "tar-stream";
 import { hex } from "../oci/digest.js";
 import { ImageStore } from "../oci/store.js";
+import { IDLE_WORKER_MS } from "../oci/blob-stream.js";
 import { AgentClient, exitStatusOf } from "../host/client.js";
 import { writeImage } from "../host/image/oci-layout.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
@@ -66,6 +69,11 @@ async function main(): Promise<void> {
   const cacheDir = `/run/fractal/layers/${hex(benchImg.layers[0]!.diffId)}`;
   const busybox = `/run/fractal/layers/${hex(bbImg.layers[0]!.diffId)}/bin/busybox`;
 
+  // (d)'s baseline, compiled as the agent is (Makefile: --compile --bytecode, same target).
+  const helloDir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-hello-"));
+  const hb = Bun.spawnSync([process.execPath, "build", "--compile", "--bytecode", "--target=bun-linux-x64-baseline", path.join(ROOT, "bench/hello-idle.ts"), "--outfile", path.join(helloDir, "hello")], { stdout: "ignore", stderr: "pipe" });
+  if (hb.exitCode !== 0) throw new Error(`building the hello-world baseline failed: ${hb.stderr.toString()}`);
+
   const rec = await bootVm({
     name: "bench-ctr",
     kernel: path.join(BUILD, "kernel/vmlinux"),
@@ -73,7 +81,7 @@ async function main(): Promise<void> {
     memMiB: 1024,
     cpus: 2,
     tcp: "none",
-    shares: [imageStoreShare(store)],
+    shares: [imageStoreShare(store), { hostDir: helloDir, tag: "hello", readonly: true, guestPath: "/run/bench-hello" }],
     virtiofs: [],
   });
   const c = await AgentClient.connect(rec.endpoints.serial);
@@ -141,6 +149,16 @@ async function main(): Promise<void> {
     const running = (await c.containers(false)).length;
     for (let i = 0; i < 20; i++) await c.remove(`idle${i}`, true);
 
+    // (d) The agent idle (after every request above, past the time its
+    // unpack workers wait for more work), then the hello-world beside it.
+    await new Promise((r) => setTimeout(r, IDLE_WORKER_MS + 2000));
+    const agentStatus = (await must(["sh", "-c", "cat /proc/$(pidof fractal-agent)/status"])).out;
+    const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(agentStatus)?.[1]) / 1024;
+    const agentRss = kib("VmRSS");
+    const helloOut = (await must(["/run/bench-hello/hello"])).out;
+    const helloKib = (field: string) => Number(new RegExp(`${field} (\\d+)`).exec(helloOut)?.[1]) / 1024;
+    const helloRss = helloKib("VmRSS");
+
     const v = await c.version();
     const mb = layer.bytes / 1e6;
     const ratioRun = median(ours) / median(direct);
@@ -155,17 +173,26 @@ async function main(): Promise<void> {
     console.log(`  fractal guest-unpack (tar-stream)    ${median(unpackOurs).toFixed(0)} ms  ${(mb / (median(unpackOurs) / 1000)).toFixed(1)} MB/s   ratio ${ratioUnpack.toFixed(2)}x of tar's throughput (target >= 0.7x)`);
     console.log(`(c) memory per idle container (${running} running busybox sleep)`);
     console.log(`  MemAvailable ${before.toFixed(0)} MiB -> ${after.toFixed(0)} MiB: ${perCtr.toFixed(2)} MiB each (target <= 3 MiB)`);
-    console.log(`RESULT run_ratio=${ratioRun.toFixed(2)} unpack_ratio=${ratioUnpack.toFixed(2)} mib_per_container=${perCtr.toFixed(2)}`);
+    console.log("(d) resident memory, idle, same guest (the agent after (a) to (c))");
+    // The binary's own pages count too: the agent's sit in the initramfs
+    // (shmem), the hello-world's come over 9p (file); anonymous memory is
+    // what each process adds.
+    const parts = (k: (f: string) => number) => `anonymous ${k("RssAnon").toFixed(1)}, file ${k("RssFile").toFixed(1)}, shmem ${k("RssShmem").toFixed(1)} MiB`;
+    console.log(`  Bun hello-world                      ${helloRss.toFixed(1)} MiB   (${parts(helloKib)})`);
+    console.log(`  fractal-agent                        ${agentRss.toFixed(1)} MiB   (${parts(kib)})   ratio ${(agentRss / helloRss).toFixed(2)}x (target <= 1.5x); anonymous only ${(kib("RssAnon") / helloKib("RssAnon")).toFixed(2)}x`);
+    console.log(`RESULT run_ratio=${ratioRun.toFixed(2)} unpack_ratio=${ratioUnpack.toFixed(2)} mib_per_container=${perCtr.toFixed(2)} rss_ratio=${(agentRss / helloRss).toFixed(2)}`);
     const e = benchEnv(rec.accel, "virtio-serial", v.kernel);
     record("containers", [
       compared("run --rm busybox true", "ms", median(ours), "crun run, prepared bundle", median(direct), true, e, "time <= 1.2x crun's"),
       compared("unpack a 128 MB gzip layer", "ms", median(unpackOurs), "busybox tar -xzf", median(unpackTar), true, e, "advantage >= 0.7x"),
       { figure: "memory per idle container", unit: "MiB", fractal: perCtr, lowerIsBetter: true, target: "<= 3 MiB", env: e },
+      compared("agent resident set, idle", "MiB", agentRss, "Bun hello-world, same guest", helloRss, true, e, "<= 1.5x hello-world's"),
     ]);
   } finally {
     c.close();
     await stopVm("bench-ctr");
     fs.rmSync(store, { recursive: true, force: true });
+    fs.rmSync(helloDir, { recursive: true, force: true });
     fs.rmSync(process.env.FRACTAL_STATE!, { recursive: true, force: true });
   }
 }

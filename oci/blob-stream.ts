@@ -191,7 +191,7 @@ class Sha256Worker implements StreamHash {
       this.worker.onerror = null;
       // An idle worker must not keep a command-line process alive.
       this.worker.unref();
-      idleWorkers.push(this.worker);
+      parkWorker(this.worker);
     } else {
       this.worker.terminate();
     }
@@ -201,7 +201,26 @@ class Sha256Worker implements StreamHash {
 const MAX_IN_FLIGHT = 32 << 20;
 /** Finished workers kept for the next unpack: two, as one unpack uses. */
 const MAX_IDLE_WORKERS = 2;
+/**
+ * How long a finished worker waits for the next unpack. Each holds a whole
+ * JavaScript heap (~10 MiB resident): kept for good, two of them doubled an
+ * idle agent's memory (bench-containers (d)); an image's layers, unpacked
+ * back to back, still find them warm.
+ */
+export const IDLE_WORKER_MS = 5000;
 const idleWorkers: Worker[] = [];
+
+function parkWorker(w: Worker): void {
+  idleWorkers.push(w);
+  const timer = setTimeout(() => {
+    const i = idleWorkers.indexOf(w);
+    if (i >= 0) {
+      idleWorkers.splice(i, 1);
+      w.terminate();
+    }
+  }, IDLE_WORKER_MS);
+  timer.unref();
+}
 // In a compiled binary the worker is its own entry point (see the Makefile),
 // named relative to the entry points' common root; from source, it is
 // oci/hash-worker.ts of the tree the entry point (Bun.main) is in. Not
