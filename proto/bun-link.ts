@@ -1,7 +1,7 @@
 // Adapts a Bun-native socket (from Bun.connect({fd}), used for vsock) to a
 // Link. Bun's socket write() may take only part of the bytes; the rest waits
 // here, in order, until the socket's drain callback.
-import { LinkEvents, type Link } from "./link.js";
+import { coalesceSmall, LinkEvents, type Link } from "./link.js";
 
 const HIGH_WATER = 4 << 20;
 
@@ -55,7 +55,7 @@ export async function bunFdLink(fd: number, description: string): Promise<Link> 
     ...events.register,
     write(chunks) {
       if (events.closed) return true;
-      for (const c of chunks) {
+      for (const c of coalesceSmall(chunks)) {
         if (pending.length === 0) {
           const n = sock.write(c);
           if (n === c.length) continue;

@@ -80,6 +80,24 @@ export class LinkEvents {
   }
 }
 
+/** Frames up to this size go to the socket in one write. */
+export const COALESCE_MAX = 16 << 10;
+
+/**
+ * A frame's header and payload as one buffer when the frame is small. With
+ * Nagle off, each socket write is its own system call and its own TCP
+ * segment: a 1-byte keystroke went out as two of each, and the agent's
+ * profile under an interactive echo was led by the native socket write.
+ * Large payloads keep their own writes: copying them is what bulk output
+ * cannot afford.
+ */
+export function coalesceSmall(chunks: readonly Uint8Array[]): readonly Uint8Array[] {
+  if (chunks.length < 2) return chunks;
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  return n <= COALESCE_MAX ? [Buffer.concat(chunks, n)] : chunks;
+}
+
 /** Adapts a node:net socket (TCP, unix, or one made from a vsock fd). */
 export function socketLink(sock: Socket, description: string, initial?: Uint8Array): Link {
   sock.setNoDelay?.(true);
@@ -102,8 +120,9 @@ export function socketLink(sock: Socket, description: string, initial?: Uint8Arr
       if (events.closed || sock.destroyed) return true;
       // No cork(): corking makes node:net concatenate the chunks, a copy of
       // every data payload that cost a quarter of the agent's CPU time.
+      // Small frames are joined instead (coalesceSmall).
       let ok = true;
-      for (const c of chunks) ok = sock.write(c);
+      for (const c of coalesceSmall(chunks)) ok = sock.write(c);
       return ok;
     },
     close() {

@@ -283,7 +283,8 @@ export const commands: Command[] = [
 /** The command list of the top-level help, grouped, from the table. */
 export function commandList(): string {
   const groups = [...new Set(commands.map((c) => c.group))];
-  const width = Math.max(...commands.map((c) => c.name.length));
+  // Two spaces at least between a name and its summary, as every help text here has them.
+  const width = Math.max(...commands.map((c) => c.name.length)) + 1;
   return groups.map((g) => `${g}:\n${commands.filter((c) => c.group === g).map((c) => `  ${c.name.padEnd(width)} ${c.summary}`).join("\n")}\n`).join("\n");
 }
 

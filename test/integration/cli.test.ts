@@ -84,6 +84,15 @@ describe("signals", () => {
     for (const bad of ["0", "65", "FOO", "RTMIN+40", ""]) expect(() => parseSignal(bad)).toThrow(/unknown signal/);
   });
 
+  it("ends an agent started as a daemon cleanly on SIGTERM, as sshd does", async () => {
+    const a = await startAgent();
+    const exited = new Promise<number | null>((r) => a.proc.once("exit", (code) => r(code)));
+    a.proc.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(a.log()).toMatch(/SIGTERM: exiting/);
+    fs.rmSync(a.dir, { recursive: true, force: true });
+  });
+
   it("forwards USR1 and QUIT sent to exec to the remote process", async () => {
     const script = "trap 'echo got-USR1' USR1; trap 'echo got-QUIT; exit 3' QUIT; echo ready; while :; do sleep 0.1; done";
     let out = "";

@@ -1,3 +1,4 @@
+import { coalesceSmall, COALESCE_MAX } from "../../proto/link.js";
 import { describe, expect, it } from "vitest";
 import { ErrorCode, ProtocolViolation } from "../../proto/errors.js";
 import { FrameDecoder, HEADER_SIZE, MAX_FRAME, encodeDataPrefix, encodeFrame } from "../../proto/frame.js";
@@ -114,5 +115,18 @@ describe("frame codec", () => {
     expect(Buffer.from(got[0]!.data!.payload!).equals(Buffer.from(payload))).toBe(true);
     // The generated decoder agrees on where the frame ends.
     expect(pb.Frame.decode(bytes.subarray(HEADER_SIZE)).data!.stream).toBe(1);
+  });
+});
+
+describe("socket writes", () => {
+  it("sends a small frame's header and payload in one write, and a large payload uncopied", () => {
+    const header = Buffer.from([1, 2, 3]);
+    const small = coalesceSmall([header, Buffer.from("x")]);
+    expect(small).toHaveLength(1);
+    expect(Buffer.from(small[0]!).equals(Buffer.from([1, 2, 3, 120]))).toBe(true);
+    const big = Buffer.alloc(COALESCE_MAX);
+    const large = coalesceSmall([header, big]);
+    expect(large).toHaveLength(2);
+    expect(large[1]).toBe(big);
   });
 });
