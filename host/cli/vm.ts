@@ -139,12 +139,11 @@ export function defaultArtifact(rel: string, env: string): string {
 /**
  * The build's kernel: unpacked unless UEFI is to measure it; $FRACTAL_KERNEL
  * wins over both. Another architecture's is in its own build directory
- * (build/arm64), and its Image needs no unpacking.
+ * (build/arm64), where no unpacked copy is made: QEMU boots arm64's Image as is.
  */
 export function defaultKernel(measured: boolean, arch: GuestArch = hostArch()): string {
-  const sub = buildSubdir(arch);
-  const bzImage = defaultArtifact(path.join(sub, "kernel/vmlinuz"), "FRACTAL_KERNEL");
-  return measured || process.env.FRACTAL_KERNEL || arch === "aarch64" ? bzImage : preferUnpacked(bzImage);
+  const bzImage = defaultArtifact(path.join(buildSubdir(arch), "kernel/vmlinuz"), "FRACTAL_KERNEL");
+  return measured || process.env.FRACTAL_KERNEL ? bzImage : preferUnpacked(bzImage);
 }
 
 /** --mem in MiB; a size as docker reads one (a bare number is bytes). */
