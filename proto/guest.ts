@@ -13,7 +13,7 @@ export const IMAGE_STORE = "/var/lib/fractal/images";
 export const HOST_ROOT = "/host";
 /**
  * The guest's single-threaded Go helper (initramfs/nshelper): namespaces
- * for exec --namespace, the pivotable root crun needs, each container's
+ * for exec --namespace, the pivotable root crun needs, the containers'
  * shim, and the supervisor that restarts the agent.
  */
 export const NS_HELPER = "/bin/fractal-ns";

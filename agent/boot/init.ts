@@ -227,8 +227,8 @@ export async function boot(): Promise<BootConfig> {
   for (const e of cfg.errors) log("warn", `boot: ${e}`);
   loadModules(MODULE_ORDER, "kernel modules");
   // Debian's kernel backs every large enough anonymous mapping with huge
-  // pages ("always"): each container's small Go shim then holds a 2 MiB
-  // page for a few kilobytes of heap. "madvise" leaves huge pages to
+  // pages ("always"): each small Go process (the shim, fractal-ns helpers)
+  // then holds a 2 MiB page for a few kilobytes of heap. "madvise" leaves huge pages to
   // programs that ask, which in a guest full of small processes is 4x less
   // memory per idle container (bench-containers).
   step("transparent huge pages: madvise", () => fs.writeFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "madvise"));

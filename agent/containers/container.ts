@@ -1,28 +1,27 @@
 // One container: its bundle directory, its overlay root, the OCI runtime
 // process that runs it, and its output log. The runtime (crun) is started
-// by a shim (fractal-ns -shim) that holds the container's stdio as FIFOs in
-// the bundle and records its exit status there, so a container outlives the
-// agent: a restarted agent finds the bundle (container.json), reopens the
-// FIFOs and goes on logging and serving it. crun itself runs through the
-// namespace helper's -pivotable mode, so it can pivot_root even though the
-// guest's root is the initramfs.
+// by the guest's one shim (fractal-ns -shimd, see shim.ts), which holds the
+// container's stdio as FIFOs in the bundle and records its exit status
+// there, so a container outlives the agent: a restarted agent finds the
+// bundle (container.json), reopens the FIFOs and goes on logging and serving
+// it. The shim starts crun from a root it can pivot_root away from, which
+// the guest's initramfs root is not.
 import fs from "node:fs";
 import path from "node:path";
 import { S_IFIFO, mknod } from "../../proto/libc.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { NS_HELPER } from "../../proto/guest.js";
 import { log } from "../log.js";
 import type { ExitResult } from "../process/child.js";
 import { MNT_DETACH, umount2 } from "../../proto/libc.js";
 import { OutputLog, type OutputSink } from "./output.js";
 import { resizeByPidFile } from "./winsize.js";
+import { containerShim } from "./shim.js";
 
 export const RUNTIME = "/bin/crun";
 /** Every container's cgroup lives under this one; crun's own is a child of ours. */
 export const CGROUP_ROOT = "/sys/fs/cgroup/fractal";
 /** What a bundle keeps about its container, for an agent that restarts. */
 const RECORD = "container.json";
-const SIGUSR1 = 10;
 
 export interface ContainerExit {
   status: ExitResult;
@@ -56,7 +55,6 @@ export class Container {
   /** Writes to the stdin FIFO, waiting for room when the container is not reading (no busy retry). */
   private stdinSink: ReturnType<ReturnType<typeof Bun.file>["writer"]> | undefined;
   private stdinOpen: boolean;
-  private shimPid = 0;
   private startedShim = false;
   /** Settles once the runtime has its process (the pid file), or gave up. */
   private launched: Promise<void> = Promise.resolve();
@@ -79,7 +77,6 @@ export class Container {
     }
     if (init.bundle !== bundle) return undefined;
     const c = new Container(init);
-    c.shimPid = Number(readQuiet(path.join(bundle, "shim.pid")) ?? 0);
     c.startedShim = true;
     c.connect(false);
     return c;
@@ -123,26 +120,28 @@ export class Container {
     return path.join(this.init.bundle, name);
   }
 
-  /** Starts the shim and through it `crun run`; output flows to the log and to sinks attached before this call. */
-  start(): void {
+  /** Has the shim start `crun run`; output flows to the log and to sinks attached before this call. */
+  async start(): Promise<void> {
     const { bundle } = this.init;
     fs.writeFileSync(path.join(bundle, RECORD), JSON.stringify(this.init));
     const fifos: ("stdin" | "stdout" | "stderr")[] = this.init.interactive ? ["stdout", "stderr", "stdin"] : ["stdout", "stderr"];
     for (const f of fifos) mknod(this.fifo(f), S_IFIFO, 0o600);
-    const console = this.init.tty ? ["--console-socket", path.join(bundle, "console.sock")] : [];
-    const argv = [
-      NS_HELPER, "-shim", bundle, "-pivotable", ...(this.init.interactive ? ["-stdin"] : []), ...(this.init.tty ? ["-console", console[1]!] : []), "--",
-      RUNTIME, "run", ...console, "--bundle", bundle, "--pid-file", this.pidFile, this.id,
-    ];
-    // The shim's own complaints (a FIFO it cannot open) go where ours go.
-    const shim = Bun.spawn(argv, { cwd: bundle, stdio: ["ignore", "ignore", "inherit"], env: process.env as Record<string, string> });
-    this.shimPid = shim.pid;
-    fs.writeFileSync(path.join(bundle, "shim.pid"), `${shim.pid}\n`);
+    const console = this.init.tty ? path.join(bundle, "console.sock") : undefined;
+    const argv = [RUNTIME, "run", ...(console ? ["--console-socket", console] : []), "--bundle", bundle, "--pid-file", this.pidFile, this.id];
     this.startedShim = true;
     // Until the shim has its ends open, our own writers stand in for them:
     // a FIFO with no writer at all reads as EOF, which would mean "exited".
     const bridge = this.connect(true);
-    this.launched = runtimeReported(bundle, shim.exited).then(() => {
+    try {
+      await containerShim.start({ bundle, stdin: this.init.interactive, console, argv });
+    } catch (err) {
+      // Not started: the readers see EOF, and no exit is recorded for it.
+      this.startedShim = false;
+      for (const fd of bridge) fs.closeSync(fd);
+      this.closeStdinFd();
+      throw err;
+    }
+    this.launched = runtimeReported(bundle, containerShim.lost()).then(() => {
       for (const fd of bridge) fs.closeSync(fd);
     });
   }
@@ -189,6 +188,7 @@ export class Container {
   }
 
   private finish(): void {
+    if (!this.startedShim) return;
     const text = readQuiet(path.join(this.init.bundle, "exit"));
     const m = /^(exited|signaled) (\d+)/.exec(text ?? "");
     // No status: the shim itself was killed; the container went with it.
@@ -220,12 +220,9 @@ export class Container {
     if (!this.stdinOpen || !this.running) return;
     this.stdinOpen = false;
     this.closeStdinFd();
-    try {
-      // The shim drops its writer too, so the container reads EOF.
-      if (this.shimPid > 0) process.kill(this.shimPid, SIGUSR1);
-    } catch {
-      // the shim is gone: so is the container
-    }
+    // The shim drops its writer too, so the container reads EOF; a shim
+    // that is gone took the container with it.
+    containerShim.closeStdin(this.init.bundle).catch(() => {});
   }
 
   private closeStdinFd(): void {

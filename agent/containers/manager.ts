@@ -137,7 +137,7 @@ export class ContainerManager {
       this.containers.set(id, c);
       // From the first byte.
       if (sink) c.attach(sink, { pace, fromStart: true, follow: true });
-      c.start();
+      await c.start();
     } catch (err) {
       this.containers.delete(id);
       this.containerStacks.delete(id);

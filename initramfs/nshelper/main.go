@@ -6,7 +6,7 @@
 //
 //	fractal-ns -root /host [-bind LOCAL=REMOTE]... [-cwd DIR] -- CMD ARGS...   namespace.go
 //	fractal-ns -pivotable -- CMD ARGS...                                       namespace.go
-//	fractal-ns -shim BUNDLE [-stdin] [-console SOCK] [-pivotable] -- CMD...   shim.go
+//	fractal-ns -shimd SOCKET                                                 shimd.go
 //	fractal-ns -supervise -- AGENT ARGS...                                     supervise.go
 //	fractal-ns -dirs PID -- make:PATH | remove:PATH...                        graft.go
 //	fractal-ns -graft PID [-freeze CGROUP] -- detach:PATH | PATH=SOURCE...    graft.go
@@ -42,9 +42,7 @@ func main() {
 	root := flag.String("root", "/host", "where the host's root is mounted in the guest")
 	cwd := flag.String("cwd", "/", "working directory inside the namespace")
 	pivotable := flag.Bool("pivotable", false, "run CMD from a root pivot_root(2) accepts (for the OCI runtime)")
-	shim := flag.String("shim", "", "keep the stdio FIFOs in this bundle directory for CMD, and record its exit there")
-	shimStdin := flag.Bool("stdin", false, "with -shim: CMD reads the stdin FIFO (else /dev/null)")
-	shimConsole := flag.String("console", "", "with -shim: receive the container's terminal on this socket (the runtime's --console-socket)")
+	shimd := flag.String("shimd", "", "keep every container's stdio and exit status, serving the agent on this socket")
 	sup := flag.Bool("supervise", false, "run CMD and restart it whenever it ends (the guest's uinit)")
 	dirs := flag.Int("dirs", 0, "make (or remove) directories of this process's container's writable layer")
 	graftPid := flag.Int("graft", 0, "detach and attach mounts in this process's mount namespace")
@@ -53,6 +51,9 @@ func main() {
 	flag.Var(&bs, "bind", "LOCAL=REMOTE: host path REMOTE appears at LOCAL (repeatable)")
 	flag.Parse()
 	argv := flag.Args()
+	if *shimd != "" {
+		runShimd(*shimd) // shimd.go
+	}
 	if len(argv) == 0 {
 		fail(exitFailed, "no command given")
 	}
@@ -64,8 +65,6 @@ func main() {
 		runGraft(*graftPid, *freeze, argv) // graft.go
 	case *sup:
 		supervise(argv) // supervise.go
-	case *shim != "":
-		runShim(*shim, *shimStdin, *shimConsole, *pivotable, argv) // shim.go
 	case *pivotable:
 		runPivotable(argv) // namespace.go
 	default:

@@ -19,6 +19,18 @@ const NAME = "ctrtest";
 const cli = (args: string[], input?: string) => runCli(args, { env, input });
 const vm = (cmd: string, ...args: string[]) => cli([cmd, "--vm", NAME, ...args]);
 const guest = async (script: string) => (await cli(["exec", "--vm", NAME, "--", "sh", "-c", script])).stdout.toString();
+/** The pid and command line of the process that started a container's runtime (crun, the container's parent). */
+async function shimOf(name: string): Promise<string> {
+  const ppid = async (pid: string) => /^PPid:\s+(\d+)$/m.exec(await guest(`cat /proc/${pid}/status`))?.[1] ?? "?";
+  const bundles = (await guest("ls /run/fractal/containers")).split(/\s+/).filter(Boolean);
+  for (const b of bundles) {
+    const rec = JSON.parse(await guest(`cat /run/fractal/containers/${b}/container.json`)) as { name: string };
+    if (rec.name !== name) continue;
+    const shim = await ppid(await ppid((await guest(`cat /run/fractal/containers/${b}/pid`)).trim()));
+    return `${shim} ${(await guest(`cat /proc/${shim}/cmdline`)).split("\0").join(" ")}`;
+  }
+  throw new Error(`no bundle for container ${name}`);
+}
 const out = (r: { stdout: Buffer }) => r.stdout.toString();
 
 /** The default busybox image's one layer blob (gzip tar), as the base of the test images. */
@@ -335,6 +347,12 @@ describe("faults", () => {
     await guest("kill -9 $(pidof fractal-agent); true");
     await until("the agent answers again", async () => (await vm("ping")).code === 0);
     expect(out(await vm("ps"))).toMatch(/Up .*reader$/m);
+    // One shim keeps every container: the restarted agent starts new ones through the same process.
+    expect((await vm("run", "-d", "--name", "after", "busybox", "sleep", "60")).code).toBe(0);
+    const shims = await Promise.all(["reader", "after"].map(shimOf));
+    expect(shims[0]).toMatch(/^\d+ \/bin\/fractal-ns -shimd /);
+    expect(shims[1]).toBe(shims[0]);
+    await vm("rm", "-f", "after");
     const a = await cli(["attach", "--vm", NAME, "reader"], "one\ntwo\n");
     expect(out(a)).toBe("got one\ngot two\neof\n");
     expect(out(await vm("wait", "reader"))).toBe("0\n");
