@@ -18,6 +18,13 @@ export interface FileLinkOptions {
    */
   onEof?: () => void;
   rearmMs?: number;
+  /**
+   * Asked `rearmMs` after an EOF, before onEof: is the peer really gone?
+   * A virtio-serial port can read EOF for an instant while a new host
+   * attaches (its bytes arrive before the port-open message is handled);
+   * that session goes on, and onEof is not called.
+   */
+  stillGone?: () => boolean;
   /** Runs once, just before the fd is closed (a host tty gets its settings back). */
   beforeClose?: () => void;
 }
@@ -56,8 +63,9 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
         }
         // EOF: on a virtio-serial port it means the host side disconnected.
         if (!opts.onEof || events.closed) break;
-        opts.onEof();
         await new Promise((r) => setTimeout(r, opts.rearmMs ?? 100));
+        if (events.closed) break;
+        if (opts.stillGone?.() ?? true) opts.onEof();
         reader = Bun.file(fd).stream().getReader();
       }
     } catch (err) {

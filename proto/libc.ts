@@ -1,6 +1,6 @@
 // The one binding of libc through bun:ffi, for both sides: the system calls
 // node:fs and node:net lack (mount, finit_module, reboot, termios, window
-// sizes, mknod, xattrs, AF_VSOCK sockets), each behind a small typed
+// sizes, mknod, xattrs, AF_VSOCK sockets, a hang-up check), each behind a small typed
 // function, with one error type. Linux only; nothing else in the tree
 // imports bun:ffi.
 //
@@ -32,6 +32,7 @@ function open() {
     bind: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     listen: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     connect: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+    poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
     close: { args: [FFIType.i32], returns: FFIType.i32 },
     strerror: { args: [FFIType.i32], returns: FFIType.cstring },
     __errno_location: { args: [], returns: FFIType.ptr },
@@ -175,6 +176,22 @@ const TIOCSWINSZ = 0x5414;
  */
 export function setWindowSize(fd: number, cols: number, rows: number): void {
   check(c().ioctl(fd, TIOCSWINSZ, ptr(new Uint16Array([rows, cols, 0, 0]))), "ioctl TIOCSWINSZ");
+}
+
+// <poll.h>
+const POLLIN = 0x1;
+const POLLHUP = 0x10;
+
+/**
+ * Whether fd reports a hang-up right now (POLLHUP), without waiting: a
+ * virtio-serial port does while no host is attached to it.
+ */
+export function hungUp(fd: number): boolean {
+  const pfd = Buffer.alloc(8); // struct pollfd { int fd; short events; short revents; }
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(POLLIN, 4);
+  if (c().poll(ptr(pfd), 1, 0) < 0) throw new SysError("poll", errno());
+  return (pfd.readInt16LE(6) & POLLHUP) !== 0;
 }
 
 // --- files node:fs cannot make ------------------------------------------------

@@ -2,8 +2,10 @@
 // has no connections, only bytes, so each host session gets its own
 // "epoch": a fresh Link over the same device, handed to onLink as a TCP
 // listener hands over an accepted socket. An epoch ends when
-//   * the device reads EOF (virtio-serial: the host side disconnected); the
-//     port is reopened after a short pause, or
+//   * the device reads EOF (virtio-serial: the host side disconnected) and
+//     still reports the hang-up a short pause later (an EOF read just as
+//     the next host attaches is not a disconnect: the guest can see that
+//     host's first bytes before it learns the host is there), or
 //   * a Hello arrives on an epoch that already shook hands: the host
 //     reconnected without us seeing it (a UART has no hang-up), so the old
 //     session is torn down and the Hello starts the next one, or
@@ -14,7 +16,7 @@ import path from "node:path";
 import type { Endpoint } from "./endpoint.js";
 import { fileLink } from "./file-link.js";
 import { encodeFrame } from "./frame.js";
-import { makeRawLine } from "./libc.js";
+import { hungUp, makeRawLine } from "./libc.js";
 import { LinkEvents, type Link } from "./link.js";
 import type { Listener, ListenOptions } from "./listen.js";
 import type { Frame } from "./wire.js";
@@ -94,6 +96,7 @@ function runEpochs(fd: number, where: string, onLink: (link: Link) => void, onDe
       start();
     },
     rearmMs: REOPEN_DELAY_MS,
+    stillGone: () => hungUp(fd),
   });
   const start = (firstBytes?: Uint8Array) => {
     const epoch = new Epoch(
