@@ -126,16 +126,18 @@ async function main(): Promise<void> {
   }
   try {
     const flags = authFlags(values);
-    await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags), limits, agent });
     // A daemon the user started ends cleanly when told to (as sshd does), so
     // whatever runs at exit runs: Bun's --cpu-prof writes its profile then.
     // As init, SIGTERM is the kernel's or the supervisor's business: not here.
+    // Set before serving: a signal sent as soon as "listening" is printed
+    // must find the handler there.
     for (const sig of ["SIGTERM", "SIGINT"] as const) {
       process.once(sig, () => {
         log("info", `${sig}: exiting`);
         process.exit(0);
       });
     }
+    await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags), limits, agent });
   } catch (err) {
     process.stderr.write(`fractal-agent: ${(err as Error).message}\n`);
     process.exit(exitStatusFor(err));
