@@ -152,12 +152,12 @@ async function main(): Promise<void> {
     // (d) The agent idle (after every request above, past the time its
     // unpack workers wait for more work), then the hello-world beside it.
     await new Promise((r) => setTimeout(r, IDLE_WORKER_MS + 2000));
-    const agentStatus = (await must(["sh", "-c", "cat /proc/$(pidof fractal-agent)/status"])).out;
-    const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(agentStatus)?.[1]) / 1024;
-    const agentRss = kib("VmRSS");
-    const helloOut = (await must(["/run/bench-hello/hello"])).out;
-    const helloKib = (field: string) => Number(new RegExp(`${field} (\\d+)`).exec(helloOut)?.[1]) / 1024;
-    const helloRss = helloKib("VmRSS");
+    /** A field of a /proc/PID/status text, in MiB. */
+    const mibOf = (status: string) => (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)?.[1]) / 1024;
+    const agentMiB = mibOf((await must(["sh", "-c", "cat /proc/$(pidof fractal-agent)/status"])).out);
+    const agentRss = agentMiB("VmRSS");
+    const helloMiB = mibOf((await must(["/run/bench-hello/hello"])).out);
+    const helloRss = helloMiB("VmRSS");
 
     const v = await c.version();
     const mb = layer.bytes / 1e6;
@@ -178,8 +178,8 @@ async function main(): Promise<void> {
     // (shmem), the hello-world's come over 9p (file); anonymous memory is
     // what each process adds.
     const parts = (k: (f: string) => number) => `anonymous ${k("RssAnon").toFixed(1)}, file ${k("RssFile").toFixed(1)}, shmem ${k("RssShmem").toFixed(1)} MiB`;
-    console.log(`  Bun hello-world                      ${helloRss.toFixed(1)} MiB   (${parts(helloKib)})`);
-    console.log(`  fractal-agent                        ${agentRss.toFixed(1)} MiB   (${parts(kib)})   ratio ${(agentRss / helloRss).toFixed(2)}x (target <= 1.5x); anonymous only ${(kib("RssAnon") / helloKib("RssAnon")).toFixed(2)}x`);
+    console.log(`  Bun hello-world                      ${helloRss.toFixed(1)} MiB   (${parts(helloMiB)})`);
+    console.log(`  fractal-agent                        ${agentRss.toFixed(1)} MiB   (${parts(agentMiB)})   ratio ${(agentRss / helloRss).toFixed(2)}x (target <= 1.5x); anonymous only ${(agentMiB("RssAnon") / helloMiB("RssAnon")).toFixed(2)}x`);
     console.log(`RESULT run_ratio=${ratioRun.toFixed(2)} unpack_ratio=${ratioUnpack.toFixed(2)} mib_per_container=${perCtr.toFixed(2)} rss_ratio=${(agentRss / helloRss).toFixed(2)}`);
     const e = benchEnv(rec.accel, "virtio-serial", v.kernel);
     record("containers", [

@@ -8,6 +8,7 @@ import type { Link } from "../proto/link.js";
 import { Session, type RequestBody, type SessionOptions } from "../proto/session.js";
 import { chunksOf, type InStream, type OutStream, type StreamSink } from "../proto/stream.js";
 import { joinSocket } from "../proto/stream-socket.js";
+import { lineSplitter } from "../proto/lines.js";
 import type { LayerInfo, Response } from "../proto/wire.js";
 import { loadSigner } from "./keys.js";
 
@@ -494,15 +495,11 @@ class RequestStreams {
   lines(onLine?: (line: string) => void): number {
     if (!onLine) return 0;
     const { id, stream } = this.incoming(true);
-    let text = "";
+    const feed = lineSplitter(onLine);
     // incoming(true) always opens a stream.
     stream!.pipeTo({
       data(chunk, done) {
-        text += Buffer.from(chunk).toString();
-        for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n")) {
-          onLine(text.slice(0, nl));
-          text = text.slice(nl + 1);
-        }
+        feed(Buffer.from(chunk).toString());
         done();
       },
       end() {},

@@ -148,7 +148,7 @@ class Sha256Worker implements StreamHash {
   private done = false;
 
   constructor() {
-    this.worker = idleWorkers.pop() ?? new Worker(hashWorkerPath());
+    this.worker = takeWorker() ?? new Worker(hashWorkerPath());
     this.worker.ref();
     this.worker.onmessage = (e: MessageEvent) => {
       const m = e.data as { acked?: number; digest?: string };
@@ -208,18 +208,25 @@ const MAX_IDLE_WORKERS = 2;
  * back to back, still find them warm.
  */
 export const IDLE_WORKER_MS = 5000;
-const idleWorkers: Worker[] = [];
+/** Parked workers, each with the timer that ends it; taking one stops its timer. */
+const idleWorkers: { worker: Worker; timer: ReturnType<typeof setTimeout> }[] = [];
 
-function parkWorker(w: Worker): void {
-  idleWorkers.push(w);
-  const timer = setTimeout(() => {
-    const i = idleWorkers.indexOf(w);
-    if (i >= 0) {
-      idleWorkers.splice(i, 1);
-      w.terminate();
-    }
-  }, IDLE_WORKER_MS);
-  timer.unref();
+function takeWorker(): Worker | undefined {
+  const idle = idleWorkers.pop();
+  if (idle) clearTimeout(idle.timer);
+  return idle?.worker;
+}
+
+function parkWorker(worker: Worker): void {
+  const idle = {
+    worker,
+    timer: setTimeout(() => {
+      idleWorkers.splice(idleWorkers.indexOf(idle), 1);
+      worker.terminate();
+    }, IDLE_WORKER_MS),
+  };
+  idle.timer.unref();
+  idleWorkers.push(idle);
 }
 // In a compiled binary the worker is its own entry point (see the Makefile),
 // named relative to the entry points' common root; from source, it is

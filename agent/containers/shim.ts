@@ -6,6 +6,7 @@
 import net from "node:net";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { NS_HELPER } from "../../proto/guest.js";
+import { lineSplitter } from "../../proto/lines.js";
 import { log } from "../log.js";
 
 export const SHIM_SOCKET = "/run/fractal/shimd.sock";
@@ -77,26 +78,23 @@ export class ShimClient {
       await launch(this.socket);
       sock = await dial(this.socket);
     }
-    let buf = "";
     sock.setEncoding("utf8");
-    sock.on("data", (s: string) => {
-      buf += s;
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
+    sock.on(
+      "data",
+      lineSplitter((line) => {
         let r: Reply;
         try {
           r = JSON.parse(line) as Reply;
         } catch {
           log("warn", `container shim: unreadable reply ${JSON.stringify(line)}`);
-          continue;
+          return;
         }
         const p = this.pending.get(r.id);
         this.pending.delete(r.id);
         if (p) p.resolve(r);
         else log("warn", `container shim: ${r.error ?? `a reply to no request (${r.id})`}`);
-      }
-    });
+      }),
+    );
     this.gone = new Promise((resolve) => {
       sock.once("close", () => {
         log("warn", "container shim: its connection closed");

@@ -6,6 +6,7 @@
 // socket's backlog until the first leaves.
 import net from "node:net";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { lineSplitter } from "../../proto/lines.js";
 
 interface Reply {
   return?: unknown;
@@ -14,7 +15,6 @@ interface Reply {
 }
 
 export class Qmp {
-  private buf = "";
   private readonly waiting: ((r: Reply) => void)[] = [];
   /** Resolves when QEMU closes the socket: it exited (or is exiting). */
   readonly closed: Promise<void>;
@@ -23,18 +23,17 @@ export class Qmp {
     this.closed = new Promise((resolve) => sock.once("close", () => resolve()));
     sock.on("error", () => {});
     sock.setEncoding("utf8");
-    sock.on("data", (text: string) => {
-      this.buf += text;
-      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
-        const line = this.buf.slice(0, nl).trim();
-        this.buf = this.buf.slice(nl + 1);
-        if (line === "") continue;
+    sock.on(
+      "data",
+      lineSplitter((text) => {
+        const line = text.trim();
+        if (line === "") return;
         const msg = JSON.parse(line) as Reply & { QMP?: unknown }; // QMP speaks JSON objects only
         // Events (SHUTDOWN, STOP, ...) and the greeting answer no command.
-        if (msg.event !== undefined || msg.QMP !== undefined) continue;
+        if (msg.event !== undefined || msg.QMP !== undefined) return;
         this.waiting.shift()?.(msg);
-      }
-    });
+      }),
+    );
   }
 
   /** Connects and negotiates; rejects if nothing listens (QEMU gone) or it does not answer in time. */
