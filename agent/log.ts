@@ -1,21 +1,35 @@
 // Agent log: one line per event on stderr (the console when the agent is the
-// guest's init task). Kept tiny on purpose; later issues add a file sink.
-export type Level = "info" | "warn" | "error";
+// guest's init task) and on any sink added (the guest's log file).
+export type Level = "debug" | "info" | "warn" | "error";
 
-let sinks: ((line: string) => void)[] = [(line) => process.stderr.write(line)];
+const RANK: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
-export function addLogSink(sink: (line: string) => void): void {
-  sinks.push(sink);
+interface Sink {
+  write: (line: string) => void;
+  min: Level;
+}
+
+const stderrSink: Sink = { write: (line) => process.stderr.write(line), min: "debug" };
+const sinks: Sink[] = [stderrSink];
+
+/** Another place for log lines, of `min` and above. */
+export function addLogSink(write: (line: string) => void, min: Level = "debug"): void {
+  sinks.push({ write, min });
+}
+
+/** What still reaches stderr once another sink keeps the rest. */
+export function setStderrLevel(min: Level): void {
+  stderrSink.min = min;
 }
 
 export function log(level: Level, msg: string): void {
   const line = `${new Date().toISOString()} fractal-agent ${level}: ${msg}\n`;
   for (const s of sinks) {
+    if (RANK[level] < RANK[s.min]) continue;
     try {
-      s(line);
+      s.write(line);
     } catch {
       // A broken log sink must never take the agent down.
     }
   }
 }
-

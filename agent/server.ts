@@ -51,7 +51,7 @@ function serveLink(link: Link, authenticator: Authenticator | undefined, opts: S
   // A serial port reopened while no host is attached yields sessions that
   // never shook hands; logging each would flood the console.
   session.onClose((err) => {
-    if (session.version > 0 || !link.resync) log("info", `${link.description}: closed (${err.message})`);
+    if (session.version > 0 || !link.resync) log("debug", `${link.description}: closed (${err.message})`);
   });
   return session;
 }
@@ -97,7 +97,7 @@ async function listenOne(url: string, opts: ServeOptions, perAddress: AddressCou
       if (link.peer !== undefined && !perAddress.admit(link)) return;
       // A serial line starts a link per host session, most of them never
       // used (a port reopened with no host there): only real ones are logged.
-      if (!link.resync) log("info", `${link.description}: connected`);
+      if (!link.resync) log("debug", `${link.description}: connected`);
       serveLink(link, opts.gate.forConnection(ep.kind, link.peer ?? "", link.description), opts);
     },
     { tls: opts.tls, report: (message) => log("warn", `${formatEndpoint(ep)}: ${message}`) },

@@ -177,8 +177,9 @@ export class AgentClient {
 
   /** Speaks the protocol over an already connected link. */
   static async over(link: Link, opts: ClientOptions = {}): Promise<AgentClient> {
-    // The key file is read only if the agent asks for a key: a unix socket
-    // or a VM's serial line works without one.
+    // The key file is read while the Hello is in flight, but a missing or
+    // bad one matters only if the agent asks for a key: a unix socket or a
+    // VM's serial line works without one.
     let keyless = false;
     const { keyFile, ...session } = opts;
     const signer =

@@ -136,8 +136,7 @@ export async function unpackInto(input: AsyncIterable<Uint8Array>, root: string,
   try {
     for await (const chunk of input) {
       if (extract.destroyed) break; // an entry failed: `finished` says why
-      // A destroyed extractor never drains: its close ends the wait too.
-      if (!extract.write(chunk)) await new Promise<void>((r) => (extract.once("drain", () => r()), extract.once("close", () => r())));
+      if (!extract.write(chunk)) await drainOrClose(extract);
     }
     if (!extract.destroyed) extract.end(undefined);
     await finished;
@@ -164,4 +163,21 @@ export function copyTarget(root: string, rel: string, shown: string): { destRel:
   const p = tree.resolve(parent === "." ? "" : parent);
   if (!p?.st.isDirectory()) throw notFound(`${shown}: no such directory to copy into`);
   return { destRel: path.relative(root, p.real), renameTop: path.posix.basename(rel) };
+}
+
+/**
+ * Waits for a writable to drain or, since a destroyed one never drains, to
+ * close; the listener that did not fire goes too. Left behind, one 'close'
+ * listener per wait piled up over a large copy (node warned at eleven).
+ */
+function drainOrClose(w: NodeJS.WritableStream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      w.off("drain", done);
+      w.off("close", done);
+      resolve();
+    };
+    w.once("drain", done);
+    w.once("close", done);
+  });
 }

@@ -1,11 +1,11 @@
 // Client side of every transport: an endpoint URL in, a connected Link out.
-import net from "node:net";
+import fs from "node:fs";
+import type net from "node:net";
 import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
 import { socketLink, type Link } from "./link.js";
-import { bunFdLink } from "./bun-link.js";
+import { bunSocketLink, type BunTarget } from "./bun-link.js";
 import { fileLink } from "./file-link.js";
-import fs from "node:fs";
 
 export const DIAL_TIMEOUT_MS = 10_000;
 
@@ -21,15 +21,17 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
   const timeoutMs = opts.timeoutMs ?? DIAL_TIMEOUT_MS;
   switch (ep.kind) {
     case "tcp":
-      return socketLink(await connectSocket(net.connect({ host: ep.host, port: ep.port }), where, timeoutMs), `tcp ${ep.host}:${ep.port}`);
+      if (typeof Bun !== "undefined") return bunConnect({ hostname: ep.host, port: ep.port }, where, timeoutMs, `tcp ${ep.host}:${ep.port}`);
+      return socketLink(await connectSocket((await import("node:net")).connect({ host: ep.host, port: ep.port }), where, timeoutMs), `tcp ${ep.host}:${ep.port}`);
     case "tls": {
       // Loaded here: node:tls costs every CLI start a few milliseconds.
-      const tls = await import("node:tls");
+      const [tls, net] = await Promise.all([import("node:tls"), import("node:net")]);
       const sock = tls.connect({ host: ep.host, port: ep.port, ca: opts.tlsCa, servername: net.isIP(ep.host) ? undefined : ep.host });
       return socketLink(await connectSocket(sock, where, timeoutMs, "secureConnect"), `tls ${ep.host}:${ep.port}`);
     }
     case "unix":
-      return socketLink(await connectSocket(net.connect({ path: ep.path }), where, timeoutMs), `unix ${ep.path}`);
+      if (typeof Bun !== "undefined") return bunConnect({ unix: ep.path }, where, timeoutMs, `unix ${ep.path}`);
+      return socketLink(await connectSocket((await import("node:net")).connect({ path: ep.path }), where, timeoutMs), `unix ${ep.path}`);
     case "ws":
     case "wss": {
       // Loaded here, as node:tls is: ws costs every CLI start a few milliseconds.
@@ -53,10 +55,10 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
     }
     case "vsock": {
       const { vsockConnectFd } = await import("./vsock.js");
-      return bunFdLink(vsockConnectFd(ep.cid, ep.port), `vsock ${ep.cid}:${ep.port}`);
+      return bunSocketLink({ fd: vsockConnectFd(ep.cid, ep.port) }, `vsock ${ep.cid}:${ep.port}`);
     }
     case "hvsock": {
-      const sock = await connectSocket(net.connect({ path: ep.path }), where, timeoutMs);
+      const sock = await connectSocket((await import("node:net")).connect({ path: ep.path }), where, timeoutMs);
       const rest = await hybridVsockHandshake(sock, ep.port, where, timeoutMs);
       return socketLink(sock, `hvsock ${ep.path}:${ep.port}`, rest);
     }
@@ -70,7 +72,7 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
       if (st.isSocket()) {
         // QEMU exposes a virtio-serial or UART chardev as a unix socket: a
         // byte stream that can tear when we reconnect, hence resync.
-        const sock = await connectSocket(net.connect({ path: ep.path }), where, timeoutMs);
+        const sock = await connectSocket((await import("node:net")).connect({ path: ep.path }), where, timeoutMs);
         return { ...socketLink(sock, `serial ${ep.path}`), resync: true };
       }
       return await serialLine(ep.path, ep.baud, where);
@@ -169,6 +171,35 @@ function connectSocket(sock: net.Socket, where: string, timeoutMs: number, event
       clearTimeout(timer);
       reject(unreachable(where, err.message));
     });
+  });
+}
+
+/**
+ * TCP and unix sockets in Bun (the CLI): Bun's own sockets, without
+ * node:net's streams. Node (the tests' runner) takes the node:net path.
+ */
+function bunConnect(target: BunTarget, where: string, timeoutMs: number, description: string): Promise<Link> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(unreachable(where, "timed out"));
+    }, timeoutMs);
+    bunSocketLink(target, description).then(
+      (link) => {
+        clearTimeout(timer);
+        // A connection that completed after we gave up is nobody's.
+        if (late) link.close();
+        else resolve(link);
+      },
+      (err: Error & { code?: string; syscall?: string }) => {
+        clearTimeout(timer);
+        // Said as node:net says it ("connect ECONNREFUSED 127.0.0.1:1"):
+        // Bun's own message is only "Failed to connect".
+        const addr = "unix" in target ? target.unix : "hostname" in target ? `${target.hostname}:${target.port}` : "";
+        reject(unreachable(where, err.code ? `${err.syscall ?? "connect"} ${err.code} ${addr}`.trim() : err.message));
+      },
+    );
   });
 }
 

@@ -2,15 +2,12 @@
 // A serial line (UART, virtio-serial) has no connections: each host session
 // on it is one Link (see serial-listen.ts), so it is a listener like the rest.
 import fs from "node:fs";
-import http from "node:http";
-import https from "node:https";
+import type http from "node:http";
 import net from "node:net";
-import tls from "node:tls";
-import { WebSocketServer } from "ws";
+import type tls from "node:tls";
 import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
 import { socketLink, type Link } from "./link.js";
-import { wsLink } from "./ws-link.js";
 
 export interface Listener {
   /** The endpoint actually bound (port 0 resolved). */
@@ -31,7 +28,9 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
     case "tcp":
     case "tls": {
       const accept = (sock: net.Socket) => onLink({ ...socketLink(sock, `${ep.kind} ${sock.remoteAddress}:${sock.remotePort}`), peer: sock.remoteAddress ?? "" });
-      const server = ep.kind === "tls" ? tls.createServer(tlsOptions(ep, opts), accept) : net.createServer(accept);
+      // TLS, HTTP and ws are loaded only by the listeners that need them:
+      // evaluating them cost every agent start (a VM's boot) under TCG.
+      const server = ep.kind === "tls" ? (await import("node:tls")).createServer(tlsOptions(ep, opts), accept) : net.createServer(accept);
       if (ep.kind === "tls") server.on("tlsClientError", () => {}); // a failed TLS handshake ends that socket only
       await bind(server, ep, () => server.listen(ep.port, ep.host));
       const port = (server.address() as net.AddressInfo).port; // bound TCP servers report AddressInfo
@@ -62,6 +61,7 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       const upgradeOnly = (_req: http.IncomingMessage, res: http.ServerResponse) => {
         res.writeHead(426, { "content-type": "text/plain" }).end("fractal agent: WebSocket upgrade required\n");
       };
+      const [http, https, { WebSocketServer }, { wsLink }] = await Promise.all([import("node:http"), import("node:https"), import("ws"), import("./ws-link.js")]);
       const server = ep.kind === "wss" ? https.createServer(tlsOptions(ep, opts), upgradeOnly) : http.createServer(upgradeOnly);
       const wss = new WebSocketServer({ server, path: ep.path, maxPayload: 16 << 20 });
       wss.on("connection", (ws, req) =>

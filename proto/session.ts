@@ -80,7 +80,11 @@ export interface SessionOptions {
   onRequest?: RequestHandler;
   /** Server: connections must authenticate with a key this accepts. */
   authenticator?: Authenticator;
-  /** Client: answers the agent's challenge if it sends one; a function is asked only then. */
+  /**
+   * Client: answers the agent's challenge if it sends one. A function is
+   * called while the Hello is in flight (its errors count only if the agent
+   * asks for a key).
+   */
   signer?: Signer | (() => Signer | undefined);
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
@@ -111,12 +115,14 @@ export class Session implements StreamHost {
   private peerWindow = DEFAULT_WINDOW;
   private peerMaxFrame = MAX_FRAME;
   private handshaken = false;
-  /** Hello answered and, where asked for, the key proven: requests may flow. */
+  /** Hello answered and, where asked for, the key proven (server) or its proof sent (client): requests may flow. */
   private established = false;
   /** Set between HelloAck and Auth on a connection that must authenticate. */
   private challenge: Uint8Array | undefined;
   /** Client: this connection's Hello.nonce, which its HelloAck echoes. */
   private helloNonce: Uint8Array = new Uint8Array(0);
+  /** Client: the key to answer a challenge with, or why there is none. */
+  private signer: { key?: Signer; err?: FractalError } | undefined;
   private closedErr: FractalError | undefined;
   private readonly closeCbs: ((err: FractalError) => void)[] = [];
   private readonly ins = new Map<number, InStream>();
@@ -148,7 +154,10 @@ export class Session implements StreamHost {
   version = 0;
   features: string[] = [];
   peerName = "";
-  /** The authenticated key, once Auth succeeded; undefined on unauthenticated links. */
+  /**
+   * The authenticated key, once Auth succeeded; undefined on unauthenticated
+   * links. A client learns it from AuthOk, which may come after connect().
+   */
   principal: Principal | undefined;
 
   private constructor(
@@ -206,6 +215,9 @@ export class Session implements StreamHost {
         },
       });
     hello();
+    // The key is read while the Hello travels, not after its answer: the
+    // round trip is idle time for this side.
+    s.signer ??= s.resolveSigner();
     // A serial port drops bytes written while the guest has it closed (it
     // reopens the port after each host disconnect), so on serial links the
     // Hello is repeated until answered. The agent treats a repeated Hello as
@@ -546,7 +558,6 @@ export class Session implements StreamHost {
     if (this.role !== "client" || !this.challenge) throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected AuthOk", true);
     this.challenge = undefined;
     this.principal = { name: a.keyName ?? "", allowed: a.allowed ?? [] };
-    this.handshakeDone();
   }
 
   private onHelloAck(a: NonNullable<Frame["helloAck"]>): void {
@@ -572,20 +583,29 @@ export class Session implements StreamHost {
     this.handshaken = true;
     const challenge = a.authChallenge ?? new Uint8Array(0);
     if (challenge.length === 0) return this.handshakeDone();
-    let signer: Signer | undefined;
-    try {
-      signer = typeof this.opts.signer === "function" ? this.opts.signer() : this.opts.signer;
-    } catch (err) {
-      this.fail(err instanceof FractalError ? err : new FractalError(ErrorCode.UNAUTHENTICATED, String(err)));
-      return;
-    }
-    if (!signer) {
+    const { key, err } = (this.signer ??= this.resolveSigner());
+    if (err) return this.fail(err);
+    if (!key) {
       this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `${this.link.description}: the agent requires a key and none was given`));
       return;
     }
-    // The AuthOk (or a fatal UNAUTHENTICATED error) completes the handshake.
+    // The AuthOk must still come before anything else the agent sends (see
+    // dispatch), but requests need not wait for it: the agent reads frames
+    // in order and checks the Auth before it decodes the next one, so a
+    // request written behind it is served only if the key was accepted, and
+    // otherwise fails with the agent's refusal. One round trip fewer for
+    // every connection.
     this.challenge = challenge;
-    this.sendFrame({ auth: { publicKey: signer.publicKey, signature: signer.sign(challenge) } });
+    this.sendFrame({ auth: { publicKey: key.publicKey, signature: key.sign(challenge) } });
+    this.handshakeDone();
+  }
+
+  private resolveSigner(): { key?: Signer; err?: FractalError } {
+    try {
+      return { key: typeof this.opts.signer === "function" ? this.opts.signer() : this.opts.signer };
+    } catch (err) {
+      return { err: err instanceof FractalError ? err : new FractalError(ErrorCode.UNAUTHENTICATED, String(err)) };
+    }
   }
 
   private onRequest(req: Request): void {

@@ -48,7 +48,7 @@ export class AuthGate {
     // The signature is checked even for unknown keys so both failures cost the same.
     const good = verifySignature(key, sig, challenge);
     if (found && good) {
-      log("info", `${description}: authenticated as ${found.name}`);
+      log("debug", `${description}: authenticated as ${found.name}`);
       return { name: found.name, allowed: found.allowed };
     }
     this.noteFailure(pair);

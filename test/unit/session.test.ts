@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ErrorCode, FractalError, ProtocolViolation } from "../../proto/errors.js";
-import { encodeFrame } from "../../proto/frame.js";
+import { generateKey, parsePublicKeyBlob, signerFromPem, verifySignature } from "../../proto/auth.js";
+import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
 import { Session, type RequestHandler } from "../../proto/session.js";
 import { memoryLinkPair } from "../helpers/memory-link.js";
 
@@ -172,6 +173,63 @@ describe("session", () => {
     await expect(server.openOut(2).write(new Uint8Array([1]))).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
     const aborted = await new Promise<Error>((resolve) => server.openIn(4).pipeTo({ data: () => {}, end: () => {}, abort: resolve }));
     expect(aborted).toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+});
+
+describe("authentication", () => {
+  const keyPair = () => {
+    const k = generateKey("t");
+    return { signer: signerFromPem(k.privatePem, "t"), publicKey: parsePublicKeyBlob(k.publicLine.split(" ")[1]!, "t") };
+  };
+  /** A server that knows one key, and the frames its client wrote, in order. */
+  function authPair(known: Uint8Array) {
+    const [a, b] = memoryLinkPair();
+    const served: string[] = [];
+    const server = Session.accept(b, {
+      onRequest: (req, s) => {
+        served.push(s.principal?.name ?? "nobody");
+        return pingOnly(req, s);
+      },
+      authenticator: {
+        verify: (key, sig, challenge) => {
+          if (!Buffer.from(key).equals(Buffer.from(known)) || !verifySignature(key, sig, challenge)) {
+            throw new FractalError(ErrorCode.UNAUTHENTICATED, "key not authorised");
+          }
+          return { name: "holder", allowed: ["all"] };
+        },
+      },
+    });
+    const sent: string[] = [];
+    const decoder = new FrameDecoder();
+    const write = a.write.bind(a);
+    a.write = (chunks) => {
+      sent.push(...decoder.push(Buffer.concat(chunks)).map((f) => (f as { kind?: string }).kind ?? "?"));
+      return write(chunks);
+    };
+    return { a, server, served, sent };
+  }
+
+  it("sends the first request right behind Auth, without waiting for AuthOk, and it is served as the key's", async () => {
+    const k = keyPair();
+    const { a, served, sent } = authPair(k.publicKey);
+    const client = await Session.connect(a, { signer: k.signer });
+    // connect() returned once the proof was written: AuthOk is still on its way.
+    expect(client.principal).toBeUndefined();
+    expect(await pingMs(client)).toBeLessThan(1000);
+    expect(sent).toEqual(["hello", "auth", "request"]);
+    expect(served).toEqual(["holder"]);
+    expect(client.principal?.name).toBe("holder");
+  });
+
+  it("fails a request sent behind a refused Auth with the agent's refusal, and never serves it", async () => {
+    const { a, served } = authPair(keyPair().publicKey);
+    const client = await Session.connect(a, { signer: keyPair().signer });
+    await expect(client.request({ ping: { nonce: 1 } })).rejects.toMatchObject({
+      code: ErrorCode.UNAUTHENTICATED,
+      message: expect.stringMatching(/refused authentication: key not authorised/),
+    });
+    expect(served).toEqual([]);
+    expect(client.closed).toBe(true);
   });
 });
 

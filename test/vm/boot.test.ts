@@ -110,6 +110,12 @@ describe("fractal-host boot", () => {
     expect(mounts).not.toMatch(/ cgroup rw/);
     for (const m of ["virtio_console", "overlay", "vsock_loopback", "9pnet_virtio", "erofs"]) expect(modules).toMatch(new RegExp(`^${m} `, "m"));
     expect(logText).toMatch(/boot: loaded \d+ of \d+ kernel modules/);
+    // Each connection's lines (connected, authenticated, closed) go to the
+    // file only: on the serial console they slowed every exec under TCG.
+    expect(logText).toMatch(/fractal-agent debug: tcp \S+: authenticated as \S+/);
+    const consoleText = fs.readFileSync(path.join(state, NAME, "console.log"), "utf8");
+    expect(consoleText).toMatch(/fractal-agent info: listening on tcp:/);
+    expect(consoleText).not.toMatch(/authenticated as|: connected$/m);
   });
 
   // Host-to-guest vsock needs the host's vhost-vsock; where it is missing
