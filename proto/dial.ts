@@ -21,8 +21,7 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
   const timeoutMs = opts.timeoutMs ?? DIAL_TIMEOUT_MS;
   switch (ep.kind) {
     case "tcp":
-      if (typeof Bun !== "undefined") return bunConnect({ hostname: ep.host, port: ep.port }, where, timeoutMs, `tcp ${ep.host}:${ep.port}`);
-      return socketLink(await connectSocket((await import("node:net")).connect({ host: ep.host, port: ep.port }), where, timeoutMs), `tcp ${ep.host}:${ep.port}`);
+      return plainSocket({ hostname: ep.host, port: ep.port }, where, timeoutMs, `tcp ${ep.host}:${ep.port}`);
     case "tls": {
       // Loaded here: node:tls costs every CLI start a few milliseconds.
       const [tls, net] = await Promise.all([import("node:tls"), import("node:net")]);
@@ -30,8 +29,7 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
       return socketLink(await connectSocket(sock, where, timeoutMs, "secureConnect"), `tls ${ep.host}:${ep.port}`);
     }
     case "unix":
-      if (typeof Bun !== "undefined") return bunConnect({ unix: ep.path }, where, timeoutMs, `unix ${ep.path}`);
-      return socketLink(await connectSocket((await import("node:net")).connect({ path: ep.path }), where, timeoutMs), `unix ${ep.path}`);
+      return plainSocket({ unix: ep.path }, where, timeoutMs, `unix ${ep.path}`);
     case "ws":
     case "wss": {
       // Loaded here, as node:tls is: ws costs every CLI start a few milliseconds.
@@ -58,7 +56,7 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
       return bunSocketLink({ fd: vsockConnectFd(ep.cid, ep.port) }, `vsock ${ep.cid}:${ep.port}`);
     }
     case "hvsock": {
-      const sock = await connectSocket((await import("node:net")).connect({ path: ep.path }), where, timeoutMs);
+      const sock = await connectSocket(await netConnect({ path: ep.path }), where, timeoutMs);
       const rest = await hybridVsockHandshake(sock, ep.port, where, timeoutMs);
       return socketLink(sock, `hvsock ${ep.path}:${ep.port}`, rest);
     }
@@ -72,7 +70,7 @@ export async function dial(url: string | Endpoint, opts: DialOptions = {}): Prom
       if (st.isSocket()) {
         // QEMU exposes a virtio-serial or UART chardev as a unix socket: a
         // byte stream that can tear when we reconnect, hence resync.
-        const sock = await connectSocket((await import("node:net")).connect({ path: ep.path }), where, timeoutMs);
+        const sock = await connectSocket(await netConnect({ path: ep.path }), where, timeoutMs);
         return { ...socketLink(sock, `serial ${ep.path}`), resync: true };
       }
       return await serialLine(ep.path, ep.baud, where);
@@ -174,11 +172,25 @@ function connectSocket(sock: net.Socket, where: string, timeoutMs: number, event
   });
 }
 
+/** node:net, loaded only by the paths that use it (see plainSocket). */
+async function netConnect(opts: net.NetConnectOpts): Promise<net.Socket> {
+  return (await import("node:net")).connect(opts);
+}
+
+type PlainTarget = Exclude<BunTarget, { fd: number }>;
+
 /**
- * TCP and unix sockets in Bun (the CLI): Bun's own sockets, without
- * node:net's streams. Node (the tests' runner) takes the node:net path.
+ * A TCP or unix socket: Bun's own in Bun (the CLI), without node:net's
+ * streams, whose loading cost every start a few milliseconds; node:net under
+ * Node (the tests' runner).
  */
-function bunConnect(target: BunTarget, where: string, timeoutMs: number, description: string): Promise<Link> {
+async function plainSocket(target: PlainTarget, where: string, timeoutMs: number, description: string): Promise<Link> {
+  if (typeof Bun !== "undefined") return bunConnect(target, where, timeoutMs, description);
+  const opts = "unix" in target ? { path: target.unix } : { host: target.hostname, port: target.port };
+  return socketLink(await connectSocket(await netConnect(opts), where, timeoutMs), description);
+}
+
+function bunConnect(target: PlainTarget, where: string, timeoutMs: number, description: string): Promise<Link> {
   return new Promise((resolve, reject) => {
     let late = false;
     const timer = setTimeout(() => {
@@ -196,8 +208,8 @@ function bunConnect(target: BunTarget, where: string, timeoutMs: number, descrip
         clearTimeout(timer);
         // Said as node:net says it ("connect ECONNREFUSED 127.0.0.1:1"):
         // Bun's own message is only "Failed to connect".
-        const addr = "unix" in target ? target.unix : "hostname" in target ? `${target.hostname}:${target.port}` : "";
-        reject(unreachable(where, err.code ? `${err.syscall ?? "connect"} ${err.code} ${addr}`.trim() : err.message));
+        const addr = "unix" in target ? target.unix : `${target.hostname}:${target.port}`;
+        reject(unreachable(where, err.code ? `${err.syscall ?? "connect"} ${err.code} ${addr}` : err.message));
       },
     );
   });
