@@ -12,6 +12,7 @@ import path from "node:path";
 import { AgentClient, exitStatusOf } from "../host/client.js";
 import { guestKeyArgs } from "../host/cli/keys.js";
 import { bootVm, stopVm, vmEndpoint } from "../host/vm/manager.js";
+import { preferAgentImage } from "../host/vm/kernel.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");
@@ -28,7 +29,7 @@ async function main(): Promise<void> {
   const rec = await bootVm({
     name: "bench-api",
     kernel: path.join(BUILD, "kernel/vmlinux"),
-    initrd: path.join(BUILD, "initramfs.cpio"),
+    ...preferAgentImage(path.join(BUILD, "initramfs.cpio")),
     memMiB: 1024,
     cpus: 2,
     tcp: 0,

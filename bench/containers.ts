@@ -17,6 +17,7 @@ import { IDLE_WORKER_MS } from "../oci/blob-stream.js";
 import { AgentClient, exitStatusOf } from "../host/client.js";
 import { writeImage } from "../host/image/oci-layout.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
+import { preferAgentImage } from "../host/vm/kernel.js";
 import { imageStoreShare } from "../host/vm/qemu.js";
 import { IMAGE_STORE, NS_HELPER } from "../proto/guest.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
@@ -77,7 +78,7 @@ async function main(): Promise<void> {
   const rec = await bootVm({
     name: "bench-ctr",
     kernel: path.join(BUILD, "kernel/vmlinux"),
-    initrd: path.join(BUILD, "initramfs.cpio"),
+    ...preferAgentImage(path.join(BUILD, "initramfs.cpio")),
     memMiB: 1024,
     cpus: 2,
     tcp: "none",

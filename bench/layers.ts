@@ -12,6 +12,7 @@ import tar from "tar-stream";
 import { AgentClient, exitStatusOf } from "../host/client.js";
 import { writeImage } from "../host/image/oci-layout.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
+import { preferAgentImage } from "../host/vm/kernel.js";
 import { imageStoreShare } from "../host/vm/qemu.js";
 import { ImageStore } from "../oci/store.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
@@ -46,7 +47,7 @@ async function main(): Promise<void> {
   const rec = await bootVm({
     name: "bench-layers",
     kernel: path.join(BUILD, "kernel/vmlinux"),
-    initrd: path.join(BUILD, "initramfs.cpio"),
+    ...preferAgentImage(path.join(BUILD, "initramfs.cpio")),
     memMiB: 1024,
     cpus: 2,
     tcp: "none",

@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { AgentClient } from "../host/client.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
+import { preferAgentImage } from "../host/vm/kernel.js";
 import { hostRootShare } from "../host/vm/qemu.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
 
@@ -41,7 +42,7 @@ async function main(): Promise<void> {
   const rec = await bootVm({
     name: "bench-ns",
     kernel: path.join(BUILD, "kernel/vmlinux"),
-    initrd: path.join(BUILD, "initramfs.cpio"),
+    ...preferAgentImage(path.join(BUILD, "initramfs.cpio")),
     memMiB: 1024,
     cpus: 2,
     tcp: "none",

@@ -7,6 +7,9 @@
 # byte-identical.
 #
 # usage: build.sh OUT.cpio AGENT MODULES_OUT_DIR
+# AGENT_OUTSIDE=1 leaves the agent itself out (VMs attach it as a read-only
+# erofs disk, agent-image.sh; append-agent.sh makes the self-contained
+# archive from this one) but keeps the libraries it needs.
 # AUTHORIZED_KEYS=FILE bakes keys allowed on the agent's network listeners
 # in (/etc/fractal/authorized_keys, like cpud's key.pub); TLS_CERT and
 # TLS_KEY bake in an identity for tls:// and wss:// listeners.
@@ -36,7 +39,15 @@ done
 if [ -n "$foreign" ]; then
   extra+=(-skip-ldd)
   for pair in $("$here/needed-libs.sh" "$foreign" "$agent" "$crun"); do extra+=(-files "$pair"); done
+elif [ -n "${AGENT_OUTSIDE:-}" ]; then
+  # u-root's ldd sees only what goes into the archive: name the agent's
+  # libraries here, less crun's, which u-root adds itself (and refuses twice).
+  crun_libs=$("$here/needed-libs.sh" / "$crun" | sed 's/^.*://')
+  for pair in $("$here/needed-libs.sh" / "$agent"); do
+    grep -qxF "${pair#*:}" <<<"$crun_libs" || extra+=(-files "$pair")
+  done
 fi
+if [ -z "${AGENT_OUTSIDE:-}" ]; then extra+=(-files "$agent:bin/fractal-agent"); fi
 cd "$here"
 # Every tool in go.mod except u-root itself is a command for the image.
 cmds=$(awk '/^tool \(/ {t=1; next} t && /^\)/ {t=0} t && $1 != "github.com/u-root/u-root" {print $1}' go.mod)
@@ -51,7 +62,6 @@ trap 'rm -rf "$tools"' EXIT
 env -u GOARCH go build -o "$tools/u-root" github.com/u-root/u-root
 "$tools/u-root" -o "$out.tmp" \
   -uinitcmd="/bin/fractal-ns -supervise -- /bin/fractal-agent --init" \
-  -files "$agent:bin/fractal-agent" \
   -files "$crun:bin/crun" \
   -files "$helper:bin/fractal-ns" \
   -files "$mods:lib/modules" \

@@ -7,6 +7,8 @@
 export const AGENT_PORT = 1024;
 /** The virtio-serial port the agent serves, by name (/dev/virtio-ports/NAME). */
 export const SERIAL_PORT_NAME = "org.fractal.agent";
+/** The serial of the virtio disk the agent is on when the initramfs lacks it (initramfs/nshelper/bootstrap.go). */
+export const AGENT_DISK_SERIAL = "fractal-agent";
 /** Where `boot --images` mounts the host's image store in the guest. */
 export const IMAGE_STORE = "/var/lib/fractal/images";
 /** Where `boot --host-root` mounts the host's root in the guest (exec --namespace binds from it). */

@@ -124,6 +124,28 @@ function loadModules(orderFile: string, what: string): void {
   log("info", `boot: loaded ${loaded} of ${order.length} ${what} in ${(performance.now() - t0).toFixed(0)} ms`);
 }
 
+/**
+ * The supervisor (fractal-ns -supervise) loads the modules while this
+ * process starts and hands over a pipe it closes when done, writing a
+ * "LEVEL message" line for each failure and a summary; without one (an
+ * agent started as init some other way) we load them here.
+ */
+async function modulesLoaded(): Promise<void> {
+  const fd = Number(process.env.FRACTAL_MODULES_FD);
+  delete process.env.FRACTAL_MODULES_FD; // not for the agent's children
+  if (!Number.isInteger(fd) || fd < 3) return loadModules(MODULE_ORDER, "kernel modules");
+  let text = "";
+  try {
+    for await (const chunk of fs.createReadStream("", { fd })) text += String(chunk);
+  } catch (err) {
+    log("error", `boot: reading the supervisor's module report: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  for (const line of text.split("\n")) {
+    const [level, ...words] = line.split(" ");
+    if (level === "info" || level === "error") log(level, words.join(" "));
+  }
+}
+
 function mountShare(s: Share): void {
   step(`mount share ${s.tag} on ${s.path}`, () => {
     fs.mkdirSync(s.path, { recursive: true });
@@ -198,6 +220,15 @@ export async function startNetwork(cfg: BootConfig): Promise<void> {
   });
 }
 
+/** The supervisor's stages (FRACTAL_BOOT_STAGES=supervisor=2.61,disk=2.83,exec=2.85), for the log. */
+function supervisorStages(): string {
+  const stages = new Map((process.env.FRACTAL_BOOT_STAGES ?? "").split(",").map((kv) => kv.split("=") as [string, string]));
+  delete process.env.FRACTAL_BOOT_STAGES; // not for the agent's children
+  const at = (k: string) => (stages.get(k) ? `${stages.get(k)} s` : "?");
+  if (!stages.has("exec")) return "";
+  return ` (supervisor started at ${at("supervisor")}${stages.has("disk") ? `, agent's disk mounted at ${at("disk")}` : ""}, agent exec'd at ${at("exec")})`;
+}
+
 /** How many times the supervisor (fractal-ns -supervise) restarted the agent. */
 function restarts(): number {
   return Number(process.env.FRACTAL_AGENT_RESTARTS ?? 0) || 0;
@@ -227,9 +258,9 @@ export async function boot(): Promise<BootConfig> {
     log("warn", `boot: agent restarted (${restarts()} times) at uptime ${started} s`);
     return cfg;
   }
-  log("info", `boot: agent started at uptime ${started} s`);
+  log("info", `boot: agent started at uptime ${started} s${supervisorStages()}`);
   for (const e of cfg.errors) log("warn", `boot: ${e}`);
-  loadModules(MODULE_ORDER, "kernel modules");
+  const modules = modulesLoaded();
   // Debian's kernel backs every large enough anonymous mapping with huge
   // pages ("always"): each small Go process (the shim, fractal-ns helpers)
   // then holds a 2 MiB page for a few kilobytes of heap. "madvise" leaves huge pages to
@@ -237,6 +268,7 @@ export async function boot(): Promise<BootConfig> {
   // memory per idle container (bench-containers).
   step("transparent huge pages: madvise", () => fs.writeFileSync("/sys/kernel/mm/transparent_hugepage/enabled", "madvise"));
   step("set hostname", () => setHostname(cfg.hostname));
+  await modules;
   for (const s of cfg.shares) mountShare(s);
   let up = "?";
   step("read uptime", () => (up = fs.readFileSync("/proc/uptime", "utf8").split(" ")[0]!));

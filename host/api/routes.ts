@@ -18,7 +18,7 @@ export interface RouteContext {
   query: URLSearchParams;
   body: unknown;
   pool: AgentPool;
-  defaults: { kernel: string; initrd: string; keyFile?: string };
+  defaults: { kernel: string; initrd: string; agentImage?: string; keyFile?: string };
 }
 
 export interface Route {
@@ -67,6 +67,7 @@ export const routes: Route[] = [
         name: b.name,
         kernel: c.defaults.kernel,
         initrd: c.defaults.initrd,
+        agentImage: c.defaults.agentImage,
         memMiB: b.memMiB ?? 1024,
         cpus: b.cpus ?? 2,
         tcp: 0,

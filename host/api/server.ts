@@ -19,6 +19,7 @@ export interface ServeOptions {
   token: string;
   kernel: string;
   initrd: string;
+  agentImage?: string;
   keyFile?: string;
 }
 
@@ -46,7 +47,7 @@ function fail(err: unknown): Response {
 export function startServer(o: ServeOptions): Server<Socket> {
   const auth = new ApiAuth(o.token);
   const pool = new AgentPool(o.keyFile);
-  const defaults = { kernel: o.kernel, initrd: o.initrd, keyFile: o.keyFile };
+  const defaults = { kernel: o.kernel, initrd: o.initrd, agentImage: o.agentImage, keyFile: o.keyFile };
   const doc = openApiDocument();
 
   const server = Bun.serve<Socket>({

@@ -4,7 +4,7 @@ import { loadToken } from "../api/auth.js";
 import { startServer } from "../api/server.js";
 import { stateRoot } from "../vm/state.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
-import { defaultArtifact, defaultKernel } from "./vm.js";
+import { defaultGuest, defaultKernel } from "./vm.js";
 
 export const serveHelp = `usage: fractal-host serve [--listen HOST:PORT] [--token-file FILE]
 
@@ -38,7 +38,7 @@ export function parseServe(args: string[]): ServeCommand | "help" {
 
 export async function runServe(cmd: ServeCommand, keyFile?: string): Promise<number> {
   const token = loadToken(cmd.tokenFile);
-  const server = startServer({ hostname: cmd.hostname, port: cmd.port, token, keyFile, kernel: path.resolve(defaultKernel(false)), initrd: path.resolve(defaultArtifact("initramfs.cpio", "FRACTAL_INITRD")) });
+  const server = startServer({ hostname: cmd.hostname, port: cmd.port, token, keyFile, kernel: path.resolve(defaultKernel(false)), ...defaultGuest(false) });
   const host = cmd.hostname.includes(":") ? `[${cmd.hostname}]` : cmd.hostname;
   const base = `http://${host}:${server.port}`;
   if (!["127.0.0.1", "::1", "localhost"].includes(cmd.hostname)) process.stderr.write(`warning: listening on ${cmd.hostname}, not loopback: the token is all that guards it (use TLS in front of it)\n`);

@@ -8,7 +8,7 @@ import { bootVm, listVms, qmpSocket, stopVm, type BootOptions } from "../vm/mana
 import { qemuExited } from "../vm/qmp.js";
 import { hostRootShare, imageStoreShare, NIC_MODELS, type NicModel } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
-import { preferUnpacked } from "../vm/kernel.js";
+import { preferAgentImage, preferUnpacked, type GuestImage } from "../vm/kernel.js";
 import { hostOs, implicitShare, type HostOs } from "../vm/platform.js";
 import { buildSubdir, GUEST_ARCHES, hostArch, parseArch, type GuestArch } from "../vm/arch.js";
 import { vmJson } from "../api/shapes.js";
@@ -54,7 +54,10 @@ TCG otherwise) and waits until its agent answers.
   --kernel K                kernel image, a bzImage or an ELF with a PVH entry
                             (default: build/kernel/vmlinux; with --tpm the
                             bzImage build/kernel/vmlinuz)
-  --initrd I                initramfs (default: build/initramfs.cpio)
+  --initrd I                a self-contained initramfs (default: the build's
+                            without the agent, build/initramfs-lite.cpio,
+                            with the agent on a read-only disk,
+                            build/agent.erofs; with --tpm build/initramfs.cpio)
   --append ARGS             extra kernel command line
   --authorize FILE          also let these keys in (authorized_keys lines,
                             "[allow=TYPES] ssh-ed25519 BASE64 [comment]");
@@ -146,6 +149,16 @@ export function defaultKernel(measured: boolean, arch: GuestArch = hostArch()): 
   return measured || process.env.FRACTAL_KERNEL ? bzImage : preferUnpacked(bzImage);
 }
 
+/**
+ * The build's initramfs, as absolute paths: without the agent, plus the
+ * agent's disk, where the build has both and the boot is not measured;
+ * $FRACTAL_INITRD (self-contained) wins.
+ */
+export function defaultGuest(measured: boolean, arch: GuestArch = hostArch()): GuestImage {
+  const initrd = path.resolve(defaultArtifact(path.join(buildSubdir(arch), "initramfs.cpio"), "FRACTAL_INITRD"));
+  return measured || process.env.FRACTAL_INITRD ? { initrd } : preferAgentImage(initrd);
+}
+
 /** --mem in MiB; a size as docker reads one (a bare number is bytes). */
 export function parseMem(s: string): number {
   return Math.floor(parseSize(s, "--mem", "boot", 128 << 20, "128M (the guest needs it)") / (1 << 20));
@@ -214,7 +227,7 @@ export function parseBoot(args: string[], platform: HostOs = hostOs()): { opts: 
       tcp,
       arch,
       kernel: path.resolve(value(p, "kernel") ?? defaultKernel(flag(p, "tpm") || flag(p, "attest"), arch)),
-      initrd: path.resolve(value(p, "initrd") ?? defaultArtifact(path.join(buildSubdir(arch), "initramfs.cpio"), "FRACTAL_INITRD")),
+      ...(value(p, "initrd") !== undefined ? { initrd: path.resolve(value(p, "initrd")!) } : defaultGuest(flag(p, "tpm") || flag(p, "attest"), arch)),
       append: [
         ...authArg(value(p, "auth")),
         ...values(p, "append").flatMap((a) => a.split(/\s+/).filter((x) => x !== "")),

@@ -1,4 +1,4 @@
-// Which of the build's two forms of one kernel a VM boots.
+// Which of the build's forms of one kernel, and of its initramfs, a VM boots.
 import fs from "node:fs";
 import path from "node:path";
 
@@ -12,4 +12,26 @@ import path from "node:path";
 export function preferUnpacked(bzImage: string): string {
   const elf = path.join(path.dirname(bzImage), "vmlinux");
   return fs.existsSync(elf) ? elf : bzImage;
+}
+
+/** A guest's initramfs, and the disk the agent is on when the initramfs lacks it. */
+export interface GuestImage {
+  initrd: string;
+  agentImage?: string;
+}
+
+/**
+ * The build's initramfs without the agent (initramfs-lite.cpio) and the
+ * agent's read-only erofs disk (agent.erofs) beside a self-contained
+ * initramfs, when the build has them: under TCG the kernel then unpacks 20
+ * MB instead of 140 at every boot, and the guest pages in only the parts of
+ * the agent it runs. Measured boots (--tpm) keep the self-contained
+ * archive: the firmware measures the initrd, and the agent must be in what
+ * it measures.
+ */
+export function preferAgentImage(initrd: string): GuestImage {
+  const dir = path.dirname(initrd);
+  const lite = path.join(dir, "initramfs-lite.cpio");
+  const agentImage = path.join(dir, "agent.erofs");
+  return fs.existsSync(lite) && fs.existsSync(agentImage) ? { initrd: lite, agentImage } : { initrd };
 }

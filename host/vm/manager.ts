@@ -20,6 +20,8 @@ export interface BootOptions {
   arch?: GuestArch;
   kernel: string;
   initrd: string;
+  /** The agent's read-only disk, for an initrd without the agent (preferAgentImage). */
+  agentImage?: string;
   memMiB: number;
   cpus: number;
   /** Host port for the agent's TCP listener: a number, 0 for any free port, or "none". */
@@ -97,8 +99,9 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   for (const [what, file] of [
     ["kernel", o.kernel],
     ["initrd", o.initrd],
+    ["agent image", o.agentImage],
   ] as const) {
-    if (!fs.existsSync(file)) throw new FractalError(ErrorCode.NOT_FOUND, `${what} ${file} does not exist (run make build, or pass --${what})`);
+    if (file !== undefined && !fs.existsSync(file)) throw new FractalError(ErrorCode.NOT_FOUND, `${what} ${file} does not exist (run make build, or pass --${what})`);
   }
   for (const s of o.shares) {
     if (!fs.existsSync(s.hostDir) || !fs.statSync(s.hostDir).isDirectory()) {
@@ -163,7 +166,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     console: path.join(dir, "console.log"),
     shares: [...o.shares.map((s) => `${s.hostDir}:${s.tag}${s.readonly ? ":ro" : ""}`), ...o.virtiofs.map((v) => `${v.socket}:${v.tag}:virtiofs`)],
     mounts: shares.map((s) => ({ hostDir: s.hostDir, guestPath: s.guestPath ?? s.hostDir, readonly: s.readonly })),
-    boot: { kernel: o.kernel, initrd: o.initrd, cmdline: kernelCmdline(qemu), tpm: tpm !== undefined, arch },
+    boot: { kernel: o.kernel, initrd: o.initrd, agentImage: o.agentImage, cmdline: kernelCmdline(qemu), tpm: tpm !== undefined, arch },
   };
   writeRecord(rec);
   await waitForAgent(rec, o.timeoutMs ?? (accel === "tcg" ? 180_000 : 60_000), o.progress, o.keyFile);

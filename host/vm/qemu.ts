@@ -4,7 +4,7 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { AGENT_PORT, HOST_ROOT, IMAGE_STORE, SERIAL_PORT_NAME } from "../../proto/guest.js";
+import { AGENT_DISK_SERIAL, AGENT_PORT, HOST_ROOT, IMAGE_STORE, SERIAL_PORT_NAME } from "../../proto/guest.js";
 import { ninePSecurity, type HostOs } from "./platform.js";
 import { consoleFor, cpuFor, hostArch, machineFor, qemuBinaryFor, type GuestArch } from "./arch.js";
 
@@ -53,6 +53,8 @@ export interface QemuOptions {
   arch?: GuestArch;
   kernel: string;
   initrd: string;
+  /** The agent's read-only erofs disk, for an initrd without the agent. */
+  agentImage?: string;
   memMiB: number;
   cpus: number;
   accel: Accel;
@@ -193,6 +195,9 @@ export function qemuArgs(o: QemuOptions): string[] {
     // The second UART (ttyS1) must follow the console's -serial to get its name.
     ...(o.uart ? ["-chardev", `socket,id=uart,path=${o.stateDir}/uart.sock,server=on,wait=off`, "-serial", "chardev:uart"] : []),
     "-device", "virtio-rng-pci",
+    // The guest's supervisor finds the agent's disk by this serial. Read-only:
+    // every VM shares the one file, and the host's page cache with it.
+    ...(o.agentImage ? ["-drive", `file=${o.agentImage.replace(/,/g, ",,")},if=none,id=agent,format=raw,readonly=on`, "-device", `virtio-blk-pci,drive=agent,serial=${AGENT_DISK_SERIAL}`] : []),
     // QEMU's machine protocol: how the host sees it exit and quits it.
     "-qmp", `unix:${o.stateDir}/qmp.sock,server=on,wait=off`,
     "-pidfile", `${o.stateDir}/qemu.pid`,

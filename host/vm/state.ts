@@ -22,7 +22,7 @@ export interface VmRecord {
   /** The 9p shares as the guest mounts them: where run -v finds a host path. */
   mounts?: { hostDir: string; guestPath: string; readonly: boolean }[];
   /** What QEMU was given at this boot: what attestation checks a --tpm boot's measurements against. */
-  boot?: { kernel: string; initrd: string; cmdline: string; tpm: boolean; arch?: GuestArch };
+  boot?: { kernel: string; initrd: string; agentImage?: string; cmdline: string; tpm: boolean; arch?: GuestArch };
   /** The last attestation since this boot (a new boot writes a new record). */
   attestation?: AttestationRecord;
 }

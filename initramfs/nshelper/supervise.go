@@ -1,6 +1,7 @@
 package main
 
-// -supervise: the guest's uinit. It runs the agent and starts it again when
+// -supervise: the guest's uinit. It loads the kernel modules and finds the
+// agent (bootstrap.go), runs the agent and starts it again when
 // it dies (a crash, an OOM kill, a SIGKILL), waiting longer each time it
 // dies young so a broken agent cannot spin. It is also the subreaper for
 // everything the agent started: container shims whose agent died are
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,15 +24,40 @@ import (
 func supervise(argv []string) {
 	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	stages := []string{"supervisor=" + uptime()} // bootstrap.go
+	mods := startModules()
 	delay := 500 * time.Millisecond
-	for restarts := 0; ; restarts++ {
+	// Counts agents that really started: one that could not (no agent yet)
+	// never did the boot's once-only steps, so the next must.
+	for restarts := 0; ; {
 		started := time.Now()
+		if _, err := os.Lstat(argv[0]); os.IsNotExist(err) {
+			if err := mountAgentImage(argv[0], mods); err != nil {
+				fmt.Fprintf(os.Stderr, "fractal-supervise: %v\n", err)
+			} else {
+				stages = append(stages, "disk="+uptime())
+			}
+		}
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		cmd.Env = append(os.Environ(), fmt.Sprintf("FRACTAL_AGENT_RESTARTS=%d", restarts))
+		if restarts == 0 {
+			// The first agent waits on the pipe for the modules (later ones
+			// find them loaded), and logs the guest uptimes of the boot's
+			// stages (bench-boot reads them).
+			if mods != nil {
+				cmd.ExtraFiles = []*os.File{mods.report}
+				cmd.Env = append(cmd.Env, "FRACTAL_MODULES_FD=3")
+			}
+			cmd.Env = append(cmd.Env, "FRACTAL_BOOT_STAGES="+strings.Join(append(stages, "exec="+uptime()), ","))
+		}
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintf(os.Stderr, "fractal-supervise: cannot start %s: %v\n", argv[0], err)
 		} else {
+			if restarts == 0 && mods != nil {
+				mods.report.Close() // the agent's now
+			}
+			restarts++
 			fmt.Fprintf(os.Stderr, "fractal-supervise: %s %s\n", argv[0], reapUntil(cmd.Process.Pid))
 		}
 		if time.Since(started) > 30*time.Second {

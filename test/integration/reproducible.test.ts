@@ -1,7 +1,8 @@
 // Builds are reproducible from any checkout: two clones of this commit in
 // two different directories, each built with `make build`, give
-// byte-identical agent, CLI, shim, namespace helper, initramfs and expected
-// measurements (which are only as trustworthy as the ability to rebuild them).
+// byte-identical agent, CLI, shim, namespace helper, both initramfs archives,
+// the agent's erofs disk and expected measurements (which are only as
+// trustworthy as the ability to rebuild them).
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -14,7 +15,7 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-const ARTIFACTS = ["fractal-agent", "fractal-host", "containerd-shim-fractal-v1", "fractal-ns", "initramfs.cpio", "expected-measurements.json", "kernel/vmlinux"];
+const ARTIFACTS = ["fractal-agent", "fractal-host", "containerd-shim-fractal-v1", "fractal-ns", "initramfs.cpio", "initramfs-lite.cpio", "agent.erofs", "expected-measurements.json", "kernel/vmlinux"];
 
 describe("reproducible builds", () => {
   it("gives byte-identical binaries, initramfs and expected measurements when built in two different directories", () => {

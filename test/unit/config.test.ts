@@ -7,7 +7,7 @@ import { parseExec } from "../../host/cli/exec.js";
 import { parseBoot, parseMem } from "../../host/cli/vm.js";
 import { parseSize } from "../../host/cli/args.js";
 import { kernelCmdline, qemuArgs } from "../../host/vm/qemu.js";
-import { preferUnpacked } from "../../host/vm/kernel.js";
+import { preferAgentImage, preferUnpacked } from "../../host/vm/kernel.js";
 import { chainScript, ipxeScript } from "../../host/netboot/script.js";
 import { buildSubdir, hostArch, qemuBinaryFor } from "../../host/vm/arch.js";
 import { implicitShare, stateBase } from "../../host/vm/platform.js";
@@ -144,6 +144,27 @@ describe("kernel choice", () => {
     expect(preferUnpacked(bz)).toBe(path.join(dir, "vmlinux"));
     fs.rmSync(dir, { recursive: true });
   });
+
+  it("boots the archive without the agent and the agent's disk when the build has both, the self-contained archive otherwise", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-initrd-"));
+    const whole = path.join(dir, "initramfs.cpio");
+    fs.writeFileSync(whole, "cpio");
+    expect(preferAgentImage(whole)).toEqual({ initrd: whole });
+    fs.writeFileSync(path.join(dir, "initramfs-lite.cpio"), "cpio");
+    expect(preferAgentImage(whole)).toEqual({ initrd: whole }); // half a pair is no pair
+    fs.writeFileSync(path.join(dir, "agent.erofs"), "erofs");
+    expect(preferAgentImage(whole)).toEqual({ initrd: path.join(dir, "initramfs-lite.cpio"), agentImage: path.join(dir, "agent.erofs") });
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it("keeps a named initrd as it is, and measured boots self-contained", () => {
+    const named = parseBoot(["--initrd", "/x/mine.cpio"]);
+    expect(named !== "help" && named.opts.initrd).toBe("/x/mine.cpio");
+    expect(named !== "help" && named.opts.agentImage).toBeUndefined();
+    const measured = parseBoot(["--tpm"]);
+    expect(measured !== "help" && path.basename(measured.opts.initrd)).toBe("initramfs.cpio");
+    expect(measured !== "help" && measured.opts.agentImage).toBeUndefined();
+  });
 });
 
 describe("QEMU command line", () => {
@@ -156,6 +177,12 @@ describe("QEMU command line", () => {
     expect(a).toMatch(/socket,id=agent,path=\/s\/agent.sock,server=on,wait=off/);
     expect(a).not.toMatch(/vhost-vsock/);
     expect(a).not.toMatch(/-netdev/);
+    expect(a).not.toMatch(/virtio-blk/);
+  });
+
+  it("attaches the agent's disk read-only, with the serial the guest finds it by", () => {
+    const a = qemuArgs({ ...base, accel: "tcg", agentImage: "/b/agent,1.erofs" }).join(" ");
+    expect(a).toContain("-drive file=/b/agent,,1.erofs,if=none,id=agent,format=raw,readonly=on -device virtio-blk-pci,drive=agent,serial=fractal-agent");
   });
 
   it("gives the guest the NIC model asked for, virtio by default", () => {

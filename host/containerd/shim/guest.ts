@@ -111,6 +111,7 @@ export class GuestVm {
       name: this.group.vmName,
       kernel: this.opts.kernel,
       initrd: this.opts.initrd,
+      agentImage: this.opts.agentImage,
       memMiB: this.opts.memMiB,
       cpus: this.opts.cpus,
       tcp: 0,

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { google, runtimeoptions } from "../gen/containerd.js";
 import { Code, TtrpcError } from "../ttrpc.js";
-import { preferUnpacked } from "../../vm/kernel.js";
+import { preferAgentImage, preferUnpacked } from "../../vm/kernel.js";
 
 /** How containers that are not in a CRI pod share VMs: one VM per containerd namespace, or one each. */
 export type Grouping = "namespace" | "container";
@@ -19,6 +19,8 @@ export interface ShimOptions {
   cpus: number;
   kernel: string;
   initrd: string;
+  /** The agent's disk when `initrd` lacks the agent: the build's, unless the config names an initrd. */
+  agentImage?: string;
   /** Debian's virtiofsd (qemu-system-common), which shares the snapshots with the VM. */
   virtiofsd: string;
   /** Where the VMs' state directories go; default: beside containerd's socket. */
@@ -39,7 +41,7 @@ export function defaults(): ShimOptions {
     memMiB: 1024,
     cpus: 2,
     kernel: process.env.FRACTAL_KERNEL || preferUnpacked(path.join(path.dirname(process.execPath), "kernel/vmlinuz")),
-    initrd: artifact("initramfs.cpio", "FRACTAL_INITRD"),
+    ...(process.env.FRACTAL_INITRD ? { initrd: process.env.FRACTAL_INITRD } : preferAgentImage(artifact("initramfs.cpio", "FRACTAL_INITRD"))),
     virtiofsd: "/usr/lib/qemu/virtiofsd",
     stateDir: "",
     bootTimeoutS: 300,
@@ -86,6 +88,7 @@ export function loadOptions(configPath: string): ShimOptions {
       case "stateDir":
         if (typeof v !== "string" || !v.startsWith("/")) throw bad(key, "an absolute path");
         o[key] = v;
+        if (key === "initrd") delete o.agentImage; // the named initrd carries its agent
         break;
       default:
         throw new TtrpcError(Code.INVALID_ARGUMENT, `fractal shim config ${file}: unknown key "${key}"`);

@@ -1,0 +1,185 @@
+package main
+
+// What the supervisor does once, before the agent's first start: load the
+// kernel modules and, when the agent is not in the initramfs, mount the
+// read-only disk it is on (initramfs/agent-image.sh). Modules load on a
+// goroutine while the agent starts, which under emulation takes seconds of
+// one CPU: the agent waits for them only when it needs them, by reading the
+// pipe whose end is handed to it until EOF. Each line on the pipe is
+// "LEVEL message" for the agent's log.
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	moduleOrder = "/lib/modules/fractal.order"
+	// The disk's serial (QEMU's -device virtio-blk-pci,serial=): how the
+	// guest tells the agent's disk from any other.
+	agentDiskSerial = "fractal-agent"
+	agentImageDir   = "/lib/fractal"
+	// How long the disk may take to appear once its drivers are loaded.
+	diskGrace         = 5 * time.Second
+	agentReadaheadKiB = 4096
+)
+
+// moduleLoad is the modules' progress: done closes when the last one is tried.
+type moduleLoad struct {
+	done chan struct{}
+	// report is the agent's end of the pipe the loader writes its lines to.
+	report *os.File
+}
+
+// startModules loads the modules of moduleOrder in turn on a goroutine.
+// Without the file there is nothing to do: the agent loads what it finds.
+func startModules() *moduleLoad {
+	order, err := os.ReadFile(moduleOrder)
+	if err != nil {
+		return nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fractal-supervise: pipe: %v\n", err)
+		return nil
+	}
+	m := &moduleLoad{done: make(chan struct{}), report: r}
+	go func() {
+		defer close(m.done)
+		defer w.Close()
+		out := bufio.NewWriter(w)
+		defer out.Flush()
+		start := time.Now()
+		loaded, total := 0, 0
+		for _, rel := range strings.Fields(string(order)) {
+			total++
+			switch err := loadModule(filepath.Join(filepath.Dir(moduleOrder), rel)); err {
+			case nil:
+				loaded++
+			case unix.EEXIST:
+				// built in or loaded already: nothing to do
+			default:
+				fmt.Fprintf(out, "error boot: load module %s: %v\n", rel, err)
+			}
+		}
+		fmt.Fprintf(out, "info boot: loaded %d of %d kernel modules in %d ms (beside the agent's start)\n", loaded, total, time.Since(start).Milliseconds())
+	}()
+	return m
+}
+
+func loadModule(file string) error {
+	fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.FinitModule(fd, "", 0)
+}
+
+// mountAgentImage makes `agent` (absent from the initramfs) a link into the
+// agent's disk, mounted read-only. The disk's drivers come from the module
+// loader, so this waits for the disk to appear, and after the last module
+// for diskGrace at most.
+func mountAgentImage(agent string, mods *moduleLoad) error {
+	var dev string
+	var deadline time.Time
+	for {
+		dev = diskWithSerial(agentDiskSerial)
+		if dev != "" && hasFilesystem("erofs") {
+			break
+		}
+		if deadline.IsZero() && (mods == nil || closed(mods.done)) {
+			deadline = time.Now().Add(diskGrace)
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			if dev == "" {
+				return fmt.Errorf("%s is not in the initramfs and no disk has serial %q (boot the self-contained initramfs, or attach the agent image)", agent, agentDiskSerial)
+			}
+			return fmt.Errorf("the kernel has no erofs file system for the agent's disk %s", dev)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	node := "/dev/" + dev
+	if _, err := os.Stat(node); err != nil {
+		if err := mknodFromSys(node, dev); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(agentImageDir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(node, agentImageDir, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		return fmt.Errorf("mount %s (erofs) on %s: %v", node, agentImageDir, err)
+	}
+	// Faults in the agent's code read the disk a readahead window at a time,
+	// each read a round trip through the emulated device: a few large ones
+	// beat hundreds of the default 128 KiB.
+	ra := filepath.Join("/sys/block", dev, "queue/read_ahead_kb")
+	if err := os.WriteFile(ra, []byte(fmt.Sprint(agentReadaheadKiB)), 0); err != nil {
+		fmt.Fprintf(os.Stderr, "fractal-supervise: %s: %v\n", ra, err)
+	}
+	target := filepath.Join(agentImageDir, filepath.Base(agent))
+	if _, err := os.Stat(target); err != nil {
+		return fmt.Errorf("the agent's disk %s has no %s", dev, filepath.Base(agent))
+	}
+	return os.Symlink(target, agent)
+}
+
+// uptime is the guest's, as /proc/uptime has it: the boot's stages are logged against it.
+func uptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+func closed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// diskWithSerial names the block device (vda, ...) whose serial is `serial`.
+func diskWithSerial(serial string) string {
+	disks, _ := os.ReadDir("/sys/block")
+	for _, d := range disks {
+		b, err := os.ReadFile(filepath.Join("/sys/block", d.Name(), "serial"))
+		if err == nil && strings.TrimSpace(string(b)) == serial {
+			return d.Name()
+		}
+	}
+	return ""
+}
+
+func hasFilesystem(name string) bool {
+	b, _ := os.ReadFile("/proc/filesystems")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// mknodFromSys makes the device node when no devtmpfs made it.
+func mknodFromSys(node, dev string) error {
+	b, err := os.ReadFile(filepath.Join("/sys/block", dev, "dev"))
+	if err != nil {
+		return err
+	}
+	var major, minor uint32
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d:%d", &major, &minor); err != nil {
+		return fmt.Errorf("/sys/block/%s/dev: %v", dev, err)
+	}
+	return unix.Mknod(node, unix.S_IFBLK|0o600, int(unix.Mkdev(major, minor)))
+}
