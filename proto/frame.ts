@@ -153,7 +153,7 @@ export class FrameDecoder {
         if (!this.resync) {
           throw new ProtocolViolation(
             ErrorCode.MALFORMED_FRAME,
-            `bad frame magic 0x${hex(head[0]!)}${hex(head[1]!)} (is the peer a fractal endpoint?)`,
+            `bad frame magic 0x${hex(head[0]!)}${hex(head[1]!)} (${notFractal(head)})`,
             true,
           );
         }
@@ -239,4 +239,18 @@ export class FrameDecoder {
 
 function hex(b: number): string {
   return b.toString(16).padStart(2, "0");
+}
+
+/**
+ * Names the protocol a peer that sent `head` instead of a frame speaks, when
+ * its first bytes give it away: the usual mistakes are a URL with the wrong
+ * scheme or port (a web server, an ssh daemon, a TLS listener), or such a
+ * client at one of our plain listeners.
+ */
+function notFractal(head: Uint8Array): string {
+  const text = String.fromCharCode(...head.subarray(0, 4));
+  if (/^(HTTP|GET |POST|PUT |HEAD|DELE|OPTI|PATC|CONN|<!DO|<htm|<HTM)/i.test(text)) return "the peer speaks HTTP: WebSocket listeners take ws:// or wss:// URLs";
+  if (text === "SSH-") return "the peer speaks SSH, not the fractal protocol";
+  if (head[0] === 0x16 && head[1] === 0x03) return "the peer speaks TLS: TLS listeners take tls:// or wss:// URLs";
+  return "is the peer a fractal endpoint?";
 }

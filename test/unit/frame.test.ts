@@ -76,10 +76,16 @@ describe("frame codec", () => {
     expect(v.fatal).toBe(true);
   });
 
-  it("rejects bytes that are not a frame", () => {
+  it("rejects bytes that are not a frame, naming the protocol the peer speaks when its first bytes show it", () => {
+    const says = (bytes: Uint8Array | string) => violation(() => new FrameDecoder().push(Buffer.from(bytes))).message;
     const v = violation(() => new FrameDecoder().push(Buffer.from("GET / HTTP/1.1\r\n")));
     expect(v.code).toBe(ErrorCode.MALFORMED_FRAME);
-    expect(v.message).toMatch(/magic/);
+    expect(v.message).toBe("bad frame magic 0x4745 (the peer speaks HTTP: WebSocket listeners take ws:// or wss:// URLs)");
+    expect(says("HTTP/1.1 400 Bad Request\r\n")).toMatch(/0x4854 \(the peer speaks HTTP/);
+    expect(says("<!DOCTYPE HTML>\n")).toMatch(/the peer speaks HTTP/); // an HTTP/0.9-style answer: no status line
+    expect(says("SSH-2.0-dropbear\r\n")).toMatch(/the peer speaks SSH/);
+    expect(says(Uint8Array.of(0x16, 0x03, 0x01, 0x02, 0x00, 0x01))).toMatch(/the peer speaks TLS: TLS listeners take tls:\/\/ or wss:\/\//);
+    expect(says("xyzzy!")).toMatch(/0x7879 \(is the peer a fractal endpoint\?\)/);
   });
 
   it("rejects a payload that is not a protobuf Frame", () => {
