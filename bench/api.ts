@@ -11,8 +11,8 @@ import os from "node:os";
 import path from "node:path";
 import { AgentClient, exitStatusOf } from "../host/client.js";
 import { guestKeyArgs } from "../host/cli/keys.js";
-import { bootVm, stopVm, vmEndpoint } from "../host/vm/manager.js";
 import { preferAgentImage } from "../host/vm/kernel.js";
+import { bootVm, stopVm, vmEndpoint } from "../host/vm/manager.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
 
 const ROOT = path.resolve(import.meta.dir, "..");

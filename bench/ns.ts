@@ -7,8 +7,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { AgentClient } from "../host/client.js";
-import { bootVm, stopVm } from "../host/vm/manager.js";
 import { preferAgentImage } from "../host/vm/kernel.js";
+import { bootVm, stopVm } from "../host/vm/manager.js";
 import { hostRootShare } from "../host/vm/qemu.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
 
