@@ -87,6 +87,10 @@ func loadModule(file string) error {
 // loader, so this waits for the disk to appear, and after the last module
 // for diskGrace at most.
 func mountAgentImage(agent string, mods *moduleLoad) error {
+	target := filepath.Join(agentImageDir, filepath.Base(agent))
+	if _, err := os.Stat(target); err == nil {
+		return os.Symlink(target, agent) // mounted by an earlier try whose link failed
+	}
 	var dev string
 	var deadline time.Time
 	for {
@@ -124,7 +128,6 @@ func mountAgentImage(agent string, mods *moduleLoad) error {
 	if err := os.WriteFile(ra, []byte(fmt.Sprint(agentReadaheadKiB)), 0); err != nil {
 		fmt.Fprintf(os.Stderr, "fractal-supervise: %s: %v\n", ra, err)
 	}
-	target := filepath.Join(agentImageDir, filepath.Base(agent))
 	if _, err := os.Stat(target); err != nil {
 		return fmt.Errorf("the agent's disk %s has no %s", dev, filepath.Base(agent))
 	}

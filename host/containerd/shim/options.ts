@@ -30,9 +30,9 @@ export interface ShimOptions {
 
 export const SYSTEM_CONFIG = "/etc/fractal/containerd-shim.json";
 
-/** The build's kernel and initramfs: beside the shim binary (build/), or $FRACTAL_KERNEL / $FRACTAL_INITRD. */
-function artifact(rel: string, env: string): string {
-  return process.env[env] || path.join(path.dirname(process.execPath), rel);
+/** A build artifact beside the shim binary (build/). */
+function besideShim(rel: string): string {
+  return path.join(path.dirname(process.execPath), rel);
 }
 
 export function defaults(): ShimOptions {
@@ -40,8 +40,9 @@ export function defaults(): ShimOptions {
     grouping: "namespace",
     memMiB: 1024,
     cpus: 2,
-    kernel: process.env.FRACTAL_KERNEL || preferUnpacked(path.join(path.dirname(process.execPath), "kernel/vmlinuz")),
-    ...(process.env.FRACTAL_INITRD ? { initrd: process.env.FRACTAL_INITRD } : preferAgentImage(artifact("initramfs.cpio", "FRACTAL_INITRD"))),
+    kernel: process.env.FRACTAL_KERNEL || preferUnpacked(besideShim("kernel/vmlinuz")),
+    // $FRACTAL_INITRD names a self-contained archive, as for boot.
+    ...(process.env.FRACTAL_INITRD ? { initrd: process.env.FRACTAL_INITRD } : preferAgentImage(besideShim("initramfs.cpio"))),
     virtiofsd: "/usr/lib/qemu/virtiofsd",
     stateDir: "",
     bootTimeoutS: 300,
