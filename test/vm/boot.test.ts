@@ -149,9 +149,11 @@ describe("fractal-host boot", () => {
     // an agent asks for a key there by default, as on TCP. (This host has no
     // vhost-vsock, so the guest's init agent has no vsock listener: a second
     // agent listens, with the test key authorised, as a guest's would be.)
-    // The background agent must not hold our stdout, or exec would wait for it.
+    // The background agent must not hold our stdout, or exec would wait for it;
+    // its first start reads it from the disk, so wait until it says it listens
+    // (at most 30 s) rather than for a fixed time.
     const host = `${BUILD}/fractal-host`;
-    const script = `/bin/fractal-agent --listen vsock://:2000 --authorized-keys ${process.env.FRACTAL_KEY}.pub >/tmp/vsock-agent.log 2>&1 & sleep 2; ${host} --connect vsock://1:2000 exec -- echo unkeyed; echo "status $?"; ${host} --key ${process.env.FRACTAL_KEY} --connect vsock://1:2000 exec -- sh -c 'echo over-vsock; exit 3'`;
+    const script = `/bin/fractal-agent --listen vsock://:2000 --authorized-keys ${process.env.FRACTAL_KEY}.pub >/tmp/vsock-agent.log 2>&1 & i=0; until grep -q "listening on vsock" /tmp/vsock-agent.log || [ $i -ge 150 ]; do sleep 0.2; i=$((i+1)); done; ${host} --connect vsock://1:2000 exec -- echo unkeyed; echo "status $?"; ${host} --key ${process.env.FRACTAL_KEY} --connect vsock://1:2000 exec -- sh -c 'echo over-vsock; exit 3'`;
     const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", script]);
     expect(r.stderr).toMatch(/the agent requires a key and none was given/);
     expect(r.stdout.toString()).toBe("status 125\nover-vsock\n");
