@@ -68,10 +68,20 @@ export function encodeDataPrefix(stream: number, payload: Uint8Array): Uint8Arra
   return out;
 }
 
+// Header bytes by hand: a DataView needs the array's `.buffer`, which JSC
+// materialises on first access, and under TCG that led the agent's profile
+// of an interactive echo.
 function writeHeader(out: Uint8Array, length: number): void {
   out[0] = MAGIC[0]!;
   out[1] = MAGIC[1]!;
-  new DataView(out.buffer, out.byteOffset, 4 + 2).setUint32(2, length, false);
+  out[2] = length >>> 24;
+  out[3] = (length >>> 16) & 0xff;
+  out[4] = (length >>> 8) & 0xff;
+  out[5] = length & 0xff;
+}
+
+function readLength(head: Uint8Array): number {
+  return head[2]! * 0x1000000 + ((head[3]! << 16) | (head[4]! << 8) | head[5]!);
 }
 
 function varintSize(n: number): number {
@@ -160,7 +170,7 @@ export class FrameDecoder {
         this.skip(1);
         continue;
       }
-      const length = new DataView(head.buffer, head.byteOffset, HEADER_SIZE).getUint32(2, false);
+      const length = readLength(head);
       if (length > this.maxFrame) {
         if (!this.resync) {
           throw new ProtocolViolation(

@@ -25,7 +25,9 @@ function violation(fn: () => unknown): ProtocolViolation {
 describe("frame codec", () => {
   it("round-trips a request frame", () => {
     const d = new FrameDecoder();
-    const frames = d.push(encodeFrame({ request: { id: 7, ping: { nonce: 42 } } }));
+    const bytes = encodeFrame({ request: { id: 7, ping: { nonce: 42 } } });
+    expect([...bytes.subarray(0, HEADER_SIZE)]).toEqual([...header(bytes.length - HEADER_SIZE)]);
+    const frames = d.push(bytes);
     expect(frames).toHaveLength(1);
     expect(frames[0]!.request!.id).toBe(7);
     expect(frames[0]!.request!.ping!.nonce).toBe(42);
@@ -74,6 +76,10 @@ describe("frame codec", () => {
     const v = violation(() => new FrameDecoder().push(header(MAX_FRAME + 1)));
     expect(v.code).toBe(ErrorCode.FRAME_TOO_LARGE);
     expect(v.fatal).toBe(true);
+    // Every byte of the length counts, read unsigned: the top one too.
+    for (const n of [0x01020304, 0x80000000, 0xffffffff]) {
+      expect(violation(() => new FrameDecoder().push(header(n))).message).toBe(`frame length ${n} exceeds the limit of ${MAX_FRAME} bytes`);
+    }
   });
 
   it("rejects bytes that are not a frame, naming the protocol the peer speaks when its first bytes show it", () => {
