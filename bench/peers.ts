@@ -7,9 +7,9 @@
 // and p99) with fractal's own stages beside it (FRACTAL_TIMING), stdout
 // throughput of 256 MiB, and the latency of a 1-byte echo through `cat` in an
 // open session (fresh, and again after thousands: fractal's agent is JIT-
-// compiled, dropbear is not); then a host binary run in the guest with the host's files
-// backmounted (cpu -namespace against exec --namespace): its start, and a
-// 256 MiB host file read through the backmount.
+// compiled, dropbear is not); then a host binary run in the guest with the
+// host's files backmounted (cpu -namespace against exec --namespace): its
+// start, and a 256 MiB host file read through the backmount.
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -171,15 +171,16 @@ async function main(): Promise<void> {
       serial: await throughput(fractal(rec.endpoints.serial, "--", ...head), BYTES),
     };
     // (c) 1-byte echo in an open session.
+    const cat = { fractal: fractal(rec.endpoints.tcp, "-i", "--", "/bbin/cat"), ssh: ssh("/bbin/cat") };
     const e = {
-      fractal: await echo(fractal(rec.endpoints.tcp, "-i", "--", "/bbin/cat"), RUNS),
-      ssh: await echo(ssh("/bbin/cat"), RUNS),
+      fractal: await echo(cat.fractal, RUNS),
+      ssh: await echo(cat.ssh, RUNS),
       cpu: await echo(cpu("/bbin/cat"), RUNS),
       serial: await echo(fractal(rec.endpoints.serial, "-i", "--", "/bbin/cat"), RUNS),
     };
     const warmEcho = {
-      fractal: await echo(fractal(rec.endpoints.tcp, "-i", "--", "/bbin/cat"), RUNS, WARM_ECHOES),
-      ssh: await echo(ssh("/bbin/cat"), RUNS, WARM_ECHOES),
+      fractal: await echo(cat.fractal, RUNS, WARM_ECHOES),
+      ssh: await echo(cat.ssh, RUNS, WARM_ECHOES),
     };
     // (d) a host binary in the guest, the host's files backmounted: cpu over
     // its own 9p (through the ssh connection), fractal over the VM's 9p share.
