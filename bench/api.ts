@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     tcp: 0,
     shares: [],
     virtiofs: [],
-    append: guestKeyArgs([], keyFile),
+    append: await guestKeyArgs([], keyFile),
     keyFile,
   });
   const server = spawn(path.join(BUILD, "fractal-host"), ["serve", "--listen", "127.0.0.1:0", "--token-file", path.join(dir, "token")], { stdio: ["ignore", "pipe", "inherit"] });

@@ -184,8 +184,8 @@ export class AgentClient {
     const { keyFile, ...session } = opts;
     const signer =
       session.signer ??
-      (() => {
-        const s = loadSigner(keyFile ?? (process.env.FRACTAL_KEY || undefined));
+      (async () => {
+        const s = await loadSigner(keyFile ?? (process.env.FRACTAL_KEY || undefined));
         keyless = s === undefined;
         return s;
       });

@@ -4,18 +4,21 @@
 // ("ssh-ed25519 BASE64 comment") so they can be read, pasted and diffed like
 // an authorized_keys file; private keys are PKCS#8 PEM, which node:crypto and
 // openssl read natively.
-import crypto from "node:crypto";
+//
+// Nothing here loads node:crypto: in Bun it builds node's stream classes
+// first, about 10 ms of every `fractal-host exec` that only signs one
+// challenge. Signing goes through WebCrypto (native, asynchronous); making
+// keys and checking signatures, which the CLI's exec path never does, are in
+// ed25519.ts.
 import { ErrorCode, FractalError } from "./errors.js";
 
 /** What a signature covers: a fixed context, then the connection's challenge. */
 const CONTEXT = Buffer.from("fractal-auth-v1\0");
 export const CHALLENGE_BYTES = 32;
 const KEY_TYPE = "ssh-ed25519";
-// DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw key follows it.
-const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
 
 export function newChallenge(): Uint8Array {
-  return crypto.randomBytes(CHALLENGE_BYTES);
+  return crypto.getRandomValues(new Uint8Array(CHALLENGE_BYTES));
 }
 
 export function signedMessage(challenge: Uint8Array): Buffer {
@@ -25,50 +28,81 @@ export function signedMessage(challenge: Uint8Array): Buffer {
 /** The client's half: a key that can answer a challenge. */
 export interface Signer {
   readonly publicKey: Uint8Array;
-  sign(challenge: Uint8Array): Uint8Array;
+  sign(challenge: Uint8Array): Promise<Uint8Array>;
 }
 
-export function signerFromPem(pem: string, where: string): Signer {
-  let key: crypto.KeyObject;
+// PKCS#8 algorithm OIDs (DER contents), to name what a wrong key is.
+const KEY_ALGORITHMS: Record<string, string> = {
+  "2b6570": "ed25519",
+  "2a864886f70d010101": "rsa",
+  "2a8648ce3d0201": "ec",
+  "2b6571": "ed448",
+  "2b656e": "x25519",
+  "2b656f": "x448",
+  "2a8648ce380401": "dsa",
+};
+
+export async function signerFromPem(pem: string, where: string): Promise<Signer> {
+  const bad = (why: string) => new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: ${why}`);
+  const m = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/.exec(pem);
+  if (!m) throw bad("not a private key (no PEM block)");
+  if (m[1] === "OPENSSH PRIVATE KEY") throw bad("an OpenSSH-format key; fractal reads PKCS#8 PEM keys (make one with fractal-host keygen)");
+  if (m[1] === "ENCRYPTED PRIVATE KEY") throw bad("an encrypted key; fractal reads unencrypted PKCS#8 PEM keys, kept private by the file's mode");
+  if (m[1] !== "PRIVATE KEY") throw bad(`not a PKCS#8 private key (PEM label "${m[1]}")`);
+  const der = new Uint8Array(Buffer.from(m[2]!.replace(/\s+/g, ""), "base64"));
+  const alg = pkcs8Algorithm(der);
+  if (alg === undefined) throw bad("not a private key (malformed PKCS#8)");
+  const type = KEY_ALGORITHMS[alg] ?? `OID ${alg}`;
+  if (type !== "ed25519") throw bad(`a ${type} key; fractal keys are Ed25519 (make one with fractal-host keygen)`);
+  let key: CryptoKey;
+  let x: string | undefined;
   try {
-    key = crypto.createPrivateKey(pem);
+    key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+    x = (await crypto.subtle.exportKey("jwk", key)).x;
   } catch (err) {
-    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: not a private key (${(err as Error).message})`);
+    throw bad(`not a private key (${(err as Error).message})`);
   }
-  if (key.asymmetricKeyType !== "ed25519") {
-    throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${where}: a ${key.asymmetricKeyType} key; fractal keys are Ed25519 (make one with fractal-host keygen)`);
-  }
-  const publicKey = rawPublicKey(crypto.createPublicKey(key));
-  return { publicKey, sign: (challenge) => crypto.sign(null, signedMessage(challenge), key) };
+  if (!x) throw bad("not a private key (no public half)");
+  const publicKey = new Uint8Array(Buffer.from(x, "base64url"));
+  return { publicKey, sign: async (challenge) => new Uint8Array(await crypto.subtle.sign("Ed25519", key, new Uint8Array(signedMessage(challenge)))) };
 }
 
-/** A new key pair: PKCS#8 PEM private key and the OpenSSH public line. */
-export function generateKey(comment: string): { privatePem: string; publicLine: string } {
-  const { privateKey, publicKey } = crypto.generateKeyPairSync("ed25519");
-  return {
-    privatePem: privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
-    publicLine: formatPublicKey(rawPublicKey(publicKey), comment),
+/**
+ * The algorithm OID's contents (hex) of a PKCS#8 PrivateKeyInfo:
+ * SEQUENCE { INTEGER version, SEQUENCE { OID, ... }, ... }; undefined if
+ * the DER is not shaped so.
+ */
+function pkcs8Algorithm(der: Uint8Array): string | undefined {
+  let at = 0;
+  // Returns the content's [start, end) of the TLV at `at` with the tag expected.
+  const tlv = (tag: number): [number, number] | undefined => {
+    if (der[at] !== tag || at + 2 > der.length) return undefined;
+    let len = der[at + 1]!;
+    let start = at + 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      if (n === 0 || n > 3 || start + n > der.length) return undefined;
+      len = 0;
+      for (let i = 0; i < n; i++) len = len * 256 + der[start + i]!;
+      start += n;
+    }
+    return start + len <= der.length ? [start, start + len] : undefined;
   };
-}
-
-function rawPublicKey(k: crypto.KeyObject): Uint8Array {
-  const der = k.export({ format: "der", type: "spki" });
-  return new Uint8Array(der.subarray(der.length - 32));
-}
-
-/** Checks a signature made by `publicKey` over the challenge; never throws. */
-export function verifySignature(publicKey: Uint8Array, signature: Uint8Array, challenge: Uint8Array): boolean {
-  if (publicKey.length !== 32 || signature.length !== 64) return false;
-  try {
-    const key = crypto.createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: "der", type: "spki" });
-    return crypto.verify(null, signedMessage(challenge), key, signature);
-  } catch {
-    return false;
-  }
+  const outer = tlv(0x30);
+  if (!outer) return undefined;
+  at = outer[0];
+  const version = tlv(0x02);
+  if (!version) return undefined;
+  at = version[1];
+  const algId = tlv(0x30);
+  if (!algId) return undefined;
+  at = algId[0];
+  const oid = tlv(0x06);
+  return oid ? Buffer.from(der.subarray(oid[0], oid[1])).toString("hex") : undefined;
 }
 
 /** OpenSSH's wire encoding of an Ed25519 public key: two length-prefixed strings. */
-function sshBlob(key: Uint8Array): Buffer {
+export function sshBlob(key: Uint8Array): Buffer {
   const t = Buffer.from(KEY_TYPE);
   const b = Buffer.alloc(4 + t.length + 4 + key.length);
   b.writeUInt32BE(t.length, 0);
@@ -97,9 +131,4 @@ export function parsePublicKeyBlob(b64: string, where: string): Uint8Array {
   const klen = b.readUInt32BE(4 + tlen);
   if (klen !== 32 || b.length !== 8 + tlen + 32) throw bad("an ssh-ed25519 key of the wrong length");
   return new Uint8Array(b.subarray(8 + tlen));
-}
-
-/** SHA256:... as ssh-keygen -l prints it, to name a key in logs and errors. */
-export function fingerprint(key: Uint8Array): string {
-  return `SHA256:${crypto.createHash("sha256").update(sshBlob(key)).digest("base64").replace(/=+$/, "")}`;
 }

@@ -8,7 +8,8 @@
 // request type as fractal.proto names it (exec, run, container_list, ...),
 // "logs" (attach without stdin), or a group: "all" (the default) or
 // "observer". Also here: which channels must authenticate at all.
-import { fingerprint, parsePublicKeyBlob, publicKeyBlob } from "./auth.js";
+import { parsePublicKeyBlob, publicKeyBlob } from "./auth.js";
+import { fingerprint } from "./ed25519.js";
 import { ErrorCode, FractalError } from "./errors.js";
 
 /**

@@ -7,7 +7,6 @@
 // the link is not backed up, round-robin across streams. So a stalled stream
 // (no credit) or a slow link never delays a ping behind bulk bytes queued in
 // this process.
-import { randomBytes } from "node:crypto";
 import { newChallenge, type Signer } from "./auth.js";
 import { Deadlines } from "./deadlines.js";
 import { ErrorCode, FractalError, ProtocolViolation, codeName } from "./errors.js";
@@ -85,7 +84,7 @@ export interface SessionOptions {
    * called while the Hello is in flight (its errors count only if the agent
    * asks for a key).
    */
-  signer?: Signer | (() => Signer | undefined);
+  signer?: Signer | (() => Promise<Signer | undefined>);
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
   /** Server: see FRAME_TIMEOUT_MS; 0 turns it off. Serial links never time out a frame. */
@@ -122,7 +121,7 @@ export class Session implements StreamHost {
   /** Client: this connection's Hello.nonce, which its HelloAck echoes. */
   private helloNonce: Uint8Array = new Uint8Array(0);
   /** Client: the key to answer a challenge with, or why there is none. */
-  private signer: { key?: Signer; err?: FractalError } | undefined;
+  private signer: Promise<{ key?: Signer; err?: FractalError }> | undefined;
   private closedErr: FractalError | undefined;
   private readonly closeCbs: ((err: FractalError) => void)[] = [];
   private readonly ins = new Map<number, InStream>();
@@ -201,7 +200,7 @@ export class Session implements StreamHost {
   /** Client side: send Hello and wait for the agent's HelloAck. */
   static async connect(link: Link, opts: SessionOptions = {}): Promise<Session> {
     const s = new Session(link, "client", opts);
-    s.helloNonce = randomBytes(16);
+    s.helloNonce = crypto.getRandomValues(new Uint8Array(16));
     const hello = () =>
       s.sendFrame({
         hello: {
@@ -583,26 +582,32 @@ export class Session implements StreamHost {
     this.handshaken = true;
     const challenge = a.authChallenge ?? new Uint8Array(0);
     if (challenge.length === 0) return this.handshakeDone();
-    const { key, err } = (this.signer ??= this.resolveSigner());
-    if (err) return this.fail(err);
-    if (!key) {
-      this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `${this.link.description}: the agent requires a key and none was given`));
-      return;
-    }
     // The AuthOk must still come before anything else the agent sends (see
     // dispatch), but requests need not wait for it: the agent reads frames
     // in order and checks the Auth before it decodes the next one, so a
     // request written behind it is served only if the key was accepted, and
     // otherwise fails with the agent's refusal. One round trip fewer for
-    // every connection.
+    // every connection. Requests wait for handshakeDone, so none is written
+    // ahead of the Auth while the signature is being made.
     this.challenge = challenge;
-    this.sendFrame({ auth: { publicKey: key.publicKey, signature: key.sign(challenge) } });
-    this.handshakeDone();
+    void (this.signer ??= this.resolveSigner()).then(async ({ key, err }) => {
+      if (err) return this.fail(err);
+      if (!key) return this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `${this.link.description}: the agent requires a key and none was given`));
+      let signature: Uint8Array;
+      try {
+        signature = await key.sign(challenge);
+      } catch (e) {
+        return this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `signing the agent's challenge: ${(e as Error).message}`));
+      }
+      if (this.closedErr) return;
+      this.sendFrame({ auth: { publicKey: key.publicKey, signature } });
+      this.handshakeDone();
+    });
   }
 
-  private resolveSigner(): { key?: Signer; err?: FractalError } {
+  private async resolveSigner(): Promise<{ key?: Signer; err?: FractalError }> {
     try {
-      return { key: typeof this.opts.signer === "function" ? this.opts.signer() : this.opts.signer };
+      return { key: typeof this.opts.signer === "function" ? await this.opts.signer() : this.opts.signer };
     } catch (err) {
       return { err: err instanceof FractalError ? err : new FractalError(ErrorCode.UNAUTHENTICATED, String(err)) };
     }

@@ -4,7 +4,7 @@
 // user-net guest arrives from 10.0.2.2, and five bad logins there must not
 // lock out the good keys that come from the same address.
 import crypto from "node:crypto";
-import { fingerprint, verifySignature } from "../../proto/auth.js";
+import { fingerprint, verifySignature } from "../../proto/ed25519.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { Authenticator, Principal } from "../../proto/session.js";
 import { log } from "../log.js";

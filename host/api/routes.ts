@@ -74,7 +74,7 @@ export const routes: Route[] = [
         shares: b.images ? [imageStoreShare(path.resolve(b.images))] : [],
         virtiofs: [],
         // The user's key, as boot authorises it: this server then reaches the agent over TCP.
-        append: guestKeyArgs([], c.defaults.keyFile),
+        append: await guestKeyArgs([], c.defaults.keyFile),
         keyFile: c.defaults.keyFile,
       });
       return json(201, vmJson({ record: rec, state: "running" }));

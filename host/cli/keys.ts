@@ -3,7 +3,8 @@
 import fs from "node:fs";
 import { publicKeyBlob } from "../../proto/auth.js";
 import { cmdlineKey, parseAuthorizedKeys } from "../../proto/authorized-keys.js";
-import { defaultKeyPath, loadSigner, writeNewKey } from "../keys.js";
+import { writeNewKey } from "../keygen.js";
+import { defaultKeyPath, loadSigner } from "../keys.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 
 export const keygenHelp = `usage: fractal-host keygen [-f FILE]
@@ -31,13 +32,13 @@ export function runKeygen(args: string[], keyFile?: string): number {
  * docker-machine does, so `boot` then `exec` just works), and every line of
  * the --authorize files with its allow= list.
  */
-export function guestKeyArgs(authorizeFiles: string[], keyFile?: string): string[] {
-  let signer = loadSigner(keyFile);
+export async function guestKeyArgs(authorizeFiles: string[], keyFile?: string): Promise<string[]> {
+  let signer = await loadSigner(keyFile);
   if (!signer) {
     const file = defaultKeyPath();
     writeNewKey(file);
     process.stderr.write(`made a key for connecting to VMs: ${file}\n`);
-    signer = loadSigner(file)!; // just written
+    signer = (await loadSigner(file))!; // just written
   }
   const args = [`fractal.key=${publicKeyBlob(signer.publicKey)}`];
   for (const f of authorizeFiles) {

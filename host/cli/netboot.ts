@@ -99,7 +99,7 @@ export function parseNetboot(args: string[]): NetbootCommand | "help" {
 }
 
 export async function runNetboot(cmd: NetbootCommand, keyFile?: string): Promise<number> {
-  const settings: NetbootSettings = { listen: cmd.listen, keys: guestKeyArgs(cmd.authorize, keyFile), console: cmd.console, append: cmd.append };
+  const settings: NetbootSettings = { listen: cmd.listen, keys: await guestKeyArgs(cmd.authorize, keyFile), console: cmd.console, append: cmd.append };
   const script = ipxeScript(settings);
   if (cmd.write) {
     writeTree(cmd.write, script, cmd.kernel, cmd.initrd);

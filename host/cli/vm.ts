@@ -251,7 +251,7 @@ export async function runBoot(opts: BootOptions, detach: boolean, authorize: str
   const tty = process.stderr.isTTY;
   const rec = await bootVm({
     ...opts,
-    append: [...guestKeyArgs(authorize, keyFile), ...(opts.append ?? [])],
+    append: [...(await guestKeyArgs(authorize, keyFile)), ...(opts.append ?? [])],
     progress: tty ? (ms, accel) => process.stderr.write(`\rbooting ${opts.name} (${accel}) ${(ms / 1000).toFixed(0)}s `) : undefined,
   });
   if (tty) process.stderr.write("\r\x1b[K");

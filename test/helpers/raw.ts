@@ -50,7 +50,7 @@ export async function rawTcp(url: string): Promise<Raw> {
 export async function handshake(r: Raw): Promise<void> {
   r.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
   const ack = (await r.next((f) => !!f.helloAck)).helloAck!;
-  const key = signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
-  r.sendFrame({ auth: { publicKey: key.publicKey, signature: key.sign(ack.authChallenge!) } });
+  const key = await signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+  r.sendFrame({ auth: { publicKey: key.publicKey, signature: await key.sign(ack.authChallenge!) } });
   await r.next((f) => !!f.authOk);
 }

@@ -2,7 +2,7 @@
 // user's own: FRACTAL_KEY points the CLI, the client library and `boot` at it.
 import fs from "node:fs";
 import path from "node:path";
-import { writeNewKey } from "../../host/keys.js";
+import { writeNewKey } from "../../host/keygen.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 export const TEST_KEY = path.join(ROOT, "build/test-key/key");

@@ -75,11 +75,11 @@ describe("authentication", () => {
   });
 
   it("gives each connection a fresh challenge, so a recorded answer does not open another", async () => {
-    const key = signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+    const key = await signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
     const first = await rawTcp(agent.tcp);
     first.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
     const c1 = (await first.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
-    const recorded = { publicKey: key.publicKey, signature: key.sign(c1) };
+    const recorded = { publicKey: key.publicKey, signature: await key.sign(c1) };
     first.sendFrame({ auth: recorded });
     await first.next((f) => !!f.authOk);
 

@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ErrorCode, FractalError, ProtocolViolation } from "../../proto/errors.js";
-import { generateKey, parsePublicKeyBlob, signerFromPem, verifySignature } from "../../proto/auth.js";
+import { parsePublicKeyBlob, signerFromPem } from "../../proto/auth.js";
+import { generateKey, verifySignature } from "../../proto/ed25519.js";
 import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
 import { Session, type RequestHandler } from "../../proto/session.js";
 import { memoryLinkPair } from "../helpers/memory-link.js";
@@ -177,9 +178,9 @@ describe("session", () => {
 });
 
 describe("authentication", () => {
-  const keyPair = () => {
+  const keyPair = async () => {
     const k = generateKey("t");
-    return { signer: signerFromPem(k.privatePem, "t"), publicKey: parsePublicKeyBlob(k.publicLine.split(" ")[1]!, "t") };
+    return { signer: await signerFromPem(k.privatePem, "t"), publicKey: parsePublicKeyBlob(k.publicLine.split(" ")[1]!, "t") };
   };
   /** A server that knows one key, and the frames its client wrote, in order. */
   function authPair(known: Uint8Array) {
@@ -210,7 +211,7 @@ describe("authentication", () => {
   }
 
   it("sends the first request right behind Auth, without waiting for AuthOk, and it is served as the key's", async () => {
-    const k = keyPair();
+    const k = await keyPair();
     const { a, served, sent } = authPair(k.publicKey);
     const client = await Session.connect(a, { signer: k.signer });
     // connect() returned once the proof was written: AuthOk is still on its way.
@@ -222,8 +223,8 @@ describe("authentication", () => {
   });
 
   it("fails a request sent behind a refused Auth with the agent's refusal, and never serves it", async () => {
-    const { a, served } = authPair(keyPair().publicKey);
-    const client = await Session.connect(a, { signer: keyPair().signer });
+    const { a, served } = authPair((await keyPair()).publicKey);
+    const client = await Session.connect(a, { signer: (await keyPair()).signer });
     await expect(client.request({ ping: { nonce: 1 } })).rejects.toMatchObject({
       code: ErrorCode.UNAUTHENTICATED,
       message: expect.stringMatching(/refused authentication: key not authorised/),

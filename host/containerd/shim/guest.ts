@@ -14,7 +14,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { AgentClient } from "../../client.js";
-import { loadSigner, writeNewKey } from "../../keys.js";
+import { writeNewKey } from "../../keygen.js";
+import { loadSigner } from "../../keys.js";
 import { bootVm, killVmNow, stopVm, vmEndpoint } from "../../vm/manager.js";
 import { qemuAlive, readRecord, type VmRecord } from "../../vm/state.js";
 import { publicKeyBlob } from "../../../proto/auth.js";
@@ -102,7 +103,7 @@ export class GuestVm {
       if (!fs.existsSync(file)) throw new TtrpcError(Code.FAILED_PRECONDITION, `fractal shim: ${what} ${file} does not exist (set "${what === "initramfs" ? "initrd" : what}" in the shim's config)`);
     }
     const key = this.key();
-    const signer = loadSigner(key)!; // just made, or there
+    const signer = (await loadSigner(key))!; // just made, or there
     const sock = path.join(this.group.stateDir, `${this.group.vmName}.virtiofs.sock`);
     await this.startVirtiofsd(sock);
     this.log(`booting VM ${this.group.vmName} (${this.opts.memMiB} MiB, ${this.opts.cpus} CPUs) sharing ${this.shareRoot}`);
