@@ -187,14 +187,22 @@ function prepareTpm(name: string, dir: string): NonNullable<QemuOptions["tpm"]> 
   return { socket, firmwareCode: code, firmwareVars };
 }
 
+const FIRST_ATTEMPT_MS = 1000;
+const ATTEMPT_GROWTH_MS = 500;
+
 /**
  * Pings the agent at `url` until it answers or `deadline` passes; `alive`
- * stops the wait early (QEMU gone). One attempt lasts a while: on a serial
- * link the Hello is repeated every 300 ms, so the agent is seen within that
- * of coming up.
+ * stops the wait early (QEMU gone). Within an attempt, on a serial link, the
+ * Hello is repeated every 300 ms.
  */
-async function untilAnswers(url: string, deadline: number, attemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string): Promise<boolean> {
-  while (Date.now() < deadline && alive()) {
+async function untilAnswers(url: string, deadline: number, maxAttemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string): Promise<boolean> {
+  // Attempts start short and grow: a virtio-serial connection made before
+  // the guest opened its port can stay deaf after the agent listens (its
+  // answers never arrive; a new connection is heard at once), so a long
+  // first attempt cost up to its whole length after the agent was ready
+  // (5 s of a 9 s boot under TCG). Growing, so that an agent slower than
+  // the short attempts still gets through.
+  for (let attemptMs = FIRST_ATTEMPT_MS; Date.now() < deadline && alive(); attemptMs = Math.min(maxAttemptMs, attemptMs + ATTEMPT_GROWTH_MS)) {
     tick?.();
     try {
       await pingWithin(await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs, keyFile }), attemptMs);
