@@ -40,21 +40,25 @@ export class Qmp {
   static async connect(socketPath: string, timeoutMs = 5000): Promise<Qmp> {
     const sock = net.connect(socketPath);
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP ${socketPath}: no answer`)), timeoutMs);
+      const timer = setTimeout(() => (sock.destroy(), reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP ${socketPath}: no answer`))), timeoutMs);
       sock.once("connect", () => (clearTimeout(timer), resolve()));
       sock.once("error", (err) => (clearTimeout(timer), reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP ${socketPath}: ${err.message}`))));
     });
     const q = new Qmp(sock);
-    await q.execute("qmp_capabilities");
+    // A connection in the backlog (another client holds QMP) or a QEMU
+    // whose main loop is stuck would never answer: bounded like the connect.
+    await q.execute("qmp_capabilities", undefined, timeoutMs);
     return q;
   }
 
-  /** Runs one command; resolves with its return value, rejects with its error or if QEMU went away. */
-  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+  /** Runs one command; resolves with its return value, rejects with its error, if QEMU went away, or after `timeoutMs`. */
+  execute(command: string, args?: Record<string, unknown>, timeoutMs = 5000): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const gone = () => reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP: QEMU went away during ${command}`));
+      // Replies carry no id: after a lost one the connection cannot be trusted, so it ends.
+      const timer = setTimeout(() => (this.sock.destroy(), reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP ${command}: no answer within ${timeoutMs} ms`))), timeoutMs);
+      const gone = () => (clearTimeout(timer), reject(new FractalError(ErrorCode.UNAVAILABLE, `QMP: QEMU went away during ${command}`)));
       void this.closed.then(gone);
-      this.waiting.push((r) => (r.error ? reject(new FractalError(ErrorCode.INTERNAL, `QMP ${command}: ${r.error.desc}`)) : resolve(r.return)));
+      this.waiting.push((r) => (clearTimeout(timer), r.error ? reject(new FractalError(ErrorCode.INTERNAL, `QMP ${command}: ${r.error.desc}`)) : resolve(r.return)));
       this.sock.write(`${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`);
     });
   }

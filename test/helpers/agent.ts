@@ -83,6 +83,8 @@ export interface CliOptions {
   env?: Record<string, string>;
   /** Called once the CLI runs, e.g. to signal it. */
   started?: (proc: ChildProcess) => void;
+  /** Kills the CLI and fails with its arguments and stderr after this long (default 200 s, above boot's 180 s wait on TCG). */
+  timeoutMs?: number;
 }
 
 /** Runs build/fractal-host with args; collects everything. */
@@ -98,7 +100,13 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
     if (opts.input !== undefined) proc.stdin.end(opts.input);
     else proc.stdin.end();
     opts.started?.(proc);
-    proc.on("close", (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: err }));
+    // A hung step names itself instead of running into the test's own timeout.
+    const ms = opts.timeoutMs ?? 200_000;
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`fractal-host ${args.join(" ")} did not finish within ${ms / 1000} s; its stderr so far:\n${err}`));
+    }, ms);
+    proc.on("close", (code, signal) => (clearTimeout(timer), resolve({ code, signal, stdout: Buffer.concat(out), stderr: err })));
   });
 }
 
