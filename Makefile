@@ -104,6 +104,7 @@ host-deps:
 	command -v crun >/dev/null || missing="$$missing crun"; \
 	command -v cpio >/dev/null || missing="$$missing cpio"; \
 	command -v mkfs.erofs >/dev/null || missing="$$missing erofs-utils"; \
+	command -v passt >/dev/null || missing="$$missing passt"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

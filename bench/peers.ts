@@ -2,7 +2,8 @@
 // VM and one run. The guest's initramfs (build/peers.cpio) also carries
 // dropbear (Debian's dropbear-bin) and u-root's cpud (built from the peer's
 // source in ../shared/peers); the host talks to all three over the same
-// link, QEMU's user-mode network (TCP), and to fractal also over
+// link, the VM's user-mode network (TCP; passt, as boot picks when it is
+// installed, or QEMU's slirp with BENCH_NET=user), and to fractal also over
 // virtio-serial. For each: the `true` round trip of a fresh client (median
 // and p99) with fractal's own stages beside it (FRACTAL_TIMING), stdout
 // throughput of 256 MiB, and the latency of a 1-byte echo through `cat` in an
@@ -26,6 +27,9 @@ const BYTES = Number(process.env.BENCH_BYTES ?? 256 << 20);
 // The agent's JIT tiers its hot paths up only after thousands of events, and
 // under TCG compiling is slow: the echo is measured again after this many.
 const WARM_ECHOES = Number(process.env.BENCH_WARM_ECHOES ?? 3000);
+const NET = process.env.BENCH_NET;
+/** Interleaved rounds of the stdout throughput test; the median counts. */
+const TP_ROUNDS = Number(process.env.BENCH_TP_ROUNDS ?? 3);
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-peers-"));
 // PWD too: cpu takes the working directory from it, and refuses one outside the namespace it builds.
 const cliEnv = { ...process.env, FRACTAL_STATE: state, PWD: "/" } as Record<string, string>;
@@ -112,9 +116,9 @@ async function main(): Promise<void> {
   const sshPort = await freePort();
   const cpuPort = await freePort();
   const agentPort = await freePort();
-  const boot = run([HOST, "boot", "--name", "peers", "--initrd", path.join(ROOT, "build/peers.cpio"), "--host-root", "--tcp", String(agentPort), "--forward", `${sshPort}:22`, "--forward", `${cpuPort}:17010`, "--detach"]);
+  const boot = run([HOST, "boot", "--name", "peers", "--initrd", path.join(ROOT, "build/peers.cpio"), "--host-root", "--tcp", String(agentPort), "--forward", `${sshPort}:22`, "--forward", `${cpuPort}:17010`, ...(NET ? ["--net", NET] : []), "--detach"]);
   if (boot.code !== 0) throw new Error(`boot failed: ${boot.err}`);
-  const rec = JSON.parse(fs.readFileSync(path.join(state, "peers", "vm.json"), "utf8")) as { accel: string; endpoints: { tcp: string; serial: string } };
+  const rec = JSON.parse(fs.readFileSync(path.join(state, "peers", "vm.json"), "utf8")) as { accel: string; net?: string; endpoints: { tcp: string; serial: string } };
   let cpud: ReturnType<typeof spawn> | undefined;
   try {
     // dropbear, set up through fractal: a root account, the bench's key, host keys made on first use.
@@ -145,7 +149,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < 30 && run(ssh("true")).code !== 0; i++) await new Promise((r) => setTimeout(r, 1000));
     for (let i = 0; i < 30 && run(cpu("/bbin/true")).code !== 0; i++) await new Promise((r) => setTimeout(r, 1000));
     const guestKernel = run(fractal(rec.endpoints.tcp, "--", "uname", "-r")).out.trim();
-    const tcpEnv = benchEnv(rec.accel, "user-mode network TCP", guestKernel);
+    const tcpEnv = benchEnv(rec.accel, `user-mode network TCP (${rec.net === "user" ? "QEMU's slirp" : "passt"})`, guestKernel);
     const serialEnv = benchEnv(rec.accel, "virtio-serial", guestKernel);
 
     // (a) round trip of the same static binary (u-root's /bbin/true) from a
@@ -164,12 +168,17 @@ async function main(): Promise<void> {
     // (b) 256 MiB on stdout.
     // Absolute paths: dropbear gives its sessions a PATH without u-root's /bbin.
     const head = ["/bbin/head", "-c", String(BYTES), "/dev/zero"];
-    const tp = {
-      fractal: await throughput(fractal(rec.endpoints.tcp, "--", ...head), BYTES),
-      ssh: await throughput(ssh(...head), BYTES),
-      cpu: await throughput(cpu(...head), BYTES),
-      serial: await throughput(fractal(rec.endpoints.serial, "--", ...head), BYTES),
-    };
+    // Rounds interleaved, medians kept: the first large transfer after boot
+    // is slower for whoever goes first (guest memory touched for the first
+    // time), and this host drifts between runs.
+    const rounds = { fractal: [] as number[], ssh: [] as number[], cpu: [] as number[], serial: [] as number[] };
+    for (let i = 0; i < TP_ROUNDS; i++) {
+      rounds.fractal.push(await throughput(fractal(rec.endpoints.tcp, "--", ...head), BYTES));
+      rounds.ssh.push(await throughput(ssh(...head), BYTES));
+      rounds.cpu.push(await throughput(cpu(...head), BYTES));
+      rounds.serial.push(await throughput(fractal(rec.endpoints.serial, "--", ...head), BYTES));
+    }
+    const tp = { fractal: quantile(rounds.fractal, 0.5), ssh: quantile(rounds.ssh, 0.5), cpu: quantile(rounds.cpu, 0.5), serial: quantile(rounds.serial, 0.5) };
     // (c) 1-byte echo in an open session.
     const cat = { fractal: fractal(rec.endpoints.tcp, "-i", "--", "/bbin/cat"), ssh: ssh("/bbin/cat") };
     const e = {

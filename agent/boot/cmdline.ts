@@ -2,8 +2,9 @@
 // and every machine: fractal.listen=URL (repeatable, or comma-separated),
 // fractal.share=TAG:/path[:virtiofs], fractal.hostname=NAME, fractal.log=PATH,
 // fractal.key=[ALLOW:]BASE64 (repeatable; see proto/authorized-keys.ts),
-// fractal.auth=network|all|none and fractal.ip=[IFACE:]ADDR/PREFIX[,GATEWAY]
-// (a static address instead of DHCP, on IFACE or the first link).
+// fractal.auth=network|all|none, fractal.ip=[IFACE:]ADDR/PREFIX[,GATEWAY]
+// (a static address instead of DHCP, on IFACE or the first link) and
+// fractal.mtu=BYTES (every link's MTU, set before it is configured).
 import net from "node:net";
 import { parseAuthMode, parseCmdlineKey, type AuthMode, type AuthorizedKey } from "../../proto/authorized-keys.js";
 
@@ -31,6 +32,8 @@ export interface BootConfig {
   keys: AuthorizedKey[];
   auth?: AuthMode;
   ip?: StaticIp;
+  /** Every link's MTU (the host's network takes larger frames than 1500). */
+  mtu?: number;
   /** Problems found while parsing: logged, never fatal. */
   errors: string[];
 }
@@ -81,6 +84,13 @@ export function parseCmdline(cmdline: string): BootConfig {
         const ip = parseStaticIp(value);
         if (typeof ip === "string") cfg.errors.push(`fractal.ip=${value}: ${ip}; using DHCP`);
         else cfg.ip = ip;
+        break;
+      }
+      case "mtu": {
+        // 68: IPv4's minimum; 65535: the largest an IP packet can be.
+        const n = Number(value);
+        if (/^\d+$/.test(value) && n >= 68 && n <= 65535) cfg.mtu = n;
+        else cfg.errors.push(`fractal.mtu=${value}: expected a number of bytes from 68 to 65535; keeping each link's own`);
         break;
       }
       default:

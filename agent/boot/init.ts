@@ -197,6 +197,13 @@ export async function startNetwork(cfg: BootConfig): Promise<void> {
   loadModules(LATER_MODULE_ORDER, "NIC drivers");
   await run(["ip", "link", "set", "dev", "lo", "up"]);
   const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo").sort() : [];
+  if (cfg.mtu !== undefined) {
+    // Before DHCP: the first connections already use the large frames. A
+    // link that cannot take it (a wired NIC's limit) keeps its own.
+    for (const nic of nics) {
+      if ((await run(["ip", "link", "set", "dev", nic, "mtu", String(cfg.mtu)])) !== 0) log("error", `boot: ${nic} does not take fractal.mtu=${cfg.mtu}; it keeps its own MTU`);
+    }
+  }
   let dhcp = nics;
   if (cfg.ip) {
     const ip = cfg.ip;

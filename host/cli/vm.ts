@@ -5,6 +5,7 @@ import { FractalError, exitStatusFor } from "../../proto/errors.js";
 import { attestVm } from "../attest/vm.js";
 import { HOST_ROOT } from "../../proto/guest.js";
 import { bootVm, listVms, qmpSocket, stopVm, type BootOptions } from "../vm/manager.js";
+import { NET_BACKENDS, type NetBackend } from "../vm/passt.js";
 import { qemuExited } from "../vm/qmp.js";
 import { hostRootShare, imageStoreShare, NIC_MODELS, type NicModel } from "../vm/qemu.js";
 import { removeState } from "../vm/state.js";
@@ -49,6 +50,9 @@ TCG otherwise) and waits until its agent answers.
                             runs under TCG.
   --nic MODEL               the network card: virtio (default), or e1000 or
                             e1000e as on hardware
+  --net BACKEND             the user-mode network behind it: passt (the
+                            default when installed: its own process, 64 KiB
+                            frames) or user (QEMU's built-in slirp)
   --uart                    also serve the agent on a second UART (ttyS1), a
                             unix socket on the host, as on hardware
   --kernel K                kernel image, a bzImage or an ELF with a PVH entry
@@ -114,6 +118,7 @@ const bootSpecs = [
   { long: "auth", value: true },
   { long: "timeout", value: true },
   { long: "nic", value: true },
+  { long: "net", value: true },
   { long: "arch", value: true },
   { long: "tpm" },
   { long: "attest" },
@@ -212,6 +217,9 @@ export function parseBoot(args: string[], platform: HostOs = hostOs()): { opts: 
   const nic = value(p, "nic");
   if (nic !== undefined && !(NIC_MODELS as readonly string[]).includes(nic)) throw usageError("boot", `bad --nic "${nic}": expected ${NIC_MODELS.join(", ")}`);
   if (nic !== undefined && tcp === "none") throw usageError("boot", "--nic with --no-net: choose one");
+  const net = value(p, "net");
+  if (net !== undefined && !(NET_BACKENDS as readonly string[]).includes(net)) throw usageError("boot", `bad --net "${net}": expected ${NET_BACKENDS.join(" or ")}`);
+  if (net !== undefined && tcp === "none") throw usageError("boot", "--net with --no-net: choose one");
   if (value(p, "expect") !== undefined && !flag(p, "attest")) throw usageError("boot", "--expect goes with --attest");
   const timeout = value(p, "timeout");
   if (timeout !== undefined && !(Number(timeout) > 0)) throw usageError("boot", `bad --timeout "${timeout}"`);
@@ -236,6 +244,7 @@ export function parseBoot(args: string[], platform: HostOs = hostOs()): { opts: 
       uart: flag(p, "uart"),
       forwards,
       nic: nic as NicModel | undefined,
+      net: net as NetBackend | undefined,
       tpm: flag(p, "tpm") || flag(p, "attest"),
     },
     attestExpect: flag(p, "attest") ? path.resolve(value(p, "expect") ?? defaultArtifact("expected-measurements.json", "FRACTAL_EXPECT")) : undefined,
@@ -264,7 +273,7 @@ export async function runBoot(opts: BootOptions, detach: boolean, authorize: str
     }
     process.stdout.write(`${rec.name}: attestation passed (kernel, initramfs and command line as expected)\n`);
   }
-  process.stdout.write(`${rec.name}: ready (${rec.accel}, pid ${rec.pid}); agent at ${[rec.endpoints.vsock, rec.endpoints.tcp, rec.endpoints.serial, rec.endpoints.uart].filter(Boolean).join(", ")}\n`);
+  process.stdout.write(`${rec.name}: ready (${[rec.accel, rec.net].filter(Boolean).join(", ")}, pid ${rec.pid}); agent at ${[rec.endpoints.vsock, rec.endpoints.tcp, rec.endpoints.serial, rec.endpoints.uart].filter(Boolean).join(", ")}\n`);
   if (detach) return 0;
   return followConsole(rec.name, rec.console);
 }

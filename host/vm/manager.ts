@@ -9,7 +9,8 @@ import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
 import { hostArch, type GuestArch } from "./arch.js";
-import { kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type NicModel, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { agentForwards, kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type NicModel, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { passtAvailable, passtPaths, startPasst, stopPasst, type NetBackend } from "./passt.js";
 import { Qmp, qemuExited } from "./qmp.js";
 import { listNames, qemuAlive, readRecord, removeState, stateRoot, tpmCaDir, tpmDir, vmDir, volumesDir, writeRecord, TPM, VOLUMES, type VmRecord } from "./state.js";
 import { ensureTpmState, startSwtpm, stopSwtpm } from "./tpm.js";
@@ -41,6 +42,8 @@ export interface BootOptions {
   keyFile?: string;
   /** Attach a TPM (swtpm) and boot through UEFI firmware that measures the kernel, initrd and command line. */
   tpm?: boolean;
+  /** The user-mode network behind the NIC; default passt when installed, else QEMU's slirp. */
+  net?: NetBackend;
 }
 
 export type VmState = "running" | "stale";
@@ -125,7 +128,23 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   const tcpPort = o.tcp === "none" ? undefined : o.tcp === 0 ? await freePort() : o.tcp;
   const vsockCid = vhostVsockAvailable() ? freeCid() : undefined;
   const tpm = o.tpm ? prepareTpm(o.name, dir) : undefined;
-  const qemu: QemuOptions = { ...o, arch, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm };
+  const net = tcpPort === undefined ? undefined : (o.net ?? (passtAvailable() ? "passt" : "user"));
+  const passt = passtPaths(dir);
+  if (net === "passt") {
+    try {
+      await startPasst(passt, agentForwards({ tcpPort, forwards: o.forwards }));
+    } catch (err) {
+      stopSwtpm(path.join(dir, "swtpm.pid"));
+      removeState(o.name);
+      throw err;
+    }
+  }
+  const qemu: QemuOptions = { ...o, arch, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm, passtSocket: net === "passt" ? passt.socket : undefined };
+  // Helpers of a QEMU that never ran (or never connected) end here.
+  const stopHelpers = () => {
+    stopSwtpm(path.join(dir, "swtpm.pid"));
+    stopPasst(passt.pid);
+  };
   const start = () => {
     const args = qemuArgs(qemu);
     const qemuBin = qemuBinary(arch);
@@ -138,11 +157,11 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   try {
     r = start();
   } catch (err) {
-    stopSwtpm(path.join(dir, "swtpm.pid"));
+    stopHelpers();
     throw err;
   }
   if (r.status !== 0) {
-    stopSwtpm(path.join(dir, "swtpm.pid"));
+    stopHelpers();
     removeState(o.name);
     throw new FractalError(ErrorCode.INTERNAL, `QEMU failed to start (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`);
   }
@@ -154,6 +173,7 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
     name: o.name,
     pid,
     accel,
+    net,
     memMiB: o.memMiB,
     cpus: o.cpus,
     created: new Date().toISOString(),

@@ -5,6 +5,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { AGENT_DISK_SERIAL, AGENT_PORT, HOST_ROOT, IMAGE_STORE, SERIAL_PORT_NAME } from "../../proto/guest.js";
+import { PASST_MTU } from "./passt.js";
 import { ninePSecurity, type HostOs } from "./platform.js";
 import { consoleFor, cpuFor, hostArch, machineFor, qemuBinaryFor, type GuestArch } from "./arch.js";
 
@@ -61,6 +62,8 @@ export interface QemuOptions {
   stateDir: string;
   /** Host TCP port forwarded to the agent's TCP listener; undefined: no NIC. */
   tcpPort?: number;
+  /** passt's socket (host/vm/passt.ts), which carries the forwards; undefined: QEMU's slirp. */
+  passtSocket?: string;
   /** The NIC's model; default virtio. */
   nic?: NicModel;
   /** More host ports forwarded to guest TCP ports (e.g. a peer's sshd, for benchmarks). */
@@ -165,12 +168,19 @@ export function kernelCmdline(o: QemuOptions): string {
     "panic=-1",
     `fractal.hostname=${o.name}`,
     `fractal.listen=${listen.join(",")}`,
+    // passt's frames can be 64 KiB; a wired NIC keeps its own limit.
+    ...(o.passtSocket && o.tcpPort !== undefined && (o.nic ?? "virtio") === "virtio" ? [`fractal.mtu=${PASST_MTU}`] : []),
     // Shares appear at the same path in the guest as on the host.
     ...o.shares.map((s) => `fractal.share=${s.tag}:${s.guestPath ?? s.hostDir}${s.readonly ? ":ro" : ""}`),
     ...o.virtiofs.map((v) => `fractal.share=${v.tag}:${v.guestPath}:virtiofs`),
     ...(o.append ?? []),
   ];
   return cmdline.join(" ");
+}
+
+/** The host ports forwarded into the guest: the agent's, then the caller's. */
+export function agentForwards(o: Pick<QemuOptions, "tcpPort" | "forwards">): { host: number; guest: number }[] {
+  return o.tcpPort === undefined ? [] : [{ host: o.tcpPort, guest: AGENT_PORT }, ...(o.forwards ?? [])];
 }
 
 export function qemuArgs(o: QemuOptions): string[] {
@@ -204,8 +214,9 @@ export function qemuArgs(o: QemuOptions): string[] {
     "-daemonize",
   ];
   if (o.tcpPort !== undefined) {
-    const fwd = [{ host: o.tcpPort, guest: AGENT_PORT }, ...(o.forwards ?? [])].map((f) => `hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
-    a.push("-netdev", `user,id=net0,${fwd.join(",")}`, "-device", `${NIC_DEVICES[o.nic ?? "virtio"]},netdev=net0`);
+    const fwd = agentForwards(o).map((f) => `hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`);
+    const netdev = o.passtSocket ? `stream,id=net0,server=off,addr.type=unix,addr.path=${o.passtSocket}` : `user,id=net0,${fwd.join(",")}`;
+    a.push("-netdev", netdev, "-device", `${NIC_DEVICES[o.nic ?? "virtio"]},netdev=net0`);
   }
   if (o.vsockCid !== undefined) a.push("-device", `vhost-vsock-pci,guest-cid=${o.vsockCid}`);
   if (o.tpm) {

@@ -12,6 +12,8 @@ export interface VmRecord {
   /** QEMU's pid (from its pid file). */
   pid: number;
   accel: "kvm" | "tcg" | "hvf";
+  /** The user-mode network behind its NIC; undefined: no NIC (or a record from before passt). */
+  net?: "passt" | "user";
   memMiB: number;
   cpus: number;
   created: string;

@@ -6,7 +6,7 @@ import { parseCmdline } from "../../agent/boot/cmdline.js";
 import { parseExec } from "../../host/cli/exec.js";
 import { parseBoot, parseMem } from "../../host/cli/vm.js";
 import { parseSize } from "../../host/cli/args.js";
-import { kernelCmdline, qemuArgs } from "../../host/vm/qemu.js";
+import { agentForwards, kernelCmdline, qemuArgs } from "../../host/vm/qemu.js";
 import { preferAgentImage, preferUnpacked } from "../../host/vm/kernel.js";
 import { chainScript, ipxeScript } from "../../host/netboot/script.js";
 import { buildSubdir, hostArch, qemuBinaryFor } from "../../host/vm/arch.js";
@@ -59,6 +59,15 @@ describe("kernel command line", () => {
     expect(c.shares).toEqual([]);
     expect(c.errors.join("\n")).toMatch(/fractal.share=nopath/);
     expect(c.errors.join("\n")).toMatch(/unknown setting fractal.bogus/);
+  });
+
+  it("reads an MTU for every link, and refuses one no link can have", () => {
+    expect(parseCmdline("fractal.mtu=65520").mtu).toBe(65520);
+    for (const bad of ["0", "67", "65536", "9k", ""]) {
+      const c = parseCmdline(`fractal.mtu=${bad}`);
+      expect(c.mtu, bad).toBeUndefined();
+      expect(c.errors.join("\n"), bad).toMatch(new RegExp(`fractal.mtu=${bad}: expected a number of bytes from 68 to 65535`));
+    }
   });
 
   it("reads a static address with its prefix, gateway and link, and names what is wrong with a bad one", () => {
@@ -190,6 +199,18 @@ describe("QEMU command line", () => {
     expect(nic({})).toBe("virtio-net-pci,netdev=net0");
     expect(nic({ nic: "e1000" })).toBe("e1000,netdev=net0");
     expect(nic({ nic: "e1000e" })).toBe("e1000e,netdev=net0");
+  });
+
+  it("puts the NIC on passt's socket when there is one, with its large MTU for a virtio NIC only", () => {
+    const at = (a: string[], flag: string) => a[a.indexOf(flag) + 1];
+    const passt = qemuArgs({ ...base, accel: "tcg", tcpPort: 4000, forwards: [{ host: 4022, guest: 22 }], passtSocket: "/s/passt.sock" });
+    expect(at(passt, "-netdev")).toBe("stream,id=net0,server=off,addr.type=unix,addr.path=/s/passt.sock");
+    expect(at(passt, "-append")).toContain("fractal.mtu=65520");
+    expect(at(qemuArgs({ ...base, accel: "tcg", tcpPort: 4000, nic: "e1000e", passtSocket: "/s/passt.sock" }), "-append")).not.toContain("fractal.mtu");
+    const slirp = qemuArgs({ ...base, accel: "tcg", tcpPort: 4000, forwards: [{ host: 4022, guest: 22 }] });
+    expect(at(slirp, "-netdev")).toBe("user,id=net0,hostfwd=tcp:127.0.0.1:4000-:1024,hostfwd=tcp:127.0.0.1:4022-:22");
+    expect(at(slirp, "-append")).not.toContain("fractal.mtu");
+    expect(agentForwards({ tcpPort: 4000, forwards: [{ host: 4022, guest: 22 }] })).toEqual([{ host: 4000, guest: 1024 }, { host: 4022, guest: 22 }]);
   });
 
   it("adds KVM, vsock, a forwarded TCP port and 9p shares when asked", () => {
