@@ -19,6 +19,8 @@ export interface AgentInfo {
   kernel: string;
   hostname: string;
   arch: string;
+  /** The guest's links are configured: a TCP connection now reaches it. */
+  networkReady: boolean;
 }
 
 export interface ExecOptions {
@@ -217,6 +219,7 @@ export class AgentClient {
       kernel: v.kernel ?? "",
       hostname: v.hostname ?? "",
       arch: v.arch ?? "",
+      networkReady: v.networkReady ?? false,
     };
   }
 

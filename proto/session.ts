@@ -131,6 +131,9 @@ export class Session implements StreamHost {
   private readonly ready: OutStream[] = [];
   private readonly readySet = new Set<OutStream>();
   private linkBlocked = false;
+  /** Control frames of this tick, written together (see sendFrame). */
+  private batch: Uint8Array[] = [];
+  private batchBytes = 0;
   /** Bytes written since the link last reported backpressure (see MAX_QUEUED_OUT). */
   private queuedOut = 0;
   /** Server: more than MAX_QUEUED_OUT waits behind backpressure; requests wait until the link drains. */
@@ -344,10 +347,29 @@ export class Session implements StreamHost {
 
   // --- sending --------------------------------------------------------------
 
+  /**
+   * Control frames go out together once this turn of the event loop is done
+   * (its promise callbacks included): a response and the stream frames made
+   * beside it leave as one segment. Apart, a user-mode network (passt) whose
+   * host socket keeps Nagle on held the second back until the client's
+   * delayed ACK, 40 ms later.
+   */
   private sendFrame(frame: Frame): void {
     if (this.closedErr) return;
     const bytes = encodeFrame(frame);
-    this.written(bytes.length, this.link.write([bytes]));
+    if (this.batch.length === 0) setImmediate(() => this.flushBatch());
+    this.batch.push(bytes);
+    this.batchBytes += bytes.length;
+  }
+
+  /** Writes the batched frames; before any data frame too, so that frames leave in the order they were made. */
+  private flushBatch(): void {
+    if (this.batch.length === 0) return;
+    const chunks = this.batch;
+    const n = this.batchBytes;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.written(n, this.link.write(chunks));
   }
 
   /** Accounts for bytes handed to the link; a server stops reading while too much waits behind backpressure. */
@@ -395,6 +417,7 @@ export class Session implements StreamHost {
       }
       const piece = s.take(maxChunk);
       const prefix = encodeDataPrefix(s.id, piece);
+      this.flushBatch();
       this.written(prefix.length + piece.length, this.link.write([prefix, piece]));
       if (s.sendable && !this.readySet.has(s)) {
         this.readySet.add(s);
@@ -727,6 +750,8 @@ export class Session implements StreamHost {
 
   private teardown(err: FractalError): void {
     if (this.closedErr) return;
+    // What this tick said (a fatal protocolError, a last response) goes out before the link closes.
+    this.flushBatch();
     this.closedErr = err;
     this.deadlines?.stop();
     this.handshakeDone(err);

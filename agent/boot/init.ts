@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { addLogSink, log, setStderrLevel } from "../log.js";
 import { loadModule, mount, setHostname, umount2, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME } from "../../proto/libc.js";
+import { networkDone, networkPending } from "./network-state.js";
 import { parseCmdline, type BootConfig, type Share } from "./cmdline.js";
 
 /** Where the initramfs build puts modules and their load order (see initramfs/modules.ts). */
@@ -193,7 +194,17 @@ function run(argv: string[]): Promise<number> {
  * serves once the address is there.
  */
 export async function startNetwork(cfg: BootConfig): Promise<void> {
-  if (restarts() > 0) return;
+  try {
+    if (await configureLinks(cfg)) return;
+  } catch (err) {
+    log("error", `boot: network: ${(err as Error).message}`);
+  }
+  networkDone();
+}
+
+/** Configures the links; true when DHCP goes on in the background (it marks the network done). */
+async function configureLinks(cfg: BootConfig): Promise<boolean> {
+  if (restarts() > 0) return false;
   loadModules(LATER_MODULE_ORDER, "NIC drivers");
   await run(["ip", "link", "set", "dev", "lo", "up"]);
   const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo").sort() : [];
@@ -219,12 +230,14 @@ export async function startNetwork(cfg: BootConfig): Promise<void> {
       if (ok) log("info", `boot: ${link} has ${ip.address}/${ip.prefix}${ip.gateway ? ` via ${ip.gateway}` : ""} (fractal.ip)`);
     }
   }
-  if (dhcp.length === 0) return;
+  if (dhcp.length === 0) return false;
   // DHCP runs in the background: listeners on vsock and serial must not
   // wait for it, and TCP listeners bound to 0.0.0.0 work once it is done.
   void run(["dhclient", "-ipv6=false", ...dhcp]).then((code) => {
     if (code === 0) log("info", `boot: DHCP configured ${dhcp.join(", ")}`);
+    networkDone(); // failed too: the host's wait then ends with its own message
   });
+  return true;
 }
 
 /** The supervisor's stages (FRACTAL_BOOT_STAGES=supervisor=2.61,disk=2.83,exec=2.85), for the log. */
@@ -246,6 +259,8 @@ export async function boot(): Promise<BootConfig> {
   // Guest uptime at agent start: kernel boot plus u-root init plus loading
   // this binary. bench-boot reads it to say where boot time goes.
   let started = "?";
+  // startNetwork, after the listeners, says when the links are configured.
+  networkPending();
   step("read uptime", () => (started = fs.readFileSync("/proc/uptime", "utf8").split(" ")[0]!));
   mountBase();
   let cmdline = "";

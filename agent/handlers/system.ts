@@ -4,6 +4,7 @@ import { ErrorCode, FractalError } from "../../proto/errors.js";
 import { log } from "../log.js";
 import type { ResponseBody } from "../../proto/session.js";
 import { AGENT_VERSION } from "../version.js";
+import { networkReady } from "../boot/network-state.js";
 
 const started = Date.now();
 
@@ -20,6 +21,7 @@ export function version(protocolVersion: number): ResponseBody {
       kernel: os.release(),
       hostname: os.hostname(),
       arch: process.arch,
+      networkReady: networkReady(),
     },
   };
 }

@@ -234,6 +234,28 @@ async function untilAnswers(url: string, deadline: number, maxAttemptMs: number,
   return false;
 }
 
+/** The longest boot waits for the guest's links once the agent answers: DHCP takes about a second under TCG. */
+const NETWORK_WAIT_MS = 30_000;
+
+/**
+ * Asks the agent on the serial link until the guest's links are configured,
+ * so that the first TCP connection finds the guest's address: one made
+ * before is lost in the user-mode network (passt then spins on it until its
+ * handshake times out). Gives up quietly: the TCP wait after it reports.
+ */
+async function untilNetworkReady(url: string, deadline: number, alive: () => boolean, keyFile?: string): Promise<void> {
+  const end = Math.min(deadline, Date.now() + NETWORK_WAIT_MS);
+  let c: AgentClient | undefined;
+  try {
+    c = await AgentClient.connect(url, { handshakeTimeoutMs: 5000, keyFile });
+    while (Date.now() < end && alive() && !(await c.version()).networkReady) await sleep(100);
+  } catch {
+    // the serial link went away: TCP may still answer
+  } finally {
+    c?.close();
+  }
+}
+
 /**
  * Waits for the agent on the serial channel, then on TCP when there is one:
  * the agent answers on virtio-serial before DHCP has given the guest an
@@ -245,6 +267,7 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
   const alive = () => qemuAlive(rec.pid);
   const tick = () => progress?.(Date.now() - t0, rec.accel);
   const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile);
+  if (serial && rec.endpoints.tcp) await untilNetworkReady(rec.endpoints.serial, deadline, alive, keyFile);
   const tcp = serial && (!rec.endpoints.tcp || (await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile)));
   if (tcp) return;
   const tail = consoleTail(rec.console);

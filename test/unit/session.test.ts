@@ -166,6 +166,28 @@ describe("session", () => {
     await expect(p).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
   });
 
+  it("sends a response and the stream frames its handler made beside it in one write, in order", async () => {
+    const [a, b] = memoryLinkPair();
+    const server: Session = Session.accept(b, {
+      onRequest: async (req) => {
+        for (const id of [2, 4]) void server.openOut(id).end();
+        return { ping: { nonce: req.ping?.nonce ?? 0, uptimeMs: 0 } };
+      },
+    });
+    const client = await Session.connect(a);
+    const writes: string[][] = [];
+    const decoder = new FrameDecoder();
+    const write = b.write.bind(b);
+    b.write = (chunks) => {
+      writes.push(decoder.push(Buffer.concat(chunks)).map((f) => (f as { kind?: string }).kind ?? "?"));
+      return write(chunks);
+    };
+    const ends = [2, 4].map((id) => new Promise<void>((resolve) => client.openIn(id).pipeTo({ data: (_c, done) => done(), end: resolve, abort: resolve })));
+    expect((await client.request({ ping: { nonce: 3 } })).ping?.nonce).toBe(3);
+    await Promise.all(ends);
+    expect(writes).toEqual([["streamEnd", "streamEnd", "response"]]);
+  });
+
   it("gives a handler that opens streams after its connection went away dead streams, not ones that wait forever", async () => {
     const { client, server } = await pair();
     client.close();
