@@ -182,7 +182,7 @@ describe("session", () => {
       writes.push(decoder.push(Buffer.concat(chunks)).map((f) => (f as { kind?: string }).kind ?? "?"));
       return write(chunks);
     };
-    const ends = [2, 4].map((id) => new Promise<void>((resolve) => client.openIn(id).pipeTo({ data: (_c, done) => done(), end: resolve, abort: resolve })));
+    const ends = [2, 4].map((id) => new Promise<void>((resolve) => client.openIn(id).pipeTo({ data: (_c, done) => done(), end: resolve, abort: () => resolve() })));
     expect((await client.request({ ping: { nonce: 3 } })).ping?.nonce).toBe(3);
     await Promise.all(ends);
     expect(writes).toEqual([["streamEnd", "streamEnd", "response"]]);
