@@ -35,6 +35,7 @@ Environment:
   FRACTAL_KERNEL, FRACTAL_INITRD
                     boot's default kernel and initramfs
   FRACTAL_ACCEL     kvm, tcg or hvf instead of probing; FRACTAL_QEMU: the QEMU binary
+  FRACTAL_PASST     the passt binary boot runs for a VM's network (default: passt)
   FRACTAL_TIMING    print how long each stage took (load, connect, handshake,
                     spawn, run, exit) on stderr at exit
 `;

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { stateBase } from "./platform.js";
 import type { GuestArch } from "./arch.js";
+import type { NetBackend } from "./passt.js";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
 
 export interface VmRecord {
@@ -13,7 +14,7 @@ export interface VmRecord {
   pid: number;
   accel: "kvm" | "tcg" | "hvf";
   /** The user-mode network behind its NIC; undefined: no NIC (or a record from before passt). */
-  net?: "passt" | "user";
+  net?: NetBackend;
   memMiB: number;
   cpus: number;
   created: string;
