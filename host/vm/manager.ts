@@ -130,21 +130,21 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
   const tpm = o.tpm ? prepareTpm(o.name, dir) : undefined;
   const net = tcpPort === undefined ? undefined : (o.net ?? (passtAvailable() ? "passt" : "user"));
   const passt = passtPaths(dir);
-  if (net === "passt") {
-    try {
-      await startPasst(passt, agentForwards({ tcpPort, forwards: o.forwards }));
-    } catch (err) {
-      stopSwtpm(path.join(dir, "swtpm.pid"));
-      removeState(o.name);
-      throw err;
-    }
-  }
-  const qemu: QemuOptions = { ...o, arch, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm, passtSocket: net === "passt" ? passt.socket : undefined };
   // Helpers of a QEMU that never ran (or never connected) end here.
   const stopHelpers = () => {
     stopSwtpm(path.join(dir, "swtpm.pid"));
     stopPasst(passt.pid);
   };
+  if (net === "passt") {
+    try {
+      await startPasst(passt, agentForwards({ tcpPort, forwards: o.forwards }));
+    } catch (err) {
+      stopHelpers();
+      removeState(o.name);
+      throw err;
+    }
+  }
+  const qemu: QemuOptions = { ...o, arch, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm, passtSocket: net === "passt" ? passt.socket : undefined };
   const start = () => {
     const args = qemuArgs(qemu);
     const qemuBin = qemuBinary(arch);

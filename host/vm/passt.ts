@@ -10,6 +10,7 @@ import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { pidIn, stopByPidFile } from "./pidfile.js";
 
 /** The guest's address and gateway, the same as under slirp: 10.0.2.2 reaches the host. */
 const GUEST_ADDR = "10.0.2.15";
@@ -79,21 +80,7 @@ export async function startPasst(p: PasstPaths, forwards: { host: number; guest:
   throw new FractalError(ErrorCode.UNAVAILABLE, `passt did not start (${exited ?? "not listening after 5 s"})${said ? `: ${said}` : ""} (install passt, or boot with --net user)`);
 }
 
-function pidIn(file: string): number | undefined {
-  try {
-    const pid = Number(fs.readFileSync(file, "utf8").trim());
-    return pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Ends a passt left behind (QEMU failed to start, or never connected). */
 export function stopPasst(pidFile: string): void {
-  const pid = pidIn(pidFile);
-  try {
-    if (pid !== undefined && fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("passt")) process.kill(pid, "SIGTERM");
-  } catch {
-    // gone already
-  }
+  stopByPidFile(pidFile, "passt");
 }

@@ -8,6 +8,7 @@ import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { stopByPidFile } from "./pidfile.js";
 
 /** The EK certificate file swtpm_setup writes for the RSA 2048 EK. */
 const EK_CERT = "ek-rsa2048.crt";
@@ -70,12 +71,7 @@ export function startSwtpm(p: TpmPaths): void {
 
 /** Ends a swtpm left behind (QEMU failed to start, or was killed before connecting). */
 export function stopSwtpm(pidFile: string): void {
-  try {
-    const pid = Number(fs.readFileSync(pidFile, "utf8").trim());
-    if (pid > 0 && fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("swtpm")) process.kill(pid, "SIGTERM");
-  } catch {
-    // gone already
-  }
+  stopByPidFile(pidFile, "swtpm");
 }
 
 /** The EK certificate made for this VM's TPM at its first boot, or undefined for a VM without one. */
