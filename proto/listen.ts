@@ -5,8 +5,10 @@ import fs from "node:fs";
 import type http from "node:http";
 import net from "node:net";
 import type tls from "node:tls";
+import { getSystemErrorMap } from "node:util";
 import { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
 import { ErrorCode, FractalError } from "./errors.js";
+import { bunListen, type BunListenTarget } from "./bun-link.js";
 import { socketLink, type Link } from "./link.js";
 
 export interface Listener {
@@ -27,6 +29,8 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
   switch (ep.kind) {
     case "tcp":
     case "tls": {
+      // node:net under Node (the tests' runner), and for TLS.
+      if (ep.kind === "tcp" && typeof Bun !== "undefined") return bunListener(ep, { hostname: ep.host, port: ep.port }, onLink);
       const accept = (sock: net.Socket) => onLink({ ...socketLink(sock, `${ep.kind} ${sock.remoteAddress}:${sock.remotePort}`), peer: sock.remoteAddress ?? "" });
       // TLS, HTTP and ws are loaded only by the listeners that need them:
       // evaluating them cost every agent start (a VM's boot) under TCG.
@@ -44,14 +48,21 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       } catch {
         // absent: nothing to clean
       }
-      const server = net.createServer((sock) => onLink(socketLink(sock, `unix ${ep.path}`)));
-      await bind(server, ep, () => server.listen(ep.path));
+      let stop: () => Promise<void>;
+      if (typeof Bun !== "undefined") {
+        const l = bunListener(ep, { unix: ep.path }, onLink);
+        stop = l.close;
+      } else {
+        const server = net.createServer((sock) => onLink(socketLink(sock, `unix ${ep.path}`)));
+        await bind(server, ep, () => server.listen(ep.path));
+        stop = () => closeServer(server);
+      }
       // A unix socket needs no key (see AuthMode): only its owner may connect.
       fs.chmodSync(ep.path, 0o600);
       return {
         endpoint: ep,
         close: async () => {
-          await closeServer(server);
+          await stop();
           fs.rmSync(ep.path, { force: true });
         },
       };
@@ -94,6 +105,25 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       // Firecracker's hybrid vsock is a host-side unix socket a client dials.
       throw new FractalError(ErrorCode.INVALID_ARGUMENT, `${formatEndpoint(ep)} cannot be listened on: a guest listens on vsock://:PORT`);
   }
+}
+
+/**
+ * TCP and unix in Bun (the agent): Bun's own sockets, whose per-connection
+ * and per-chunk cost is a fraction of node:net's streams (bun-link.ts).
+ */
+function bunListener(ep: Extract<Endpoint, { kind: "tcp" | "unix" }>, target: BunListenTarget, onLink: (link: Link) => void): Listener {
+  let l;
+  try {
+    l = bunListen(target, onLink, (peer, port) => (ep.kind === "unix" ? `unix ${ep.path}` : `${ep.kind} ${peer}:${port}`));
+  } catch (err) {
+    // Said as node:net says it ("listen EADDRINUSE: address already in
+    // use"): Bun's own message is only "Failed to listen at HOST".
+    const e = err as Error & { code?: string };
+    const why = e.code ? [...getSystemErrorMap().values()].find(([name]) => name === e.code)?.[1] : undefined;
+    throw new FractalError(ErrorCode.UNAVAILABLE, `cannot listen on ${formatEndpoint(ep)}: ${e.code ? `listen ${e.code}${why ? `: ${why}` : ""}` : e.message}`);
+  }
+  const { port, stop } = l;
+  return { endpoint: ep.kind === "unix" ? ep : { ...ep, port }, close: async () => stop() };
 }
 
 function tlsOptions(ep: Endpoint, opts: ListenOptions): tls.TlsOptions {

@@ -1,12 +1,13 @@
 // The CLI's surface: every command the help lists exists and explains
 // itself; no command guesses what its argument names; fractal's own
 // failures exit 125 and only a missing or unrunnable command 127/126.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSignal } from "../../proto/signals.js";
-import { runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
+import { AGENT_BIN, runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
 
 let agent: RunningAgent;
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-cli-test-"));
@@ -91,6 +92,16 @@ describe("signals", () => {
     expect(await exited).toBe(0);
     expect(a.log()).toMatch(/SIGTERM: exiting/);
     fs.rmSync(a.dir, { recursive: true, force: true });
+  });
+
+  it("refuses to start an agent whose address is taken or cannot be made, naming the address and why", () => {
+    const taken = spawnSync(AGENT_BIN, ["--listen", agent.tcp, "--auth", "none"], { encoding: "utf8", timeout: 30_000 });
+    expect(taken.status).toBe(125);
+    expect(taken.stderr).toContain(`cannot listen on ${agent.tcp}: listen EADDRINUSE: address already in use`);
+    const sock = `unix://${path.join(state, "no-such-dir", "agent.sock")}`;
+    const missing = spawnSync(AGENT_BIN, ["--listen", sock, "--auth", "none"], { encoding: "utf8", timeout: 30_000 });
+    expect(missing.status).toBe(125);
+    expect(missing.stderr).toContain(`cannot listen on ${sock}: listen ENOENT: no such file or directory`);
   });
 
   it("forwards USR1 and QUIT sent to exec to the remote process", async () => {

@@ -114,6 +114,21 @@ describe("auth gate", () => {
     expect(() => a.verify(good.signer.publicKey, sig, c2)).toThrow(/bad signature/);
     expect(() => a.verify(new Uint8Array(5), new Uint8Array(64), c1)).toThrow(/malformed key \(5 bytes\)/);
   });
+
+  it("keeps checking every signature once a key has been proven (its parsed form is kept)", async () => {
+    const good = await pair();
+    const other = await pair();
+    const c = new Uint8Array(32).fill(7);
+    const sig = await good.signer.sign(c);
+    expect(verifySignature(good.signer.publicKey, sig, c)).toBe(true);
+    // The same key again: a wrong challenge, a flipped bit, another key's signature.
+    expect(verifySignature(good.signer.publicKey, sig, new Uint8Array(32))).toBe(false);
+    const flipped = Uint8Array.from(sig);
+    flipped[10]! ^= 1;
+    expect(verifySignature(good.signer.publicKey, flipped, c)).toBe(false);
+    expect(verifySignature(good.signer.publicKey, await other.signer.sign(c), c)).toBe(false);
+    expect(verifySignature(good.signer.publicKey, sig, c)).toBe(true);
+  });
 });
 
 describe("policy", () => {
