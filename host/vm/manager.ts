@@ -65,7 +65,6 @@ async function pingWithin(c: AgentClient, ms: number): Promise<void> {
     ]);
   } finally {
     clearTimeout(timer);
-    c.close();
   }
 }
 
@@ -215,7 +214,15 @@ const ATTEMPT_GROWTH_MS = 500;
  * stops the wait early (QEMU gone). Within an attempt, on a serial link, the
  * Hello is repeated every 300 ms.
  */
-async function untilAnswers(url: string, deadline: number, maxAttemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string): Promise<boolean> {
+async function untilAnswers(
+  url: string,
+  deadline: number,
+  maxAttemptMs: number,
+  alive: () => boolean,
+  tick?: () => void,
+  keyFile?: string,
+  then?: (c: AgentClient) => Promise<void>,
+): Promise<boolean> {
   // Attempts start short and grow: a virtio-serial connection made before
   // the guest opened its port can stay deaf after the agent listens (its
   // answers never arrive; a new connection is heard at once), so a long
@@ -224,12 +231,23 @@ async function untilAnswers(url: string, deadline: number, maxAttemptMs: number,
   // the short attempts still gets through.
   for (let attemptMs = FIRST_ATTEMPT_MS; Date.now() < deadline && alive(); attemptMs = Math.min(maxAttemptMs, attemptMs + ATTEMPT_GROWTH_MS)) {
     tick?.();
+    let c: AgentClient | undefined;
     try {
-      await pingWithin(await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs, keyFile }), attemptMs);
-      return true;
+      c = await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs, keyFile });
+      await pingWithin(c, attemptMs);
     } catch {
+      c?.close();
       await sleep(100);
+      continue;
     }
+    try {
+      await then?.(c);
+    } catch {
+      // the link went away after answering: what comes next reports
+    } finally {
+      c.close();
+    }
+    return true;
   }
   return false;
 }
@@ -238,22 +256,17 @@ async function untilAnswers(url: string, deadline: number, maxAttemptMs: number,
 const NETWORK_WAIT_MS = 30_000;
 
 /**
- * Asks the agent on the serial link until the guest's links are configured,
- * so that the first TCP connection finds the guest's address: one made
- * before is lost in the user-mode network (passt then spins on it until its
- * handshake times out). Gives up quietly: the TCP wait after it reports.
+ * Asks the agent, on the connection that just answered over the serial link
+ * (a serial reconnect is slow under TCG, and the fragile path), until the
+ * guest's links are configured, so that the first TCP connection finds the
+ * guest's address: one made before is lost in the user-mode network (passt
+ * then spins on it until its handshake times out). Gives up quietly: the
+ * TCP wait after it reports. An agent too old to say answers false until
+ * the wait ends.
  */
-async function untilNetworkReady(url: string, deadline: number, alive: () => boolean, keyFile?: string): Promise<void> {
+async function untilNetworkReady(c: AgentClient, deadline: number, alive: () => boolean): Promise<void> {
   const end = Math.min(deadline, Date.now() + NETWORK_WAIT_MS);
-  let c: AgentClient | undefined;
-  try {
-    c = await AgentClient.connect(url, { handshakeTimeoutMs: 5000, keyFile });
-    while (Date.now() < end && alive() && !(await c.version()).networkReady) await sleep(100);
-  } catch {
-    // the serial link went away: TCP may still answer
-  } finally {
-    c?.close();
-  }
+  while (Date.now() < end && alive() && !(await c.version()).networkReady) await sleep(100);
 }
 
 /**
@@ -266,8 +279,8 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
   const deadline = t0 + timeoutMs;
   const alive = () => qemuAlive(rec.pid);
   const tick = () => progress?.(Date.now() - t0, rec.accel);
-  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile);
-  if (serial && rec.endpoints.tcp) await untilNetworkReady(rec.endpoints.serial, deadline, alive, keyFile);
+  const network = rec.endpoints.tcp ? (c: AgentClient) => untilNetworkReady(c, deadline, alive) : undefined;
+  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile, network);
   const tcp = serial && (!rec.endpoints.tcp || (await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile)));
   if (tcp) return;
   const tail = consoleTail(rec.console);

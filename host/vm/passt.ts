@@ -6,7 +6,7 @@
 // sends a 64 KiB write as one frame. One passt per VM, started before QEMU
 // on a unix socket in the VM's state directory; `--one-off` ends it when
 // QEMU closes that socket, so nothing outlives the VM.
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
@@ -35,9 +35,25 @@ function passtBinary(): string {
   return process.env.FRACTAL_PASST ?? "passt";
 }
 
-/** True when passt runs here: `boot` then uses it unless told `--net user`. */
+/**
+ * True when passt is installed here (an executable file, as a name on PATH or
+ * a path): `boot` then uses it unless told `--net user`. Looked up rather
+ * than run: every boot asks, and a passt that is there but fails says so
+ * when it is started.
+ */
 export function passtAvailable(): boolean {
-  return spawnSync(passtBinary(), ["--version"], { stdio: "ignore" }).error === undefined;
+  const bin = passtBinary();
+  const dirs = bin.includes("/") ? [""] : (process.env.PATH ?? "").split(":").filter((d) => d !== "");
+  return dirs.some((d) => isExecutable(d ? path.join(d, bin) : bin));
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** Starts passt for one VM, forwarding host ports on 127.0.0.1 to guest ports; resolves once it listens. */

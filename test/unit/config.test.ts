@@ -12,6 +12,7 @@ import { chainScript, ipxeScript } from "../../host/netboot/script.js";
 import { buildSubdir, hostArch, qemuBinaryFor } from "../../host/vm/arch.js";
 import { implicitShare, stateBase } from "../../host/vm/platform.js";
 import { usableAccel } from "../../host/vm/qemu.js";
+import { passtAvailable } from "../../host/vm/passt.js";
 import { ANY_CID, formatEndpoint, parseEndpoint } from "../../proto/endpoint.js";
 import { ErrorCode } from "../../proto/errors.js";
 
@@ -279,5 +280,35 @@ describe("arm64 guests and macOS hosts (fractal-mac)", () => {
     if (linux === "help") throw new Error("help");
     expect(linux.opts.shares.map((s) => s.hostDir)).not.toContain("/Users");
     expect(() => parseBoot(["--arch", "sparc"])).toThrow(/bad --arch "sparc": expected x86_64 or aarch64/);
+  });
+});
+
+describe("passt lookup", () => {
+  it("finds passt by name on PATH or by path, and only as an executable file", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-passt-"));
+    const exe = path.join(dir, "mypasst");
+    const plain = path.join(dir, "notexec");
+    fs.writeFileSync(exe, "#!/bin/sh\n", { mode: 0o755 });
+    fs.writeFileSync(plain, "", { mode: 0o644 });
+    const saved = { passt: process.env.FRACTAL_PASST, path: process.env.PATH };
+    try {
+      const with_ = (passt: string, pathVar: string) => {
+        process.env.FRACTAL_PASST = passt;
+        process.env.PATH = pathVar;
+        return passtAvailable();
+      };
+      expect(found("mypasst", `/nonexistent:${dir}`)).toBe(true);
+      expect(found("mypasst", "/nonexistent")).toBe(false);
+      expect(found(exe, "")).toBe(true);
+      expect(found(plain, "")).toBe(false);
+      expect(found("notexec", dir)).toBe(false);
+      expect(found(dir, "")).toBe(false); // a directory is not a program
+    } finally {
+      for (const [k, v] of [["FRACTAL_PASST", saved.passt], ["PATH", saved.path]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
