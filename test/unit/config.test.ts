@@ -292,7 +292,7 @@ describe("passt lookup", () => {
     fs.writeFileSync(plain, "", { mode: 0o644 });
     const saved = { passt: process.env.FRACTAL_PASST, path: process.env.PATH };
     try {
-      const with_ = (passt: string, pathVar: string) => {
+      const found = (passt: string, pathVar: string) => {
         process.env.FRACTAL_PASST = passt;
         process.env.PATH = pathVar;
         return passtAvailable();
