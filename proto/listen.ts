@@ -72,8 +72,12 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       const upgradeOnly = (_req: http.IncomingMessage, res: http.ServerResponse) => {
         res.writeHead(426, { "content-type": "text/plain" }).end("fractal agent: WebSocket upgrade required\n");
       };
-      const [http, https, { WebSocketServer }, { wsLink }] = await Promise.all([import("node:http"), import("node:https"), import("ws"), import("./ws-link.js")]);
-      const server = ep.kind === "wss" ? https.createServer(tlsOptions(ep, opts), upgradeOnly) : http.createServer(upgradeOnly);
+      // Only the server this listener needs: node:https (TLS) is not loaded for plain ws://.
+      const [server, { WebSocketServer }, { wsLink }] = await Promise.all([
+        ep.kind === "wss" ? import("node:https").then((https) => https.createServer(tlsOptions(ep, opts), upgradeOnly)) : import("node:http").then((http) => http.createServer(upgradeOnly)),
+        import("ws"),
+        import("./ws-link.js"),
+      ]);
       const wss = new WebSocketServer({ server, path: ep.path, maxPayload: 16 << 20 });
       wss.on("connection", (ws, req) =>
         onLink({ ...wsLink(ws, `${ep.kind} ${req.socket.remoteAddress}:${req.socket.remotePort}`), peer: req.socket.remoteAddress ?? "" }),

@@ -69,7 +69,7 @@ type kept struct {
 }
 
 type shimd struct {
-	mu   sync.Mutex
+	mu       sync.Mutex
 	byBundle map[string]*kept
 }
 
