@@ -356,6 +356,10 @@ export class Session implements StreamHost {
    */
   private sendFrame(frame: Frame): void {
     if (this.closedErr) return;
+    // Made is sent, for the idle clock: an answer made in the timer phase
+    // that checks idleness leaves only on the next turn, when the request
+    // it answers no longer counts as in flight.
+    this.deadlines?.active();
     const bytes = encodeFrame(frame);
     if (this.batch.length === 0) setImmediate(() => this.flushBatch());
     this.batch.push(bytes);

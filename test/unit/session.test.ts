@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ErrorCode, FractalError, ProtocolViolation } from "../../proto/errors.js";
 import { parsePublicKeyBlob, signerFromPem } from "../../proto/auth.js";
 import { generateKey, verifySignature } from "../../proto/ed25519.js";
@@ -164,6 +164,47 @@ describe("session", () => {
     const p = client.request({ ping: { nonce: 1 } });
     b.close();
     await expect(p).rejects.toMatchObject({ code: ErrorCode.UNAVAILABLE });
+  });
+
+  it("does not call a connection idle whose answer is made but not yet written when the idle clock runs out", async () => {
+    // The answer is made in the same timer phase as the idle check, and
+    // control frames leave in a batch on the next turn: the answer being
+    // made is the connection's last activity, not the request before it.
+    // Timers and the clock are fake; immediates (the link's delivery, the
+    // batch's flush) stay real, so they run only when the test yields.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    const turn = () => new Promise((r) => setImmediate(r));
+    try {
+      const [a, b] = memoryLinkPair();
+      const errors: ProtocolViolation[] = [];
+      let asked = false;
+      const slow: RequestHandler = () => {
+        asked = true;
+        return new Promise((resolve) => setTimeout(() => resolve({ ping: { nonce: 1, uptimeMs: 0 } }), 2000));
+      };
+      Session.accept(b, { onRequest: slow, idleTimeoutMs: 1000, onProtocolError: (e) => errors.push(e) });
+      // Handshake and request at t=0: the idle clock starts at 0.
+      let client: Session | undefined;
+      void Session.connect(a, {}).then((c) => (client = c));
+      for (let i = 0; i < 50 && !client; i++) await turn();
+      const answer = client!.request({ ping: { nonce: 1 } });
+      answer.catch(() => {});
+      for (let i = 0; i < 50 && !asked; i++) await turn();
+      expect(asked).toBe(true);
+      // t=1 s: the idle clock finds the request in flight and starts again;
+      // t=2 s: the answer is made, then the idle clock runs out.
+      await vi.advanceTimersByTimeAsync(2100);
+      expect((await answer).ping?.nonce).toBe(1);
+      expect(errors).toEqual([]);
+      // With nothing in flight it is idle, and is told so.
+      await vi.advanceTimersByTimeAsync(1100);
+      const late = client!.request({ ping: { nonce: 2 } });
+      late.catch(() => {});
+      await vi.advanceTimersByTimeAsync(5);
+      await expect(late).rejects.toThrow(/idle for 1 s/);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("sends a response and the stream frames its handler made beside it in one write, in order", async () => {
