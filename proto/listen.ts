@@ -50,8 +50,7 @@ export async function listen(url: string | Endpoint, onLink: (link: Link) => voi
       }
       let stop: () => Promise<void>;
       if (typeof Bun !== "undefined") {
-        const l = bunListener(ep, { unix: ep.path }, onLink);
-        stop = l.close;
+        stop = bunListener(ep, { unix: ep.path }, onLink).close;
       } else {
         const server = net.createServer((sock) => onLink(socketLink(sock, `unix ${ep.path}`)));
         await bind(server, ep, () => server.listen(ep.path));

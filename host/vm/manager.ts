@@ -212,17 +212,10 @@ const ATTEMPT_GROWTH_MS = 500;
 /**
  * Pings the agent at `url` until it answers or `deadline` passes; `alive`
  * stops the wait early (QEMU gone). Within an attempt, on a serial link, the
- * Hello is repeated every 300 ms.
+ * Hello is repeated every 300 ms. Resolves with the connection that
+ * answered (the caller closes it), or undefined.
  */
-async function untilAnswers(
-  url: string,
-  deadline: number,
-  maxAttemptMs: number,
-  alive: () => boolean,
-  tick?: () => void,
-  keyFile?: string,
-  then?: (c: AgentClient) => Promise<void>,
-): Promise<boolean> {
+async function untilAnswers(url: string, deadline: number, maxAttemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string): Promise<AgentClient | undefined> {
   // Attempts start short and grow: a virtio-serial connection made before
   // the guest opened its port can stay deaf after the agent listens (its
   // answers never arrive; a new connection is heard at once), so a long
@@ -235,21 +228,13 @@ async function untilAnswers(
     try {
       c = await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs, keyFile });
       await pingWithin(c, attemptMs);
+      return c;
     } catch {
       c?.close();
       await sleep(100);
-      continue;
     }
-    try {
-      await then?.(c);
-    } catch {
-      // the link went away after answering: what comes next reports
-    } finally {
-      c.close();
-    }
-    return true;
   }
-  return false;
+  return undefined;
 }
 
 /** The longest boot waits for the guest's links once the agent answers: DHCP takes about a second under TCG. */
@@ -266,7 +251,11 @@ const NETWORK_WAIT_MS = 30_000;
  */
 async function untilNetworkReady(c: AgentClient, deadline: number, alive: () => boolean): Promise<void> {
   const end = Math.min(deadline, Date.now() + NETWORK_WAIT_MS);
-  while (Date.now() < end && alive() && !(await c.version()).networkReady) await sleep(100);
+  try {
+    while (Date.now() < end && alive() && !(await c.version()).networkReady) await sleep(100);
+  } catch {
+    // the serial link went away after answering: the TCP wait reports
+  }
 }
 
 /**
@@ -279,9 +268,13 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
   const deadline = t0 + timeoutMs;
   const alive = () => qemuAlive(rec.pid);
   const tick = () => progress?.(Date.now() - t0, rec.accel);
-  const network = rec.endpoints.tcp ? (c: AgentClient) => untilNetworkReady(c, deadline, alive) : undefined;
-  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile, network);
-  const tcp = serial && (!rec.endpoints.tcp || (await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile)));
+  const serialClient = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile);
+  if (serialClient && rec.endpoints.tcp) await untilNetworkReady(serialClient, deadline, alive);
+  serialClient?.close();
+  const serial = serialClient !== undefined;
+  const tcpClient = serial && rec.endpoints.tcp ? await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile) : undefined;
+  tcpClient?.close();
+  const tcp = serial && (!rec.endpoints.tcp || tcpClient !== undefined);
   if (tcp) return;
   const tail = consoleTail(rec.console);
   if (!alive()) {
