@@ -1,5 +1,7 @@
 // fractal-agent: parses flags and serves. As a guest's init task it must never
 // exit on an error, so failures are logged and serving goes on.
+// First: it marks the moment before the other modules are evaluated.
+import "./boot/clock.js";
 import { parseArgs } from "node:util";
 import { exitStatusFor } from "../proto/errors.js";
 import { authGate, tlsIdentity, type AuthFlags } from "./auth/config.js";

@@ -89,6 +89,8 @@ function timeline(log: string, dmesg: string): string {
   const disk = at(/agent's disk mounted at ([\d.]+) s/, log);
   const exec = at(/agent exec'd at ([\d.]+) s/, log);
   const agent = at(/agent started at uptime ([\d.]+)/, log);
+  const runtime = at(/Bun's runtime started at ([\d.]+) s/, log);
+  const code = at(/the agent's modules at ([\d.]+) s/, log);
   const mods = log.match(/kernel modules in (\d+) ms/)?.[1] ?? "?";
   const ready = at(/ready at uptime ([\d.]+)/, log);
   return [
@@ -96,7 +98,8 @@ function timeline(log: string, dmesg: string): string {
     `/init at ${init?.toFixed(2) ?? "?"} s`,
     `u-root init to the supervisor ${span(init, supervisor)} s`,
     ...(disk !== undefined ? [`agent's disk mounted ${span(supervisor, disk)} s later`] : []),
-    `exec to the agent's first line (Bun's runtime loaded) ${span(exec, agent)} s`,
+    `exec to the agent's first line ${span(exec, agent)} s` +
+      (runtime !== undefined ? ` (exec to Bun's clock ${span(exec, runtime)} s, Bun's start to the agent's first module ${span(runtime, code)} s, the agent's modules evaluated in ${span(code, agent)} s)` : ""),
     `modules ${mods} ms beside it`,
     `ready at ${ready?.toFixed(2) ?? "?"} s (guest uptime)`,
   ].join("; ");

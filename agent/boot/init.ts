@@ -10,6 +10,7 @@ import path from "node:path";
 import { addLogSink, log, setStderrLevel } from "../log.js";
 import { loadModule, mount, setHostname, umount2, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME } from "../../proto/libc.js";
 import { networkDone, networkPending } from "./network-state.js";
+import { startStages } from "./clock.js";
 import { parseCmdline, type BootConfig, type Share } from "./cmdline.js";
 
 /** Where the initramfs build puts modules and their load order (see initramfs/modules.ts). */
@@ -261,7 +262,12 @@ export async function boot(): Promise<BootConfig> {
   let started = "?";
   // startNetwork, after the listeners, says when the links are configured.
   networkPending();
-  step("read uptime", () => (started = fs.readFileSync("/proc/uptime", "utf8").split(" ")[0]!));
+  let stages = "";
+  step("read uptime", () => {
+    started = fs.readFileSync("/proc/uptime", "utf8").split(" ")[0]!;
+    const s = startStages(Number(started));
+    stages = `; Bun's runtime started at ${s.runtime.toFixed(2)} s, the agent's modules at ${s.code.toFixed(2)} s`;
+  });
   mountBase();
   let cmdline = "";
   step("read /proc/cmdline", () => (cmdline = fs.readFileSync("/proc/cmdline", "utf8")));
@@ -280,7 +286,7 @@ export async function boot(): Promise<BootConfig> {
     log("warn", `boot: agent restarted (${restarts()} times) at uptime ${started} s`);
     return cfg;
   }
-  log("info", `boot: agent started at uptime ${started} s${supervisorStages()}`);
+  log("info", `boot: agent started at uptime ${started} s${supervisorStages()}${stages}`);
   for (const e of cfg.errors) log("warn", `boot: ${e}`);
   const modules = modulesLoaded();
   // Debian's kernel backs every large enough anonymous mapping with huge
