@@ -174,7 +174,7 @@ async function main(): Promise<void> {
     // The ceiling: the same head into u-root's cat inside the guest, no
     // network and no agent in the way. Every tool reads head's stdout
     // through such a pipe, so none can beat it.
-    const pipeOnly = fractal(rec.endpoints.serial, "--", "/bbin/sh", "-c", `${head.join(" ")} | /bbin/cat > /dev/null`);
+    const pipeOnly = fractal(rec.endpoints.serial, "--", "sh", "-c", `${head.join(" ")} | /bbin/cat > /dev/null`);
     const rounds = { fractal: [] as number[], ssh: [] as number[], cpu: [] as number[], serial: [] as number[], pipe: [] as number[] };
     for (let i = 0; i < TP_ROUNDS; i++) {
       rounds.fractal.push(await throughput(fractal(rec.endpoints.tcp, "--", ...head), BYTES));
