@@ -3,7 +3,7 @@
 // With performance.now() counting from the runtime's own start, the boot log
 // can then split "exec to ready" into the runtime's start, the evaluation of
 // the agent's modules, and the init work after (bench-boot reports them).
-export const firstCodeMs = performance.now();
+const firstCodeMs = performance.now();
 
 /**
  * Guest uptimes, in seconds, of the runtime's start and of the first agent

@@ -268,14 +268,12 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
   const deadline = t0 + timeoutMs;
   const alive = () => qemuAlive(rec.pid);
   const tick = () => progress?.(Date.now() - t0, rec.accel);
-  const serialClient = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile);
-  if (serialClient && rec.endpoints.tcp) await untilNetworkReady(serialClient, deadline, alive);
-  serialClient?.close();
-  const serial = serialClient !== undefined;
-  const tcpClient = serial && rec.endpoints.tcp ? await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile) : undefined;
-  tcpClient?.close();
-  const tcp = serial && (!rec.endpoints.tcp || tcpClient !== undefined);
-  if (tcp) return;
+  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile);
+  if (serial && rec.endpoints.tcp) await untilNetworkReady(serial, deadline, alive);
+  serial?.close();
+  const tcp = serial && rec.endpoints.tcp ? await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile) : undefined;
+  tcp?.close();
+  if (serial && (!rec.endpoints.tcp || tcp)) return;
   const tail = consoleTail(rec.console);
   if (!alive()) {
     stopSwtpm(path.join(vmDir(rec.name), "swtpm.pid"));
