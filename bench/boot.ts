@@ -17,6 +17,7 @@ import { AgentClient } from "../host/client.js";
 import { attestVm } from "../host/attest/vm.js";
 import { preferAgentImage, type GuestImage } from "../host/vm/kernel.js";
 import { bootVm, stopVm } from "../host/vm/manager.js";
+import { cpuFor } from "../host/vm/arch.js";
 import { ovmfFiles, qemuBinary, usableAccel } from "../host/vm/qemu.js";
 import { stateRoot } from "../host/vm/state.js";
 import { compared, env as benchEnv, median, record } from "./report.js";
@@ -33,7 +34,7 @@ function markerBoot(accel: string, kernel: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const q = spawn(qemuBinary(), [
-      "-machine", `q35,accel=${accel}`, "-cpu", accel === "tcg" ? "max" : "host", "-m", "1024", "-smp", "2",
+      "-machine", `q35,accel=${accel}`, "-cpu", cpuFor("x86_64", accel), "-m", "1024", "-smp", "2",
       "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
       "-kernel", kernel, "-initrd", path.join(BUILD, "marker.cpio"),
       "-append", "console=ttyS0 quiet panic=-1", "-serial", "stdio",

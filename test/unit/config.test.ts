@@ -180,9 +180,9 @@ describe("kernel choice", () => {
 describe("QEMU command line", () => {
   const base = { name: "vm1", kernel: "/k", initrd: "/i", memMiB: 1024, cpus: 2, stateDir: "/s", shares: [], virtiofs: [] };
 
-  it("uses TCG with -cpu max when there is no KVM, and the agent's serial port always", () => {
+  it("uses TCG with -cpu max (less ERMS) when there is no KVM, and the agent's serial port always", () => {
     const a = qemuArgs({ ...base, accel: "tcg" }).join(" ");
-    expect(a).toMatch(/-machine q35,accel=tcg -cpu max/);
+    expect(a).toMatch(/-machine q35,accel=tcg -cpu max,erms=off /);
     expect(a).toMatch(/virtserialport,bus=vser0.0,chardev=agent,name=org.fractal.agent/);
     expect(a).toMatch(/socket,id=agent,path=\/s\/agent.sock,server=on,wait=off/);
     expect(a).not.toMatch(/vhost-vsock/);
