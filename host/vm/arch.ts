@@ -33,12 +33,12 @@ export function machineFor(arch: GuestArch, accel: string): string {
 }
 
 /**
- * TCG emulates "max": every feature the guest might want, less two that
- * cost TCG dearly. On x86, ERMS makes the kernel and glibc copy and clear
- * memory with `rep movsb`/`rep stosb`, which TCG runs one byte per loop
- * turn: every pipe, socket and page-cache copy went at ~90 MB/s (dd from
- * /dev/zero); without it they take word-sized loops, twice as fast, and an
- * exec's stdout 1.8x. On arm64 "max" includes pointer authentication with
+ * TCG emulates "max": every feature the guest might want, less one per
+ * architecture that costs TCG dearly. On x86, ERMS makes the kernel and
+ * glibc copy and clear memory with `rep movsb`/`rep stosb`, which TCG runs
+ * one byte per loop turn: every pipe, socket and page-cache copy went at
+ * ~90 MB/s (dd from /dev/zero); without it they take word-sized loops, twice
+ * as fast, and an exec's stdout 1.8x. On arm64 "max" includes pointer authentication with
  * the architected QARMA algorithm, paid on every call and return; the
  * implementation-defined algorithm is as good to the guest and several
  * times cheaper.
