@@ -38,10 +38,10 @@ export function machineFor(arch: GuestArch, accel: string): string {
  * glibc copy and clear memory with `rep movsb`/`rep stosb`, which TCG runs
  * one byte per loop turn: every pipe, socket and page-cache copy went at
  * ~90 MB/s (dd from /dev/zero); without it they take word-sized loops, twice
- * as fast, and an exec's stdout 1.8x. On arm64 "max" includes pointer authentication with
- * the architected QARMA algorithm, paid on every call and return; the
- * implementation-defined algorithm is as good to the guest and several
- * times cheaper.
+ * as fast, and an exec's stdout 1.8x. On arm64 "max" includes pointer
+ * authentication with the architected QARMA algorithm, paid on every call
+ * and return; the implementation-defined algorithm is as good to the guest
+ * and several times cheaper.
  */
 export function cpuFor(arch: GuestArch, accel: string): string {
   if (accel !== "tcg") return "host";
