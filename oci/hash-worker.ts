@@ -1,6 +1,6 @@
-// sha256 off the main thread: layer unpacking hashes every byte twice (the
-// blob and its uncompressed content), which under emulation costs as much as
-// decompressing; on worker threads it overlaps with parsing and writing.
+// sha256 off the main thread: layer unpacking hashes every uncompressed
+// byte, which under emulation costs more than decompressing, parsing and
+// writing them; on a worker thread it overlaps with those.
 // Messages in: a chunk, or null at the end; out: { acked } per chunk, then
 // { digest }. After a digest the worker starts over, ready for the next
 // stream (workers are pooled: starting one costs ~0.3 s under emulation).

@@ -3,6 +3,7 @@
 // layers, whiteouts and opaque directories, corrupt and escaping layers,
 // the docker-style CLI, limits, and many containers at once.
 import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import fs from "node:fs";
@@ -108,6 +109,20 @@ describe("images", () => {
     expect(cut.stderr).toMatch(/layer sha256:[0-9a-f]{64}: .*(truncated|unexpected end|decompress)/i);
     expect(await guest("ls /run/fractal/layers")).not.toMatch(/partial/);
     expect(out(await vm("ps", "-a"))).not.toMatch(/corrupt|truncated/);
+  }, 120_000);
+
+  it("refuses a layer whose content is not the diff_id its config names, small or hashed on a worker, and caches nothing", async () => {
+    for (const tag of ["hostile:liar", "hostile:liar-big"]) {
+      const r = await vm("run", "--rm", tag, "true");
+      expect(r.code).toBe(125);
+      expect(r.stderr).toMatch(/layer sha256:[0-9a-f]{64}: content does not match the image config \(corrupt blob\): uncompressed it is sha256:[0-9a-f]{64}, the config says sha256:[0-9a-f]{64}/);
+    }
+    // Nothing is kept under the digest the config claimed (make-hostile.py's), where another image would find it.
+    const claimed = createHash("sha256").update("some other layer").digest("hex");
+    const layers = await guest("ls /run/fractal/layers");
+    expect(layers).not.toMatch(/partial/);
+    expect(layers).not.toContain(claimed);
+    expect(out(await vm("run", "--rm", "busybox", "echo", "alive"))).toBe("alive\n");
   }, 120_000);
 
   it("refuses a layer entry that climbs out, and keeps a write through a symlink inside the layer", async () => {
