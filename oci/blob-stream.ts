@@ -48,7 +48,7 @@ export function openBlob(layer: Layer, progress?: (bytes: number) => void): Blob
   // How far the content expands is known only at its end (a 1 MiB gzip
   // blob can hold a 128 MiB tar): the hasher picks its thread from what it
   // has seen.
-  const diffHash: StreamHash = new DeferredSha256();
+  const diffHash = new DeferredSha256();
   const kind = size > 0 ? sniff(src.file, src.offset) : "none";
   let read = 0;
   // Web streams: Bun runs these natively; node:stream pipelines of the
@@ -118,29 +118,6 @@ function sniff(file: string, offset: number): "gzip" | "zstd" | "none" {
   return "none";
 }
 
-interface StreamHash {
-  bytes: number;
-  /** Resolves at once unless too much is waiting to be hashed. */
-  update(chunk: Uint8Array): Promise<void> | undefined;
-  digest(): Promise<string>;
-  close(): void;
-}
-
-/** sha256 on this thread: for small layers, where starting a worker costs more. */
-class InlineSha256 implements StreamHash {
-  private readonly hash = createHash("sha256");
-  bytes = 0;
-  update(chunk: Uint8Array): undefined {
-    this.bytes += chunk.length;
-    this.hash.update(chunk);
-    return undefined;
-  }
-  digest(): Promise<string> {
-    return Promise.resolve(`sha256:${this.hash.digest("hex")}`);
-  }
-  close(): void {}
-}
-
 /** Streams at least this big hash on worker threads (a worker takes ~0.3 s to start under TCG). */
 const WORKER_HASH_MIN = 8 << 20;
 
@@ -149,27 +126,28 @@ const WORKER_HASH_MIN = 8 << 20;
  * held (copied: the stream may reuse a chunk's memory) and hashed on this
  * thread if the stream ends there; a longer stream hands them to a worker.
  */
-class DeferredSha256 implements StreamHash {
-  private held: Uint8Array[] = [];
+class DeferredSha256 {
+  private held: Uint8Array<ArrayBuffer>[] = [];
+  private heldBytes = 0;
   private worker?: Sha256Worker;
-  bytes = 0;
 
+  /** Resolves at once unless too much is waiting to be hashed. */
   update(chunk: Uint8Array): Promise<void> | undefined {
-    this.bytes += chunk.length;
     if (this.worker) return this.worker.update(chunk);
     this.held.push(chunk.slice());
-    if (this.bytes < WORKER_HASH_MIN) return undefined;
+    this.heldBytes += chunk.length;
+    if (this.heldBytes < WORKER_HASH_MIN) return undefined;
     this.worker = new Sha256Worker();
     let wait: Promise<void> | undefined;
-    for (const c of this.held.splice(0)) wait = this.worker.update(c);
+    for (const c of this.held.splice(0)) wait = this.worker.handOver(c);
     return wait;
   }
 
   digest(): Promise<string> {
     if (this.worker) return this.worker.digest();
-    const inline = new InlineSha256();
-    for (const c of this.held.splice(0)) inline.update(c);
-    return inline.digest();
+    const hash = createHash("sha256");
+    for (const c of this.held.splice(0)) hash.update(c);
+    return Promise.resolve(`sha256:${hash.digest("hex")}`);
   }
 
   close(): void {
@@ -179,14 +157,12 @@ class DeferredSha256 implements StreamHash {
 }
 
 /** sha256 of one byte stream on a worker thread, with bounded bytes in flight. */
-class Sha256Worker implements StreamHash {
+class Sha256Worker {
   private readonly worker: Worker;
   private inFlight = 0;
   private waiters: (() => void)[] = [];
   private result?: (d: string) => void;
   private failed?: Error;
-  bytes = 0;
-
   private done = false;
 
   constructor() {
@@ -205,11 +181,14 @@ class Sha256Worker implements StreamHash {
   }
 
   update(chunk: Uint8Array): Promise<void> | undefined {
+    // A copy: the stream may reuse the chunk's memory.
+    return this.handOver(new Uint8Array(chunk));
+  }
+
+  /** A chunk that is ours alone (its whole buffer), moved to the worker without another copy. */
+  handOver(copy: Uint8Array<ArrayBuffer>): Promise<void> | undefined {
     if (this.failed) throw this.failed;
-    this.bytes += chunk.length;
-    this.inFlight += chunk.length;
-    // A copy (the stream may reuse the chunk's memory), handed over without a second one.
-    const copy = new Uint8Array(chunk);
+    this.inFlight += copy.length;
     this.worker.postMessage(copy, [copy.buffer]);
     if (this.inFlight <= MAX_IN_FLIGHT) return undefined;
     return new Promise((r) => this.waiters.push(r));
