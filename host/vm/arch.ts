@@ -48,18 +48,6 @@ export function cpuFor(arch: GuestArch, accel: string): string {
   return arch === "aarch64" ? "max,pauth-impdef=on" : "max,erms=off";
 }
 
-/**
- * Kernel arguments for the guest's clock. TCG cannot offer x86's invariant
- * TSC flag, and without it Linux distrusts the TSC of a multi-CPU AMD-like
- * "max" and falls back to the HPET: every clock read (an event loop makes
- * one per turn) is then a system call and an emulated MMIO access under
- * QEMU's global lock. TCG's TSC is the host's, in step on every vCPU, so
- * the guest may trust it and read the clock in the vDSO.
- */
-export function clockArgsFor(arch: GuestArch, accel: string): string[] {
-  return arch === "x86_64" && accel === "tcg" ? ["tsc=reliable"] : [];
-}
-
 /** The kernel's name for the first UART: the 16550 on x86, the PL011 on the virt board. */
 export function consoleFor(arch: GuestArch): string {
   return arch === "aarch64" ? "ttyAMA0" : "ttyS0";

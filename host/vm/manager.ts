@@ -11,7 +11,7 @@ import { AGENT_PORT } from "../../proto/guest.js";
 import { hostArch, type GuestArch } from "./arch.js";
 import { agentForwards, kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type NicModel, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
 import { passtAvailable, passtPaths, startPasst, stopPasst, type NetBackend } from "./passt.js";
-import { Qmp, qemuExited } from "./qmp.js";
+import { Qmp, guestSnapshot, qemuExited } from "./qmp.js";
 import { listNames, qemuAlive, readRecord, removeState, stateRoot, tpmCaDir, tpmDir, vmDir, volumesDir, writeRecord, TPM, VOLUMES, type VmRecord } from "./state.js";
 import { ensureTpmState, startSwtpm, stopSwtpm } from "./tpm.js";
 
@@ -280,12 +280,15 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
     removeState(rec.name);
     throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: QEMU exited during boot. Console:\n${tail}`);
   }
+  // Asked before the kill: where the guest is stuck is the first question.
+  const seen = serial ? "" : await guestSnapshot(qmpSocket(rec.name));
   await killVm(rec);
   removeState(rec.name);
   const what = serial
     ? `the agent answers on virtio-serial but not over TCP (${rec.endpoints.tcp}) within ${Math.round(timeoutMs / 1000)} s (is DHCP failing?)`
-    : `the agent did not answer within ${Math.round(timeoutMs / 1000)} s (accel ${rec.accel})`;
-  throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: ${what}; the VM was stopped. Last console lines:\n${tail}`);
+    : `the agent did not answer within ${Math.round(timeoutMs / 1000)} s (accel ${rec.accel})${seen ? `. ${seen}` : ""}`;
+  const lines = tail === "" ? "The guest printed nothing on its console: its kernel never reached init (the kernel is quiet until it fails)" : `Last console lines:\n${tail}`;
+  throw new FractalError(ErrorCode.UNAVAILABLE, `VM ${rec.name}: ${what}; the VM was stopped. ${lines}`);
 }
 
 export function listVms(): VmStatus[] {

@@ -7,7 +7,7 @@ import path from "node:path";
 import { AGENT_DISK_SERIAL, AGENT_PORT, HOST_ROOT, IMAGE_STORE, SERIAL_PORT_NAME } from "../../proto/guest.js";
 import { PASST_MTU } from "./passt.js";
 import { ninePSecurity, type HostOs } from "./platform.js";
-import { clockArgsFor, consoleFor, cpuFor, hostArch, machineFor, qemuBinaryFor, type GuestArch } from "./arch.js";
+import { consoleFor, cpuFor, hostArch, machineFor, qemuBinaryFor, type GuestArch } from "./arch.js";
 
 export type Accel = "kvm" | "tcg" | "hvf";
 
@@ -166,7 +166,6 @@ export function kernelCmdline(o: QemuOptions): string {
     `console=${consoleFor(o.arch ?? hostArch())}`,
     "quiet",
     "panic=-1",
-    ...clockArgsFor(o.arch ?? hostArch(), o.accel),
     `fractal.hostname=${o.name}`,
     `fractal.listen=${listen.join(",")}`,
     // passt's frames can be 64 KiB; a wired NIC keeps its own limit.

@@ -95,3 +95,39 @@ export function qemuExited(socketPath: string, ms: number): Promise<boolean> {
     sock.on("data", () => {}); // the greeting; reading keeps the close visible
   });
 }
+
+/**
+ * What QEMU says a guest is doing, for a boot that never answered: its run
+ * state and where each vCPU is. An empty console cannot tell a kernel
+ * spinning early in boot from one idle and waiting on a device; this can.
+ * Never throws: "" when QMP does not answer.
+ */
+export async function guestSnapshot(socketPath: string): Promise<string> {
+  let q: Qmp | undefined;
+  try {
+    q = await Qmp.connect(socketPath, 2000);
+    const status = (await q.execute("query-status", undefined, 2000)) as { status?: string }; // QMP's StatusInfo
+    const regs = await q.execute("human-monitor-command", { "command-line": "info registers -a" }, 5000);
+    return `QEMU reports the guest ${status.status ?? "in an unknown state"}; ${vcpuSummary(String(regs))}`;
+  } catch {
+    return "";
+  } finally {
+    q?.close();
+  }
+}
+
+/** Each vCPU's mode and instruction pointer from HMP's `info registers -a` (x86's RIP, Arm's PC). */
+export function vcpuSummary(regs: string): string {
+  const cpus = regs.split(/^(?=CPU#\d+)/m).flatMap((block) => {
+    const id = /^CPU#(\d+)/.exec(block)?.[1];
+    const pc = /\b(?:RIP|PC)=([0-9a-f]+)/i.exec(block)?.[1];
+    if (id === undefined) return [];
+    // An x86 AP still waiting for its start-up IPI has no registers to show.
+    if (pc === undefined) return [`vCPU ${id} not started`];
+    const cpl = /\bCPL=(\d)/.exec(block)?.[1];
+    const mode = cpl === undefined ? "" : cpl === "0" ? " in the kernel" : " in user space";
+    const halted = /\bHLT=1\b/.test(block) ? " halted" : "";
+    return [`vCPU ${id}${halted}${mode} at ${pc.replace(/^0+(?=.)/, "")}`];
+  });
+  return cpus.length > 0 ? cpus.join(", ") : "no vCPU state";
+}

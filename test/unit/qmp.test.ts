@@ -5,7 +5,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Qmp, qemuExited } from "../../host/vm/qmp.js";
+import { Qmp, qemuExited, vcpuSummary } from "../../host/vm/qmp.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-qmp-"));
 const servers: net.Server[] = [];
@@ -50,5 +50,28 @@ describe("QMP client", () => {
     const sock = await fakeQemu(true);
     expect(await qemuExited(sock, 200)).toBe(false);
     expect(await qemuExited(path.join(dir, "nothing.sock"), 200)).toBe(true);
+  });
+});
+
+describe("a stuck guest's vCPUs", () => {
+  it("names each vCPU's mode, halt and instruction pointer from QEMU's `info registers -a`", () => {
+    // Trimmed from a TCG guest's real output: CPU 0 in the agent, CPU 1 idle.
+    const regs = [
+      "",
+      "CPU#0",
+      "RAX=0000046b3e9e8e48 RBX=0000046b3ea35088 RCX=0000000000000001 RDX=0000000000000000",
+      "RIP=00000000021199ba RFL=00000206 [-----P-] CPL=3 II=0 A20=1 SMM=0 HLT=0",
+      "CR0=80050033 CR2=0000046b3ecfa000 CR3=0000000005624000 CR4=00750ef0",
+      "CPU#1",
+      "RAX=0000000000000000 RBX=0000000000000001 RCX=0000000000000001 RDX=0000000000000000",
+      "RIP=ffffffff81a592eb RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1",
+      "",
+    ].join("\r\n");
+    expect(vcpuSummary(regs)).toBe("vCPU 0 in user space at 21199ba, vCPU 1 halted in the kernel at ffffffff81a592eb");
+    // Arm's dump names the PC and no privilege level of x86's kind.
+    expect(vcpuSummary("CPU#0\n PC=ffff800008b1c6e4 X00=0000000000000000\n")).toBe("vCPU 0 at ffff800008b1c6e4");
+    // Early in boot, before the kernel brings up the second CPU.
+    expect(vcpuSummary("CPU#0\nRIP=ffffffff819ecbb1 RFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0\nCPU#1\n")).toBe("vCPU 0 in the kernel at ffffffff819ecbb1, vCPU 1 not started");
+    expect(vcpuSummary("Error: no such command")).toBe("no vCPU state");
   });
 });

@@ -264,8 +264,20 @@ describe("a guest whose agent cannot start", () => {
     const r = await cli(["boot", "--name", "broken", "--no-net", "--mem", "512M", "--initrd", path.join(BUILD, "initramfs-lite.cpio"), "--timeout", "40", "--detach"]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/the agent did not answer within 40 s/);
+    // Where the guest was when boot gave up: the supervisor waits, so QEMU still runs it.
+    expect(r.stderr).toMatch(/QEMU reports the guest running; vCPU 0( halted)? in (the kernel|user space) at [0-9a-f]+, vCPU 1/);
     expect(r.stderr).toContain(`fractal-supervise: /bin/fractal-agent is not in the initramfs and no disk has serial "fractal-agent"`);
     expect(fs.existsSync(path.join(state, "broken"))).toBe(false);
   }, 300_000);
+
+  it("says so when the guest printed nothing, with where QEMU has its vCPUs (a kernel that never reached init)", async () => {
+    // One second is far less than a kernel under TCG needs to reach init.
+    const r = await cli(["boot", "--name", "early", "--no-net", "--mem", "512M", "--timeout", "1", "--detach"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/the agent did not answer within 1 s/);
+    expect(r.stderr).toMatch(/QEMU reports the guest running; vCPU 0[a-z ]* at [0-9a-f]+/);
+    expect(r.stderr).toContain("The guest printed nothing on its console: its kernel never reached init");
+    expect(fs.existsSync(path.join(state, "early"))).toBe(false);
+  }, 120_000);
 });
 
