@@ -1,6 +1,6 @@
 // The one binding of libc through bun:ffi, for both sides: the system calls
 // node:fs and node:net lack (mount, finit_module, reboot, termios, window
-// sizes, mknod, xattrs, AF_VSOCK sockets, a hang-up check), each behind a small typed
+// sizes, mknod, xattrs, pipes, AF_VSOCK sockets, a hang-up check), each behind a small typed
 // function, with one error type. Linux only; nothing else in the tree
 // imports bun:ffi.
 //
@@ -34,6 +34,7 @@ function open() {
     connect: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
     close: { args: [FFIType.i32], returns: FFIType.i32 },
+    pipe2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     strerror: { args: [FFIType.i32], returns: FFIType.cstring },
     __errno_location: { args: [], returns: FFIType.ptr },
   }).symbols;
@@ -226,6 +227,21 @@ export function lgetxattr(path: string, name: string): Uint8Array | undefined {
   const e = errno();
   if (e === ENODATA || e === EOPNOTSUPP) return undefined;
   throw new SysError(`getxattr ${name} ${path}`, e);
+}
+
+// --- pipes --------------------------------------------------------------------
+
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * A pipe, both ends close-on-exec; throws SysError. Bun.spawn's "pipe" is a
+ * socketpair, which a child cannot reopen through /proc/self/fd (what
+ * /dev/stdout is): ssh, docker and cpu give their commands pipes.
+ */
+export function pipe(): { read: number; write: number } {
+  const fds = new Int32Array(2);
+  if (c().pipe2(ptr(fds), O_CLOEXEC) !== 0) throw new SysError("pipe2", errno());
+  return { read: fds[0]!, write: fds[1]! };
 }
 
 // --- sockets node:net cannot make (AF_VSOCK) ---------------------------------------

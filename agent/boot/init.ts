@@ -109,7 +109,25 @@ function mountBase(): void {
     }
     fs.symlinkSync("pts/ptmx", "/dev/ptmx");
   });
+  // devtmpfs has no /dev/fd or /dev/std*: udev or the container runtime
+  // makes them elsewhere. Without them `echo x > /dev/stdout` made a file.
+  for (const [name, target] of STD_LINKS) {
+    step(`link /dev/${name}`, () => {
+      try {
+        fs.symlinkSync(target, `/dev/${name}`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+    });
+  }
 }
+
+const STD_LINKS: [string, string][] = [
+  ["fd", "/proc/self/fd"],
+  ["stdin", "/proc/self/fd/0"],
+  ["stdout", "/proc/self/fd/1"],
+  ["stderr", "/proc/self/fd/2"],
+];
 
 function loadModules(orderFile: string, what: string): void {
   let order: string[];

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { pipe } from "../../proto/libc.js";
 
 export interface ChildSpec {
   argv: string[];
@@ -122,24 +123,65 @@ async function drain(stream: ReadableStream<Uint8Array>, sink: (c: Uint8Array) =
   }
 }
 
+/** Closes fds this process no longer needs; one that is already closed is no error. */
+function closeFds(...fds: number[]): void {
+  for (const fd of fds) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // EBADF: never opened, or closed already
+    }
+  }
+}
+
 function startPipes(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
-  const proc = Bun.spawn(argv, {
-    cwd: spec.cwd,
-    env: spec.env,
-    uid: spec.uid,
-    gid: spec.gid,
-    stdin: "pipe",
-    stdout: "pipe",
-    stderr: "pipe",
-    // Own process group, so a forwarded Ctrl-C (SIGINT to the group) reaches
-    // a pipeline the way it would from a terminal.
-    detached: true,
-  });
-  const stdin = proc.stdin;
+  // Real pipes, not Bun's "pipe" (a socketpair): `echo x > /dev/stdout`
+  // and `cat /dev/stdin` reopen the descriptor through /proc, which a
+  // socket refuses (ENXIO). Bun reads and writes our ends without blocking.
+  const stdinPipe = pipe();
+  const stdoutPipe = pipe();
+  const stderrPipe = pipe();
+  let proc: ReturnType<typeof Bun.spawn>;
+  try {
+    proc = Bun.spawn(argv, {
+      cwd: spec.cwd,
+      env: spec.env,
+      uid: spec.uid,
+      gid: spec.gid,
+      stdin: stdinPipe.read,
+      stdout: stdoutPipe.write,
+      stderr: stderrPipe.write,
+      // Own process group, so a forwarded Ctrl-C (SIGINT to the group) reaches
+      // a pipeline the way it would from a terminal.
+      detached: true,
+    });
+  } catch (err) {
+    closeFds(stdinPipe.write, stdoutPipe.read, stderrPipe.read);
+    throw err;
+  } finally {
+    // The child's ends are the child's: while we held a write end, its
+    // output would never reach EOF.
+    closeFds(stdinPipe.read, stdoutPipe.write, stderrPipe.write);
+  }
+  const stdin = Bun.file(stdinPipe.write).writer();
   let stdinOpen = true;
-  const outputs = Promise.all([drain(proc.stdout, out.stdout), drain(proc.stderr, out.stderr)]);
+  const closeStdin = () => {
+    if (!stdinOpen) return;
+    stdinOpen = false;
+    // A FileSink on a number does not own it: the child reads EOF only
+    // once the fd itself is closed, after what was written is flushed.
+    Promise.resolve()
+      .then(() => stdin.end())
+      .catch(() => {})
+      .finally(() => closeFds(stdinPipe.write));
+  };
+  const output = (fd: number, sink: (c: Uint8Array) => Promise<void>) => drain(Bun.file(fd).stream(), sink).finally(() => closeFds(fd));
+  const outputs = Promise.all([output(stdoutPipe.read, out.stdout), output(stderrPipe.read, out.stderr)]);
   const done = (async () => {
     await proc.exited;
+    // Stdin the client still holds open goes nowhere now (ssh closes the
+    // channel's input too); the fd must not outlive the process.
+    closeStdin();
     await outputs;
     return exitOf(proc);
   })();
@@ -153,19 +195,10 @@ function startPipes(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
         await stdin.flush();
       } catch {
         // EPIPE: the child closed its stdin; later bytes have nowhere to go.
-        stdinOpen = false;
+        closeStdin();
       }
     },
-    closeStdin() {
-      if (!stdinOpen) return;
-      stdinOpen = false;
-      try {
-        const r = stdin.end();
-        if (r instanceof Promise) r.catch(() => {});
-      } catch {
-        // already closed by the child
-      }
-    },
+    closeStdin,
     resize() {
       throw new FractalError(ErrorCode.INVALID_ARGUMENT, `process ${proc.pid} has no terminal to resize`);
     },

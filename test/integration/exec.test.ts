@@ -47,6 +47,13 @@ describe("fractal-host exec", () => {
     expect(r.stdout.toString()).toBe("abcafter-eof\n");
   });
 
+  it("gives the command pipes it can reopen as /dev/stdin, /dev/stdout and /dev/stderr, as ssh does", async () => {
+    const r = await exec(["-i", "--", "sh", "-c", "echo out > /dev/stdout; echo err > /dev/stderr; cat /dev/stdin; readlink /proc/self/fd/1"], { input: "in\n" });
+    expect(r.stderr).toBe("err\n");
+    expect(r.stdout.toString()).toMatch(/^out\nin\npipe:\[\d+\]\n$/);
+    expect(r.code).toBe(0);
+  });
+
   it("round-trips 16 MiB of binary data through cat unchanged", async () => {
     const data = randomBytes(16 << 20);
     const r = await exec(["-i", "--", "cat"], { input: data });

@@ -117,6 +117,16 @@ describe("fractal-host boot", () => {
     expect(r.stdout.toString()).toBe("through --vm");
   });
 
+  it("has /dev/stdin, /dev/stdout, /dev/stderr and /dev/fd, which scripts write to and read from", async () => {
+    const r = await runCli(["exec", "--vm", NAME, "-i", "--", "sh", "-c", "echo out > /dev/stdout; echo err > /dev/stderr; cat /dev/stdin; ls /dev/fd/"], { env, input: "in\n" });
+    expect(r.stderr).toBe("err\n");
+    const [out, inp, ...fds] = r.stdout.toString().trim().split(/\s+/);
+    expect([out, inp]).toEqual(["out", "in"]);
+    // ls lists its own descriptors: at least stdin, stdout and stderr.
+    expect(fds).toEqual(expect.arrayContaining(["0", "1", "2"]));
+    expect(r.code).toBe(0);
+  });
+
   it("sets the guest up as init: mounts, modules, log file", async () => {
     const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", "cat /proc/mounts; echo ===; cat /proc/modules; echo ===; cat /run/fractal/agent.log"]);
     const [mounts, modules, logText] = r.stdout.toString().split("===\n");
