@@ -8,11 +8,14 @@
 // and p99) with fractal's own stages beside it (FRACTAL_TIMING), stdout
 // throughput of 256 MiB, and the latency of a 1-byte echo through `cat` in an
 // open session (fresh, and again after thousands: fractal's agent is JIT-
-// compiled, dropbear is not); then a host binary run in the guest with the
-// host's files backmounted (cpu -namespace against exec --namespace): its
-// start, and a 256 MiB host file read through the backmount.
+// compiled, dropbear is not), beside the floor of any Bun program for it
+// (bench/echo-floor.ts, in the same guest over the same link); then a host
+// binary run in the guest with the host's files backmounted (cpu -namespace
+// against exec --namespace): its start, and a 256 MiB host file read through
+// the backmount.
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import "../test/helpers/test-key.js";
@@ -22,6 +25,9 @@ import { compared, env as benchEnv, quantile, record, type Figure } from "./repo
 const ROOT = path.resolve(import.meta.dir, "..");
 const HOST = path.join(ROOT, "build/fractal-host");
 const CPU = path.join(ROOT, "build/peers/cpu");
+const FLOOR = path.join(ROOT, "build/bench/echo-floor");
+/** The guest port bench/echo-floor.ts listens on. */
+const FLOOR_GUEST_PORT = 9100;
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
 const BYTES = Number(process.env.BENCH_BYTES ?? 256 << 20);
 // The agent's JIT tiers its hot paths up only after thousands of events, and
@@ -89,6 +95,64 @@ async function echo(argv: string[], runs: number, warm = 5): Promise<number[]> {
   return out;
 }
 
+/**
+ * echo()'s measure against the floor server, straight over a socket: no
+ * client process between (ssh's and fractal's clients are one more local hop,
+ * which costs the host microseconds against the guest's milliseconds).
+ */
+async function socketEcho(port: number, runs: number, warm = 5): Promise<number[]> {
+  const s = net.connect(port, "127.0.0.1");
+  s.setNoDelay(true);
+  let waiting: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  let gone: Error | undefined;
+  const fail = (e: Error) => {
+    gone ??= e;
+    waiting?.reject(gone);
+  };
+  // Until the guest listens, a user-mode network accepts and then closes.
+  s.on("error", fail);
+  s.on("close", () => fail(new Error("connection closed")));
+  s.on("data", () => waiting?.resolve());
+  const rtt = async () => {
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      if (gone) return reject(gone);
+      waiting = { resolve, reject };
+      s.write("x");
+    });
+    return performance.now() - t0;
+  };
+  try {
+    for (let i = 0; i < warm; i++) await rtt();
+    const out: number[] = [];
+    for (let i = 0; i < runs; i++) out.push(await rtt());
+    return out;
+  } finally {
+    s.destroy();
+  }
+}
+
+/** Tries a TCP connection until one is accepted (a forwarded port accepts only once the guest listens). */
+async function untilListening(port: number, tries: number): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      // The byte echoed back proves the server, not just the forward.
+      await socketEcho(port, 0, 1);
+      return;
+    } catch (err) {
+      if (i >= tries) throw new Error(`nothing answers on 127.0.0.1:${port}: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+/** bench/echo-floor.ts compiled as the agent is (Makefile: --compile --bytecode, same target). */
+function buildFloor(): void {
+  fs.mkdirSync(path.dirname(FLOOR), { recursive: true });
+  const r = spawnSync(process.execPath, ["build", "--compile", "--bytecode", "--target=bun-linux-x64-baseline", path.join(ROOT, "bench/echo-floor.ts"), "--outfile", FLOOR], { stdio: ["ignore", "ignore", "pipe"] });
+  if (r.status !== 0) throw new Error(`building the echo floor failed: ${r.stderr.toString()}`);
+}
+
 /** One fractal-host run with FRACTAL_TIMING: its wall time and its own stages (host/cli/timing.ts). */
 function staged(argv: string[]): Promise<{ ms: number; stages: Record<string, number> }> {
   return new Promise((resolve, reject) => {
@@ -116,10 +180,13 @@ async function main(): Promise<void> {
   const sshPort = await freePort();
   const cpuPort = await freePort();
   const agentPort = await freePort();
-  const boot = run([HOST, "boot", "--name", "peers", "--initrd", path.join(ROOT, "build/peers.cpio"), "--host-root", "--tcp", String(agentPort), "--forward", `${sshPort}:22`, "--forward", `${cpuPort}:17010`, ...(NET ? ["--net", NET] : []), "--detach"]);
+  const floorPort = await freePort();
+  buildFloor();
+  const boot = run([HOST, "boot", "--name", "peers", "--initrd", path.join(ROOT, "build/peers.cpio"), "--host-root", "--tcp", String(agentPort), "--forward", `${sshPort}:22`, "--forward", `${cpuPort}:17010`, "--forward", `${floorPort}:${FLOOR_GUEST_PORT}`, ...(NET ? ["--net", NET] : []), "--detach"]);
   if (boot.code !== 0) throw new Error(`boot failed: ${boot.err}`);
   const rec = JSON.parse(fs.readFileSync(path.join(state, "peers", "vm.json"), "utf8")) as { accel: string; net?: string; endpoints: { tcp: string; serial: string } };
   let cpud: ReturnType<typeof spawn> | undefined;
+  let floor: ReturnType<typeof spawn> | undefined;
   try {
     // dropbear, set up through fractal: a root account, the bench's key, host keys made on first use.
     // The shell is named by its real command: u-root's multi-call binary finds
@@ -140,6 +207,10 @@ async function main(): Promise<void> {
     const pub = run([HOST, "--connect", rec.endpoints.tcp, "exec", "-i", "--", "sh", "-c", "cat > /etc/cpud/key.pub"], fs.readFileSync(`${key}.pub`, "utf8"));
     if (keys.code !== 0 || pub.code !== 0) throw new Error(`cpud set-up failed: ${keys.err}${pub.err}`);
     cpud = spawn(HOST, ["--connect", rec.endpoints.tcp, "exec", "--", "cpud", "-hk", "/etc/cpud/host_key", "-pk", "/etc/cpud/key.pub"], { env: cliEnv, stdio: "ignore" });
+
+    // The floor runs from the host's root, backmounted at /host.
+    floor = spawn(HOST, ["--connect", rec.endpoints.tcp, "exec", "--", `/host${FLOOR}`, String(FLOOR_GUEST_PORT), "/bbin/cat"], { env: cliEnv, stdio: "ignore" });
+    await untilListening(floorPort, 60);
 
     const ssh = (...cmd: string[]) => ["ssh", "-q", "-i", key, "-p", String(sshPort), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "root@127.0.0.1", ...cmd];
     // -9p=false -namespace "": no backmount, as ssh and exec have none.
@@ -191,6 +262,7 @@ async function main(): Promise<void> {
       ssh: await echo(cat.ssh, RUNS),
       cpu: await echo(cpu("/bbin/cat"), RUNS),
       serial: await echo(fractal(rec.endpoints.serial, "-i", "--", "/bbin/cat"), RUNS),
+      floor: await socketEcho(floorPort, RUNS),
     };
     const warmEcho = {
       fractal: await echo(cat.fractal, RUNS, WARM_ECHOES),
@@ -227,6 +299,7 @@ async function main(): Promise<void> {
       compared("1-byte echo, median", "ms", q(e.fractal, 0.5), "ssh (dropbear)", q(e.ssh, 0.5), true, tcpEnv, "time <= ssh's"),
       compared("1-byte echo, p99", "ms", q(e.fractal, 0.99), "ssh (dropbear)", q(e.ssh, 0.99), true, tcpEnv),
       compared("1-byte echo, median", "ms", q(e.fractal, 0.5), "u-root cpu", q(e.cpu, 0.5), true, tcpEnv),
+      compared("1-byte echo, median", "ms", q(e.fractal, 0.5), "minimal Bun echo (floor)", q(e.floor, 0.5), true, tcpEnv),
       compared(`1-byte echo after ${WARM_ECHOES} untimed, median`, "ms", q(warmEcho.fractal, 0.5), "ssh (dropbear)", q(warmEcho.ssh, 0.5), true, tcpEnv),
       compared("host binary start, backmounted, median", "ms", q(ns.fractal, 0.5), "u-root cpu -namespace", q(ns.cpu, 0.5), true, tcpEnv),
       compared("256 MiB host file read through the backmount", "MiB/s", mibs(nsRead.fractal / 1000), "u-root cpu -namespace", mibs(nsRead.cpu / 1000), false, tcpEnv),
@@ -256,6 +329,7 @@ async function main(): Promise<void> {
     console.log(`  the same binary: ssh ${q(t.ssh, 0.5).toFixed(1)} ms, cpu ${q(t.cpu, 0.5).toFixed(1)} ms; overhead beyond spawn-to-exit: fractal ${over.fractal.toFixed(1)}, ssh ${over.ssh.toFixed(1)}, cpu ${over.cpu.toFixed(1)} ms`);
   } finally {
     cpud?.kill();
+    floor?.kill();
     run([HOST, "vm", "stop", "peers"]);
     fs.rmSync(state, { recursive: true, force: true });
   }
