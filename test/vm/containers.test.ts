@@ -190,6 +190,10 @@ describe("containers", () => {
     expect(out(ex)).toBe(`65534 /tmp ticker ${id.slice(0, 12)}\n`);
     expect(ex.code).toBe(3);
     expect((await vm("exec", "ticker", "no-such-cmd")).code).toBe(127);
+    // As under docker: /dev/stdout reopens, in an exec (crun exec on exec's pipes) and in a container's own process.
+    const dev = await vm("exec", "ticker", "sh", "-c", "echo exec-dev > /dev/stdout; echo exec-err > /dev/stderr");
+    expect([out(dev), dev.stderr]).toEqual(["exec-dev\n", "exec-err\n"]);
+    expect(out(await vm("run", "--rm", "busybox", "sh", "-c", "echo run-dev > /dev/stdout"))).toBe("run-dev\n");
     const waiter = vm("wait", "ticker");
     await vm("kill", "-s", "KILL", "ticker");
     const w = await waiter;
