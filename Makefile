@@ -299,7 +299,12 @@ bench-reliability: build
 	$(BUN) bench/reliability.ts
 
 # fractal against ssh (dropbear) in one guest, over one link.
-bench-peers: build $(BUILD)/peers.cpio $(BUILD)/peers/cpud
+# The floor of a 1-byte echo for any Bun program, built as the agent is.
+$(BUILD)/peers/echo-floor: bench/echo-floor.ts
+	mkdir -p $(dir $@)
+	$(BUN) build --compile --bytecode --target=$(TARGET) $< --outfile $@
+
+bench-peers: build $(BUILD)/peers.cpio $(BUILD)/peers/cpud $(BUILD)/peers/echo-floor
 	$(BUN) bench/peers.ts
 
 # Every comparison, then bench/results.{md,json,svg} from their records.

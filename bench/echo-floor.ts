@@ -12,27 +12,23 @@ type Cat = Subprocess<"pipe", "pipe", "inherit">;
 const port = Number(process.argv[2] ?? 9100);
 const cat = process.argv[3] ?? "cat";
 
-Bun.listen<{ cat?: Cat }>({
+Bun.listen<{ cat: Cat }>({
   hostname: "0.0.0.0",
   port,
   socket: {
     open(s) {
-      s.data = {};
-      const p = Bun.spawn([cat], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
-      s.data.cat = p;
+      s.data = { cat: Bun.spawn([cat], { stdin: "pipe", stdout: "pipe", stderr: "inherit" }) };
       void (async () => {
-        for await (const chunk of p.stdout) s.write(chunk);
+        for await (const chunk of s.data.cat.stdout) s.write(chunk);
         s.end();
       })();
     },
     data(s, bytes) {
-      const stdin = s.data.cat?.stdin;
-      if (!stdin) return;
-      stdin.write(bytes);
-      void stdin.flush();
+      s.data.cat.stdin.write(bytes);
+      void s.data.cat.stdin.flush();
     },
     close(s) {
-      void s.data.cat?.stdin.end();
+      void s.data.cat.stdin.end();
     },
   },
 });

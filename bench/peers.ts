@@ -18,6 +18,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import type { Readable, Writable } from "node:stream";
 import "../test/helpers/test-key.js";
 import { freePort } from "../host/vm/manager.js";
 import { compared, env as benchEnv, quantile, record, type Figure } from "./report.js";
@@ -25,7 +26,8 @@ import { compared, env as benchEnv, quantile, record, type Figure } from "./repo
 const ROOT = path.resolve(import.meta.dir, "..");
 const HOST = path.join(ROOT, "build/fractal-host");
 const CPU = path.join(ROOT, "build/peers/cpu");
-const FLOOR = path.join(ROOT, "build/bench/echo-floor");
+// bench/echo-floor.ts, compiled by the Makefile as the agent is.
+const FLOOR = path.join(ROOT, "build/peers/echo-floor");
 /** The guest port bench/echo-floor.ts listens on. */
 const FLOOR_GUEST_PORT = 9100;
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
@@ -70,28 +72,49 @@ function throughput(argv: string[], bytes: number): Promise<number> {
     const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["ignore", "pipe", "inherit"], cwd: "/" });
     let n = 0;
     p.stdout.on("data", (b: Buffer) => (n += b.length));
-    p.on("exit", () => (n === bytes ? resolve((performance.now() - t0) / 1000) : reject(new Error(`${argv[0]}: got ${n} of ${bytes} bytes`))));
+    // "close", not "exit": the process can exit with its last output still unread in the pipe.
+    p.on("close", () => (n === bytes ? resolve((performance.now() - t0) / 1000) : reject(new Error(`${argv[0]}: got ${n} of ${bytes} bytes`))));
   });
+}
+
+/**
+ * Round trips of one byte written to `output` and answered on `input`, in
+ * ms, after `warm` untimed ones (session set up, paths warm). A stream that
+ * fails or closes first fails the measure.
+ */
+async function roundTrips(output: Writable, input: Readable, runs: number, warm: number): Promise<number[]> {
+  let waiting: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  let gone: Error | undefined;
+  const fail = (e: Error) => {
+    gone ??= e;
+    waiting?.reject(gone);
+  };
+  input.on("data", () => waiting?.resolve());
+  input.on("close", () => fail(new Error("closed before the echo")));
+  input.on("error", fail);
+  output.on("error", fail);
+  const rtt = async () => {
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      if (gone) return reject(gone);
+      waiting = { resolve, reject };
+      output.write("x");
+    });
+    return performance.now() - t0;
+  };
+  for (let i = 0; i < warm; i++) await rtt();
+  const out: number[] = [];
+  for (let i = 0; i < runs; i++) out.push(await rtt());
+  return out;
 }
 
 /** Round trips of one byte through a remote `cat` in an open session, in ms, after `warm` untimed ones. */
 async function echo(argv: string[], runs: number, warm = 5): Promise<number[]> {
   const p = spawn(argv[0]!, argv.slice(1), { env: cliEnv, stdio: ["pipe", "pipe", "inherit"], cwd: "/" });
-  let waiting: (() => void) | undefined;
-  p.stdout.on("data", () => waiting?.());
-  const rtt = async () => {
-    const t0 = performance.now();
-    await new Promise<void>((r) => {
-      waiting = r;
-      p.stdin.write("x");
-    });
-    return performance.now() - t0;
-  };
-  for (let i = 0; i < warm; i++) await rtt(); // session set up, paths warm
-  const out: number[] = [];
-  for (let i = 0; i < runs; i++) out.push(await rtt());
+  const exited = new Promise((r) => p.on("exit", r));
+  const out = await roundTrips(p.stdin, p.stdout, runs, warm);
   p.stdin.end();
-  await new Promise((r) => p.on("exit", r));
+  await exited;
   return out;
 }
 
@@ -99,34 +122,13 @@ async function echo(argv: string[], runs: number, warm = 5): Promise<number[]> {
  * echo()'s measure against the floor server, straight over a socket: no
  * client process between (ssh's and fractal's clients are one more local hop,
  * which costs the host microseconds against the guest's milliseconds).
+ * Until the guest listens, a user-mode network accepts and then closes.
  */
 async function socketEcho(port: number, runs: number, warm = 5): Promise<number[]> {
   const s = net.connect(port, "127.0.0.1");
   s.setNoDelay(true);
-  let waiting: { resolve: () => void; reject: (e: Error) => void } | undefined;
-  let gone: Error | undefined;
-  const fail = (e: Error) => {
-    gone ??= e;
-    waiting?.reject(gone);
-  };
-  // Until the guest listens, a user-mode network accepts and then closes.
-  s.on("error", fail);
-  s.on("close", () => fail(new Error("connection closed")));
-  s.on("data", () => waiting?.resolve());
-  const rtt = async () => {
-    const t0 = performance.now();
-    await new Promise<void>((resolve, reject) => {
-      if (gone) return reject(gone);
-      waiting = { resolve, reject };
-      s.write("x");
-    });
-    return performance.now() - t0;
-  };
   try {
-    for (let i = 0; i < warm; i++) await rtt();
-    const out: number[] = [];
-    for (let i = 0; i < runs; i++) out.push(await rtt());
-    return out;
+    return await roundTrips(s, s, runs, warm);
   } finally {
     s.destroy();
   }
@@ -144,13 +146,6 @@ async function untilListening(port: number, tries: number): Promise<void> {
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
-}
-
-/** bench/echo-floor.ts compiled as the agent is (Makefile: --compile --bytecode, same target). */
-function buildFloor(): void {
-  fs.mkdirSync(path.dirname(FLOOR), { recursive: true });
-  const r = spawnSync(process.execPath, ["build", "--compile", "--bytecode", "--target=bun-linux-x64-baseline", path.join(ROOT, "bench/echo-floor.ts"), "--outfile", FLOOR], { stdio: ["ignore", "ignore", "pipe"] });
-  if (r.status !== 0) throw new Error(`building the echo floor failed: ${r.stderr.toString()}`);
 }
 
 /** One fractal-host run with FRACTAL_TIMING: its wall time and its own stages (host/cli/timing.ts). */
@@ -181,7 +176,6 @@ async function main(): Promise<void> {
   const cpuPort = await freePort();
   const agentPort = await freePort();
   const floorPort = await freePort();
-  buildFloor();
   const boot = run([HOST, "boot", "--name", "peers", "--initrd", path.join(ROOT, "build/peers.cpio"), "--host-root", "--tcp", String(agentPort), "--forward", `${sshPort}:22`, "--forward", `${cpuPort}:17010`, "--forward", `${floorPort}:${FLOOR_GUEST_PORT}`, ...(NET ? ["--net", NET] : []), "--detach"]);
   if (boot.code !== 0) throw new Error(`boot failed: ${boot.err}`);
   const rec = JSON.parse(fs.readFileSync(path.join(state, "peers", "vm.json"), "utf8")) as { accel: string; net?: string; endpoints: { tcp: string; serial: string } };
