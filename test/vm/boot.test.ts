@@ -1,5 +1,6 @@
 // VM tier: boots the real initramfs under QEMU (TCG here, KVM where usable)
 // and drives it through the real CLI.
+import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -13,7 +14,7 @@ const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-vm-test-"));
 const env = { FRACTAL_STATE: state };
 const NAME = "vmtest";
 const BUILD = path.join(ROOT, "build");
-const cli = (args: string[], input?: string) => runCli(args, { env, input });
+const cli = (args: string[], input?: string, started?: (p: ChildProcess) => void) => runCli(args, { env, input, started });
 
 interface Rec {
   pid: number;
@@ -169,15 +170,32 @@ describe("fractal-host boot", () => {
     // an agent asks for a key there by default, as on TCP. (This host has no
     // vhost-vsock, so the guest's init agent has no vsock listener: a second
     // agent listens, with the test key authorised, as a guest's would be.)
-    // The background agent must not hold our stdout, or exec would wait for it;
-    // its first start reads it from the disk, so wait until it says it listens
-    // (at most 30 s) rather than for a fixed time.
-    const host = `${BUILD}/fractal-host`;
-    const script = `/bin/fractal-agent --listen vsock://:2000 --authorized-keys ${process.env.FRACTAL_KEY}.pub >/tmp/vsock-agent.log 2>&1 & i=0; until grep -q "listening on vsock" /tmp/vsock-agent.log || [ $i -ge 150 ]; do sleep 0.2; i=$((i+1)); done; ${host} --connect vsock://1:2000 exec -- echo unkeyed; echo "status $?"; ${host} --key ${process.env.FRACTAL_KEY} --connect vsock://1:2000 exec -- sh -c 'echo over-vsock; exit 3'`;
-    const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", script]);
-    expect(r.stderr).toMatch(/the agent requires a key and none was given/);
-    expect(r.stdout.toString()).toBe("status 125\nover-vsock\n");
-    expect(r.code).toBe(3);
+    // The second agent runs under its own exec, not as a background job of the
+    // guest's shell: u-root's gosh can crash (concurrent map read and write)
+    // expanding variables while a `&` job runs. Its first start reads it from
+    // the disk, so wait until it says it listens rather than for a fixed time.
+    let agentExec: ChildProcess | undefined;
+    let said = "";
+    const agentDone = cli(["exec", "--vm", NAME, "--", "/bin/fractal-agent", "--listen", "vsock://:2000", "--authorized-keys", `${process.env.FRACTAL_KEY}.pub`], undefined, (p) => (agentExec = p));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the vsock agent did not listen within 60 s; it said:\n${said}`)), 60_000);
+        agentExec!.stderr!.on("data", (b: Buffer) => {
+          said += b.toString();
+          if (said.includes("listening on vsock")) (clearTimeout(timer), resolve());
+        });
+        void agentDone.then((a) => reject(new Error(`the vsock agent ended (${a.code}): ${a.stderr}`)), reject);
+      });
+      const host = `${BUILD}/fractal-host`;
+      const script = `${host} --connect vsock://1:2000 exec -- echo unkeyed; echo "status $?"; ${host} --key ${process.env.FRACTAL_KEY} --connect vsock://1:2000 exec -- sh -c 'echo over-vsock; exit 3'`;
+      const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", script]);
+      expect(r.stderr).toMatch(/the agent requires a key and none was given/);
+      expect(r.stdout.toString()).toBe("status 125\nover-vsock\n");
+      expect(r.code).toBe(3);
+    } finally {
+      agentExec?.kill("SIGTERM");
+      await agentDone;
+    }
   }, 120_000);
 
   it("keeps the VM's state directory and its key-less sockets private to their owner", () => {
