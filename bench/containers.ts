@@ -5,7 +5,8 @@
 //      same blob in the guest;
 //  (c) guest memory per extra idle container, with 20 running;
 //  (d) the agent's resident set, idle after all of the above, against a Bun hello-world's compiled the same way, in the
-//      same guest.
+//      same guest, and against a floor: a Bun program that uses the runtime features the agent does
+//      (bench/runtime-floor.ts), none of fractal's code.
 // Prints the figures, the ratios and the targets.
 import fs from "node:fs";
 import os from "node:os";
@@ -74,8 +75,10 @@ async function main(): Promise<void> {
 
   // (d)'s baseline, compiled as the agent is (Makefile: --compile --bytecode, same target).
   const helloDir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-hello-"));
-  const hb = Bun.spawnSync([process.execPath, "build", "--compile", "--bytecode", "--target=bun-linux-x64-baseline", path.join(ROOT, "bench/hello-idle.ts"), "--outfile", path.join(helloDir, "hello")], { stdout: "ignore", stderr: "pipe" });
-  if (hb.exitCode !== 0) throw new Error(`building the hello-world baseline failed: ${hb.stderr.toString()}`);
+  for (const [src, out] of [["hello-idle.ts", "hello"], ["runtime-floor.ts", "floor"]] as const) {
+    const hb = Bun.spawnSync([process.execPath, "build", "--compile", "--bytecode", "--target=bun-linux-x64-baseline", path.join(ROOT, "bench", src), "--outfile", path.join(helloDir, out)], { stdout: "ignore", stderr: "pipe" });
+    if (hb.exitCode !== 0) throw new Error(`building the baseline ${src} failed: ${hb.stderr.toString()}`);
+  }
 
   const rec = await bootVm({
     name: "bench-ctr",
@@ -161,6 +164,8 @@ async function main(): Promise<void> {
     const agentRss = agentMiB("VmRSS");
     const helloMiB = mibOf((await must(["/run/bench-hello/hello"])).out);
     const helloRss = helloMiB("VmRSS");
+    const floorMiB = mibOf((await must(["/run/bench-hello/floor"])).out);
+    const floorRss = floorMiB("VmRSS");
 
     const v = await c.version();
     const mb = layer.bytes / 1e6;
@@ -183,6 +188,7 @@ async function main(): Promise<void> {
     const parts = (k: (f: string) => number) => `anonymous ${k("RssAnon").toFixed(1)}, file ${k("RssFile").toFixed(1)}, shmem ${k("RssShmem").toFixed(1)} MiB`;
     console.log(`  Bun hello-world                      ${helloRss.toFixed(1)} MiB   (${parts(helloMiB)})`);
     console.log(`  fractal-agent                        ${agentRss.toFixed(1)} MiB   (${parts(agentMiB)})   ratio ${(agentRss / helloRss).toFixed(2)}x (target <= 1.5x); anonymous only ${(agentMiB("RssAnon") / helloMiB("RssAnon")).toFixed(2)}x`);
+    console.log(`  Bun runtime floor (agent's features) ${floorRss.toFixed(1)} MiB   (${parts(floorMiB)})   agent ${(agentRss / floorRss).toFixed(2)}x the floor, the floor ${(floorRss / helloRss).toFixed(2)}x hello-world`);
     console.log(`RESULT run_ratio=${ratioRun.toFixed(2)} unpack_ratio=${ratioUnpack.toFixed(2)} mib_per_container=${perCtr.toFixed(2)} rss_ratio=${(agentRss / helloRss).toFixed(2)}`);
     const e = benchEnv(rec.accel, "virtio-serial", v.kernel);
     record("containers", [
@@ -190,6 +196,7 @@ async function main(): Promise<void> {
       compared("unpack a 128 MB gzip layer", "ms", median(unpackOurs), "busybox tar -xzf", median(unpackTar), true, e, "advantage >= 0.7x"),
       { figure: "memory per idle container", unit: "MiB", fractal: perCtr, lowerIsBetter: true, target: "<= 3 MiB", env: e },
       compared("agent resident set, idle", "MiB", agentRss, "Bun hello-world, same guest", helloRss, true, e, "<= 1.5x hello-world's"),
+      compared("agent resident set, idle", "MiB", agentRss, "Bun program using the agent's runtime features (floor)", floorRss, true, e),
     ]);
   } finally {
     c.close();
