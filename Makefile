@@ -279,7 +279,7 @@ bench-boot: build
 bench-ns: build
 	$(BUN) bench/ns.ts
 
-bench-containers: build
+bench-containers: build $(BUILD)/baselines/hello-idle $(BUILD)/baselines/runtime-floor
 	$(BUN) bench/containers.ts
 
 # exec through the REST API against the client library, and 100 at once.
@@ -298,13 +298,14 @@ bench-containerd: build test-deps
 bench-reliability: build
 	$(BUN) bench/reliability.ts
 
-# fractal against ssh (dropbear) in one guest, over one link.
-# The floor of a 1-byte echo for any Bun program, built as the agent is.
-$(BUILD)/peers/echo-floor: bench/echo-floor.ts
+# Bun programs the benches run beside the agent as its floors and baselines
+# (an echo, a hello-world, the agent's runtime features), built as the agent is.
+$(BUILD)/baselines/%: bench/%.ts
 	mkdir -p $(dir $@)
 	$(BUN) build --compile --bytecode --target=$(TARGET) $< --outfile $@
 
-bench-peers: build $(BUILD)/peers.cpio $(BUILD)/peers/cpud $(BUILD)/peers/echo-floor
+# fractal against ssh (dropbear) in one guest, over one link.
+bench-peers: build $(BUILD)/peers.cpio $(BUILD)/peers/cpud $(BUILD)/baselines/echo-floor
 	$(BUN) bench/peers.ts
 
 # Every comparison, then bench/results.{md,json,svg} from their records.

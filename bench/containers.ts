@@ -73,12 +73,8 @@ async function main(): Promise<void> {
   const cacheDir = `/run/fractal/layers/${hex(benchImg.layers[0]!.diffId)}`;
   const busybox = `/run/fractal/layers/${hex(bbImg.layers[0]!.diffId)}/bin/busybox`;
 
-  // (d)'s baseline, compiled as the agent is (Makefile: --compile --bytecode, same target).
-  const helloDir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-bench-hello-"));
-  for (const [src, out] of [["hello-idle.ts", "hello"], ["runtime-floor.ts", "floor"]] as const) {
-    const hb = Bun.spawnSync([process.execPath, "build", "--compile", "--bytecode", "--target=bun-linux-x64-baseline", path.join(ROOT, "bench", src), "--outfile", path.join(helloDir, out)], { stdout: "ignore", stderr: "pipe" });
-    if (hb.exitCode !== 0) throw new Error(`building the baseline ${src} failed: ${hb.stderr.toString()}`);
-  }
+  // (d)'s baselines, compiled by the Makefile as the agent is (same flags, same target).
+  const baselines = path.join(BUILD, "baselines");
 
   const rec = await bootVm({
     name: "bench-ctr",
@@ -87,7 +83,7 @@ async function main(): Promise<void> {
     memMiB: 1024,
     cpus: 2,
     tcp: "none",
-    shares: [imageStoreShare(store), { hostDir: helloDir, tag: "hello", readonly: true, guestPath: "/run/bench-hello" }],
+    shares: [imageStoreShare(store), { hostDir: baselines, tag: "baselines", readonly: true, guestPath: "/run/bench-baselines" }],
     virtiofs: [],
   });
   const c = await AgentClient.connect(rec.endpoints.serial);
@@ -162,9 +158,9 @@ async function main(): Promise<void> {
     const mibOf = (status: string) => (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)?.[1]) / 1024;
     const agentMiB = mibOf((await must(["sh", "-c", "cat /proc/$(pidof fractal-agent)/status"])).out);
     const agentRss = agentMiB("VmRSS");
-    const helloMiB = mibOf((await must(["/run/bench-hello/hello"])).out);
+    const helloMiB = mibOf((await must(["/run/bench-baselines/hello-idle"])).out);
     const helloRss = helloMiB("VmRSS");
-    const floorMiB = mibOf((await must(["/run/bench-hello/floor"])).out);
+    const floorMiB = mibOf((await must(["/run/bench-baselines/runtime-floor"])).out);
     const floorRss = floorMiB("VmRSS");
 
     const v = await c.version();
@@ -202,7 +198,6 @@ async function main(): Promise<void> {
     c.close();
     await stopVm("bench-ctr");
     fs.rmSync(store, { recursive: true, force: true });
-    fs.rmSync(helloDir, { recursive: true, force: true });
     fs.rmSync(process.env.FRACTAL_STATE!, { recursive: true, force: true });
   }
 }

@@ -27,7 +27,7 @@ const ROOT = path.resolve(import.meta.dir, "..");
 const HOST = path.join(ROOT, "build/fractal-host");
 const CPU = path.join(ROOT, "build/peers/cpu");
 // bench/echo-floor.ts, compiled by the Makefile as the agent is.
-const FLOOR = path.join(ROOT, "build/peers/echo-floor");
+const FLOOR = path.join(ROOT, "build/baselines/echo-floor");
 /** The guest port bench/echo-floor.ts listens on. */
 const FLOOR_GUEST_PORT = 9100;
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
