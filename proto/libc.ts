@@ -35,6 +35,7 @@ function open() {
     poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
     close: { args: [FFIType.i32], returns: FFIType.i32 },
     pipe2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     strerror: { args: [FFIType.i32], returns: FFIType.cstring },
     __errno_location: { args: [], returns: FFIType.ptr },
   }).symbols;
@@ -232,6 +233,7 @@ export function lgetxattr(path: string, name: string): Uint8Array | undefined {
 // --- pipes --------------------------------------------------------------------
 
 const O_CLOEXEC = 0o2000000;
+const F_SETPIPE_SZ = 1031;
 
 /**
  * A pipe, both ends close-on-exec; throws SysError. Bun.spawn's "pipe" is a
@@ -242,6 +244,17 @@ export function pipe(): { read: number; write: number } {
   const fds = new Int32Array(2);
   if (c().pipe2(ptr(fds), O_CLOEXEC) !== 0) throw new SysError("pipe2", errno());
   return { read: fds[0]!, write: fds[1]! };
+}
+
+/**
+ * Asks the kernel for a pipe buffer of at least `bytes`; returns the size it
+ * gave, or undefined where it refused (above fs.pipe-max-size for a process
+ * without CAP_SYS_RESOURCE, or past the user's pipe page quota). Pages are
+ * taken only as data fills the pipe, so an idle large pipe costs nothing.
+ */
+export function setPipeSize(fd: number, bytes: number): number | undefined {
+  const n = c().fcntl(fd, F_SETPIPE_SZ, bytes);
+  return n < 0 ? undefined : n;
 }
 
 // --- sockets node:net cannot make (AF_VSOCK) ---------------------------------------

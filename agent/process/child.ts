@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { pipe } from "../../proto/libc.js";
+import { pipe, setPipeSize } from "../../proto/libc.js";
 
 export interface ChildSpec {
   argv: string[];
@@ -34,6 +34,13 @@ export interface Child {
   /** Exit status, resolved only after every byte of output was passed to ChildOutput. */
   readonly done: Promise<ExitResult>;
 }
+
+/**
+ * The output pipes' buffer. Bun reads whatever a pipe holds, up to 256 KiB at
+ * a time; with Linux's default 64 KiB a fast writer's output arrived in
+ * reads of about 13 KiB, and each read costs a frame and a socket write.
+ */
+const OUTPUT_PIPE_BYTES = 1 << 20;
 
 /** How long to wait for PTY EOF after the child exited. */
 const PTY_EOF_GRACE_MS = 2000;
@@ -141,6 +148,9 @@ function startPipes(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
   const stdinPipe = pipe();
   const stdoutPipe = pipe();
   const stderrPipe = pipe();
+  // A smaller buffer only costs speed: a refusal is no error.
+  setPipeSize(stdoutPipe.read, OUTPUT_PIPE_BYTES);
+  setPipeSize(stderrPipe.read, OUTPUT_PIPE_BYTES);
   let proc: ReturnType<typeof Bun.spawn>;
   try {
     proc = Bun.spawn(argv, {

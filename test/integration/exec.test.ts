@@ -54,6 +54,14 @@ describe("fractal-host exec", () => {
     expect(r.code).toBe(0);
   });
 
+  it("gives the command's stdout and stderr 1 MiB pipes, so bulk output moves in large reads", async () => {
+    // F_GETPIPE_SZ (1032), through Debian's always-installed perl: Linux's
+    // default is 64 KiB, which cut a fast writer's output into reads of about 13 KiB.
+    const r = await exec(["--", "perl", "-e", "printf qq(%d %d\\n), fcntl(STDOUT, 1032, 0), fcntl(STDERR, 1032, 0)"]);
+    expect(r.stderr).toBe("");
+    expect(r.stdout.toString()).toBe(`${1 << 20} ${1 << 20}\n`);
+  });
+
   it("round-trips 16 MiB of binary data through cat unchanged", async () => {
     const data = randomBytes(16 << 20);
     const r = await exec(["-i", "--", "cat"], { input: data });
