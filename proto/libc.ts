@@ -250,7 +250,8 @@ export function pipe(): { read: number; write: number } {
  * Asks the kernel for a pipe buffer of at least `bytes`; returns the size it
  * gave, or undefined where it refused (above fs.pipe-max-size for a process
  * without CAP_SYS_RESOURCE, or past the user's pipe page quota). Pages are
- * taken only as data fills the pipe, so an idle large pipe costs nothing.
+ * taken only as data fills the pipe: an idle 1 MiB pipe costs its 10 KiB ring
+ * of slots, a full one 1 MiB of kernel memory.
  */
 export function setPipeSize(fd: number, bytes: number): number | undefined {
   const n = c().fcntl(fd, F_SETPIPE_SZ, bytes);

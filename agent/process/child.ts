@@ -39,6 +39,8 @@ export interface Child {
  * The output pipes' buffer. Bun reads whatever a pipe holds, up to 256 KiB at
  * a time; with Linux's default 64 KiB a fast writer's output arrived in
  * reads of about 13 KiB, and each read costs a frame and a socket write.
+ * The price: a command whose client stops reading holds up to 2 MiB of the
+ * guest's kernel memory in its two pipes before it blocks, not 128 KiB.
  */
 const OUTPUT_PIPE_BYTES = 1 << 20;
 
