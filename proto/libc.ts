@@ -239,23 +239,18 @@ const F_SETPIPE_SZ = 1031;
  * A pipe, both ends close-on-exec; throws SysError. Bun.spawn's "pipe" is a
  * socketpair, which a child cannot reopen through /proc/self/fd (what
  * /dev/stdout is): ssh, docker and cpu give their commands pipes.
+ *
+ * `bufferBytes` asks for a larger buffer than Linux's 64 KiB. A refusal (above
+ * fs.pipe-max-size without CAP_SYS_RESOURCE, or past the user's pipe page
+ * quota) leaves the default: a smaller buffer costs speed, not correctness.
+ * Pages are taken only as data fills the pipe: an idle 1 MiB pipe costs its
+ * 10 KiB ring of slots, a full one 1 MiB of kernel memory.
  */
-export function pipe(): { read: number; write: number } {
+export function pipe(bufferBytes?: number): { read: number; write: number } {
   const fds = new Int32Array(2);
   if (c().pipe2(ptr(fds), O_CLOEXEC) !== 0) throw new SysError("pipe2", errno());
+  if (bufferBytes !== undefined) c().fcntl(fds[0]!, F_SETPIPE_SZ, bufferBytes);
   return { read: fds[0]!, write: fds[1]! };
-}
-
-/**
- * Asks the kernel for a pipe buffer of at least `bytes`; returns the size it
- * gave, or undefined where it refused (above fs.pipe-max-size for a process
- * without CAP_SYS_RESOURCE, or past the user's pipe page quota). Pages are
- * taken only as data fills the pipe: an idle 1 MiB pipe costs its 10 KiB ring
- * of slots, a full one 1 MiB of kernel memory.
- */
-export function setPipeSize(fd: number, bytes: number): number | undefined {
-  const n = c().fcntl(fd, F_SETPIPE_SZ, bytes);
-  return n < 0 ? undefined : n;
 }
 
 // --- sockets node:net cannot make (AF_VSOCK) ---------------------------------------

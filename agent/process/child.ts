@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { pipe, setPipeSize } from "../../proto/libc.js";
+import { pipe } from "../../proto/libc.js";
 
 export interface ChildSpec {
   argv: string[];
@@ -148,11 +148,8 @@ function startPipes(spec: ChildSpec, argv: string[], out: ChildOutput): Child {
   // and `cat /dev/stdin` reopen the descriptor through /proc, which a
   // socket refuses (ENXIO). Bun reads and writes our ends without blocking.
   const stdinPipe = pipe();
-  const stdoutPipe = pipe();
-  const stderrPipe = pipe();
-  // A smaller buffer only costs speed: a refusal is no error.
-  setPipeSize(stdoutPipe.read, OUTPUT_PIPE_BYTES);
-  setPipeSize(stderrPipe.read, OUTPUT_PIPE_BYTES);
+  const stdoutPipe = pipe(OUTPUT_PIPE_BYTES);
+  const stderrPipe = pipe(OUTPUT_PIPE_BYTES);
   let proc: ReturnType<typeof Bun.spawn>;
   try {
     proc = Bun.spawn(argv, {
