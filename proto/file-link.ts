@@ -25,6 +25,17 @@ export interface FileLinkOptions {
    * that session goes on, and onEof is not called.
    */
   stillGone?: () => boolean;
+  /**
+   * After onEof, resolves once the peer may be back (or `abort` fired);
+   * reading resumes then. Without it, reading resumes at once and the next
+   * EOF is reported `rearmMs` later, for as long as the peer stays away.
+   */
+  untilPeer?: (abort: AbortSignal) => Promise<void>;
+  /**
+   * The pause after an EOF, before stillGone is asked: a wait that may end
+   * early, when the device signals that a peer came (default: `ms` of sleep).
+   */
+  pause?: (ms: number, abort: AbortSignal) => Promise<unknown>;
   /** Runs once, just before the fd is closed (a host tty gets its settings back). */
   beforeClose?: () => void;
 }
@@ -36,8 +47,10 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
   /** Set while paused: the read loop waits on it before its next read. */
   let paused: { wait: Promise<void>; go: () => void } | undefined;
   const writer = Bun.file(fd).writer();
+  const closing = new AbortController();
   const finish = () => {
     if (events.closed) return;
+    closing.abort();
     paused?.go();
     void reader.cancel().catch(() => {});
     try {
@@ -63,9 +76,14 @@ export function fileLink(fd: number, description: string, opts: FileLinkOptions 
         }
         // EOF: on a virtio-serial port it means the host side disconnected.
         if (!opts.onEof || events.closed) break;
-        await new Promise((r) => setTimeout(r, opts.rearmMs ?? 100));
+        const rearmMs = opts.rearmMs ?? 100;
+        await (opts.pause ? opts.pause(rearmMs, closing.signal) : new Promise((r) => setTimeout(r, rearmMs)));
         if (events.closed) break;
-        if (opts.stillGone?.() ?? true) opts.onEof();
+        if (opts.stillGone?.() ?? true) {
+          opts.onEof();
+          await opts.untilPeer?.(closing.signal);
+          if (events.closed) break;
+        }
         reader = Bun.file(fd).stream().getReader();
       }
     } catch (err) {

@@ -196,6 +196,25 @@ export function hungUp(fd: number): boolean {
   return (pfd.readInt16LE(6) & POLLHUP) !== 0;
 }
 
+// <fcntl.h>; O_ASYNC is 020000 on x86-64 and arm64 alike.
+const F_GETFL = 3;
+const F_SETFL = 4;
+const F_SETOWN = 8;
+const O_ASYNC = 0o20000;
+
+/**
+ * Has the kernel send this process SIGIO when fd's state changes (`on`), or
+ * stops it: a virtio-serial port signals when a host attaches or leaves, a
+ * pipe when bytes arrive. Handle SIGIO before turning it on: the signal's
+ * default action ends the process.
+ */
+export function signalOnIo(fd: number, on: boolean): void {
+  const flags = c().fcntl(fd, F_GETFL, 0);
+  if (flags < 0) throw new SysError("fcntl F_GETFL", errno());
+  if (on && c().fcntl(fd, F_SETOWN, process.pid) < 0) throw new SysError("fcntl F_SETOWN", errno());
+  if (c().fcntl(fd, F_SETFL, on ? flags | O_ASYNC : flags & ~O_ASYNC) < 0) throw new SysError("fcntl F_SETFL", errno());
+}
+
 // --- files node:fs cannot make ------------------------------------------------
 
 export const S_IFCHR = 0o020000;

@@ -11,6 +11,8 @@
 //     session is torn down and the Hello starts the next one, or
 //   * its session closed itself (a protocol error); the line stays served.
 // Junk left from a torn session is skipped by the resynchronising decoder.
+// After a hang-up the port is read again only once a host is back
+// (peer-wait.ts): until then it would read EOF at once, again and again.
 import fs from "node:fs";
 import path from "node:path";
 import type { Endpoint } from "./endpoint.js";
@@ -19,11 +21,13 @@ import { encodeFrame } from "./frame.js";
 import { hungUp, makeRawLine } from "./libc.js";
 import { LinkEvents, type Link } from "./link.js";
 import type { Listener, ListenOptions } from "./listen.js";
+import { nextSignal, untilPeer } from "./peer-wait.js";
 import type { Frame } from "./wire.js";
 
-// Short, because the next host may be waiting (its Hello is repeated, so
-// nothing is lost); not zero, because a port with no host attached reads EOF
-// at once and we would spin.
+// How long after an EOF the port must still report the hang-up to end the
+// session. Short, because the next host may be waiting (its Hello is
+// repeated, so nothing is lost); not zero, because an EOF read just as a
+// host attaches is no disconnect.
 const REOPEN_DELAY_MS = 100;
 const RETRY_MS = 1000;
 
@@ -86,42 +90,63 @@ export function listenSerial(ep: Endpoint, onLink: (link: Link) => void, opts: L
   };
 }
 
-/** Splits one device into a sequence of per-session links; returns the device's own link. */
+/** Opens the device's link and splits it into per-session links; returns the device's own link. */
 function runEpochs(fd: number, where: string, onLink: (link: Link) => void, onDeviceClosed: () => void): Link {
-  let current: Epoch | undefined;
   // EOF ends the host's session; the fd stays open for the next one.
   const device = fileLink(fd, where, {
-    onEof: () => {
-      current?.end();
-      start();
-    },
+    onEof: () => epochs.hangUp(),
     rearmMs: REOPEN_DELAY_MS,
     stillGone: () => hungUp(fd),
+    untilPeer: (abort) => untilPeer(fd, abort),
+    // A host attaching now signals: no need to sit out the whole pause.
+    pause: (ms, abort) => nextSignal(fd, abort, ms),
   });
-  const start = (firstBytes?: Uint8Array) => {
+  const epochs = new Epochs(device, onLink, onDeviceClosed);
+  return device;
+}
+
+/** One device's sequence of host sessions: each gets a link of its own, handed to onLink. */
+export class Epochs {
+  private current: Epoch | undefined;
+
+  constructor(
+    private readonly device: Link,
+    private readonly onLink: (link: Link) => void,
+    onDeviceClosed: () => void,
+  ) {
+    device.onData((b) => this.current?.feed(b));
+    device.onDrain(() => this.current?.drain());
+    device.onClose(() => {
+      this.current?.end();
+      this.current = undefined;
+      onDeviceClosed();
+    });
+    this.start();
+  }
+
+  /** The host left: its session ends and the next one waits for the next host. */
+  hangUp(): void {
+    this.current?.end();
+    this.start();
+  }
+
+  private start(firstBytes?: Uint8Array): void {
     const epoch = new Epoch(
-      device,
+      this.device,
+      // The Hello that began a new host's session, already decoded by the
+      // old session: framed again, it is the new session's first input.
       (hello) => {
-        current?.end();
-        start(encodeFrame(hello));
+        this.current?.end();
+        this.start(encodeFrame({ hello }));
       },
       () => {
-        if (current === epoch) start();
+        if (this.current === epoch) this.start();
       },
     );
-    current = epoch;
-    onLink(epoch.link);
+    this.current = epoch;
+    this.onLink(epoch.link);
     if (firstBytes) epoch.feed(firstBytes);
-  };
-  device.onData((b) => current?.feed(b));
-  device.onDrain(() => current?.drain());
-  device.onClose(() => {
-    current?.end();
-    current = undefined;
-    onDeviceClosed();
-  });
-  start();
-  return device;
+  }
 }
 
 /** One host session on a serial device. */

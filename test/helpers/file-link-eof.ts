@@ -3,15 +3,10 @@
 // while no host is attached. Writers come and go; `stillGone` says whether
 // the peer is really gone. Prints what the link delivered and how many
 // EOFs it reported, as JSON.
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { fileLink } from "../../proto/file-link.js";
+import { fifoPort } from "./fifo-port.js";
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-fifo-"));
-const fifo = path.join(dir, "port");
-Bun.spawnSync(["mkfifo", fifo]);
-const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+const { fd, write, remove } = fifoPort();
 let gone = false;
 let eofs = 0;
 let data = "";
@@ -19,11 +14,6 @@ let closed = false;
 const link = fileLink(fd, "fifo", { onEof: () => eofs++, rearmMs: 20, stillGone: () => gone });
 link.onData((b) => (data += Buffer.from(b).toString()));
 link.onClose(() => (closed = true));
-const write = (s: string) => {
-  const w = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-  fs.writeSync(w, s);
-  fs.closeSync(w);
-};
 const settle = () => Bun.sleep(200);
 
 write("a"); // a writer that leaves: EOF, but the peer is back at once
@@ -35,5 +25,5 @@ gone = true; // now it stays away
 await settle();
 console.log(JSON.stringify({ data, whileBack, afterGone: eofs, open: !closed }));
 link.close();
-fs.rmSync(dir, { recursive: true, force: true });
+remove();
 process.exit(0);
