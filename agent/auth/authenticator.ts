@@ -37,12 +37,14 @@ export class AuthGate {
   }
 
   private verify(key: Uint8Array, sig: Uint8Array, challenge: Uint8Array, peer: string, description: string): Principal {
-    const who = key.length === 32 ? `key ${fingerprint(key)}` : `a malformed key (${key.length} bytes)`;
+    // Named only when refused: the fingerprint's hash showed in every
+    // connection's profile under TCG, for a name the good path never prints.
+    const who = () => (key.length === 32 ? `key ${fingerprint(key)}` : `a malformed key (${key.length} bytes)`);
     const pair = `${peer} ${key.length === 32 ? Buffer.from(key).toString("hex") : "malformed"}`;
     const locked = this.lockedFor(pair);
     if (locked > 0) {
-      log("warn", `${description}: authentication refused: ${MAX_FAILURES} failures of ${who} from ${peer} within ${FAILURE_WINDOW_MS / 1000} s`);
-      throw new FractalError(ErrorCode.UNAUTHENTICATED, `too many failed attempts with ${who} from ${peer}; try again in ${Math.ceil(locked / 1000)} s`);
+      log("warn", `${description}: authentication refused: ${MAX_FAILURES} failures of ${who()} from ${peer} within ${FAILURE_WINDOW_MS / 1000} s`);
+      throw new FractalError(ErrorCode.UNAUTHENTICATED, `too many failed attempts with ${who()} from ${peer}; try again in ${Math.ceil(locked / 1000)} s`);
     }
     const found = this.lookup(key);
     // The signature is checked even for unknown keys so both failures cost the same.
@@ -52,7 +54,7 @@ export class AuthGate {
       return { name: found.name, allowed: found.allowed };
     }
     this.noteFailure(pair);
-    const why = this.keys.length === 0 ? "this agent has no authorised keys" : !found ? `${who} is not authorised` : `bad signature from ${who}`;
+    const why = this.keys.length === 0 ? "this agent has no authorised keys" : !found ? `${who()} is not authorised` : `bad signature from ${who()}`;
     log("warn", `${description}: authentication failed: ${why}`);
     throw new FractalError(ErrorCode.UNAUTHENTICATED, why);
   }
