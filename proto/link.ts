@@ -43,21 +43,36 @@ export interface Link {
 /**
  * The callbacks every Link keeps, once: an adapter fires data, drain and
  * close; its session registers through `register`. Close fires once, with
- * the last error the transport reported.
+ * the last error the transport reported. What happens before anyone
+ * registers is kept for them, in order (a CLI dials while its client code
+ * is still loading, and an agent may refuse it in that time): bytes go to
+ * the first data callback, a close to every close callback registered late.
  */
 export class LinkEvents {
   private readonly dataCbs: ((chunk: Uint8Array) => void)[] = [];
   private readonly drainCbs: (() => void)[] = [];
   private readonly closeCbs: ((err?: Error) => void)[] = [];
+  private early: Uint8Array[] = [];
   private done = false;
   /** The transport's last error, reported with the close. */
   lastError: Error | undefined;
 
   /** The Link methods that register callbacks, to spread into an adapter. */
   readonly register: Pick<Link, "onData" | "onDrain" | "onClose"> = {
-    onData: (cb) => void this.dataCbs.push(cb),
+    onData: (cb) => {
+      this.dataCbs.push(cb);
+      if (this.early.length === 0) return;
+      const early = this.early;
+      this.early = [];
+      queueMicrotask(() => {
+        for (const chunk of early) cb(chunk);
+      });
+    },
     onDrain: (cb) => void this.drainCbs.push(cb),
-    onClose: (cb) => void this.closeCbs.push(cb),
+    onClose: (cb) => {
+      this.closeCbs.push(cb);
+      if (this.done) queueMicrotask(() => cb(this.lastError));
+    },
   };
 
   get closed(): boolean {
@@ -65,6 +80,10 @@ export class LinkEvents {
   }
 
   data(chunk: Uint8Array): void {
+    if (this.dataCbs.length === 0) {
+      this.early.push(chunk);
+      return;
+    }
     for (const cb of this.dataCbs) cb(chunk);
   }
 

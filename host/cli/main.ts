@@ -59,13 +59,12 @@ async function connect(t: Target, command: string): Promise<AgentClient> {
   const { url, vm } = t;
   if (url && vm) throw usageError("fractal-host", "give --connect or --vm, not both");
   // Loaded when a command connects: the CLI's start stays small (commands.ts).
-  const [{ AgentClient }, { dial }] = await Promise.all([import("../client.js"), import("../../proto/dial.js")]);
+  const { dial } = await import("../../proto/dial.js");
   let target = url ?? process.env.FRACTAL_CONNECT;
   if (vm) {
     const { requireVm, vmEndpoint } = await import("../vm/manager.js");
     target = vmEndpoint(requireVm(vm));
   }
-  mark("load");
   if (!target) {
     const more = command === "stop" ? " (stop stops containers; to power a VM off, use `fractal-host vm stop NAME`)" : "";
     throw usageError(command, `no agent given: use --vm NAME, --connect URL or set FRACTAL_CONNECT${more}`);
@@ -76,7 +75,14 @@ async function connect(t: Target, command: string): Promise<AgentClient> {
   } catch (err) {
     throw new FractalError(ErrorCode.INVALID_ARGUMENT, `cannot read --tls-ca ${t.tlsCaFile}: ${(err as Error).message}`);
   }
-  const link = await dial(target, { tlsCa });
+  // The connection is made while the client's modules load: through a
+  // user-mode network the guest accepts several ms after the host's connect
+  // returns, time the CLI would otherwise spend waiting after its load.
+  const linked = dial(target, { tlsCa });
+  linked.catch(() => {});
+  const { AgentClient } = await import("../client.js");
+  mark("load");
+  const link = await linked;
   mark("connect");
   const client = await AgentClient.over(link, { keyFile: t.keyFile });
   mark("handshake");

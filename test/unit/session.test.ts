@@ -6,6 +6,7 @@ import { generateKey, verifySignature } from "../../proto/ed25519.js";
 import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
 import { Session, type RequestHandler } from "../../proto/session.js";
 import { memoryLinkPair } from "../helpers/memory-link.js";
+import { LinkEvents, type Link } from "../../proto/link.js";
 
 const pingOnly: RequestHandler = async (req) => {
   if (req.ping) return { ping: { nonce: req.ping.nonce ?? 0, uptimeMs: 0 } };
@@ -35,6 +36,18 @@ describe("session", () => {
     expect(client.version).toBe(1);
     expect(server.version).toBe(1);
     expect(await pingMs(client)).toBeLessThan(1000);
+  });
+
+  it("reports a refusal the agent sent before the client's session existed (the CLI dials while its code loads)", async () => {
+    const events = new LinkEvents();
+    const link: Link = { description: "tcp test", ...events.register, write: () => true, close: () => {} };
+    // The agent refuses at accept and hangs up, all before Session.connect runs.
+    events.data(encodeFrame({ protocolError: { code: ErrorCode.RESOURCE_EXHAUSTED, message: "too many connections from 10.0.2.2", fatal: true } }));
+    events.close();
+    await expect(Session.connect(link, { handshakeTimeoutMs: 3000 })).rejects.toMatchObject({
+      code: ErrorCode.RESOURCE_EXHAUSTED,
+      message: expect.stringMatching(/too many connections from 10\.0\.2\.2/),
+    });
   });
 
   it("refuses a client with no protocol version in common", async () => {
@@ -283,6 +296,22 @@ describe("authentication", () => {
     expect(sent).toEqual(["hello", "auth", "request"]);
     expect(served).toEqual(["holder"]);
     expect(client.principal?.name).toBe("holder");
+  });
+
+  it("writes the Hello before it loads the key, so the key's loading overlaps the round trip", async () => {
+    const k = await keyPair();
+    const { a, sent } = authPair(k.publicKey);
+    let sentWhenAsked: string[] | undefined;
+    // A key store that is slow and synchronous, as a cold CLI's first file read and import are.
+    const signer = async () => {
+      sentWhenAsked = [...sent];
+      const until = performance.now() + 30;
+      while (performance.now() < until);
+      return k.signer;
+    };
+    const client = await Session.connect(a, { signer });
+    expect(sentWhenAsked).toEqual(["hello"]);
+    expect(await pingMs(client)).toBeLessThan(1000);
   });
 
   it("fails a request sent behind a refused Auth with the agent's refusal, and never serves it", async () => {
