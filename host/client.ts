@@ -184,13 +184,15 @@ export class AgentClient {
     // VM's serial line works without one.
     let keyless = false;
     const { keyFile, ...session } = opts;
+    const load = session.signer ?? (() => loadSigner(keyFile ?? (process.env.FRACTAL_KEY || undefined)));
     const signer =
-      session.signer ??
-      (async () => {
-        const s = await loadSigner(keyFile ?? (process.env.FRACTAL_KEY || undefined));
-        keyless = s === undefined;
-        return s;
-      });
+      typeof load === "function"
+        ? async () => {
+            const s = await load();
+            keyless = s === undefined;
+            return s;
+          }
+        : load;
     try {
       return new AgentClient(await Session.connect(link, { name: "fractal-host", ...session, signer }));
     } catch (err) {

@@ -7,7 +7,7 @@
 // the link is not backed up, round-robin across streams. So a stalled stream
 // (no credit) or a slow link never delays a ping behind bulk bytes queued in
 // this process.
-import { newChallenge, type Signer } from "./auth.js";
+import { newChallenge, ticketMessage, type Signer, type TicketProof } from "./auth.js";
 import { Deadlines } from "./deadlines.js";
 import { ErrorCode, FractalError, ProtocolViolation, codeName } from "./errors.js";
 import { FrameDecoder, MAX_DATA_CHUNK, MAX_FRAME, encodeDataPrefix, encodeFrame } from "./frame.js";
@@ -58,6 +58,12 @@ export const IDLE_TIMEOUT_MS = 15 * 60_000;
  * could report backpressure.
  */
 const REQUEST_BATCH = 64;
+/**
+ * Frames a client opening with a ticket writes before the agent's HelloAck
+ * (the rest wait for it), and so the most an agent that refused the ticket
+ * drops before the Auth.
+ */
+export const MAX_EARLY_FRAMES = 64;
 
 export type ResponseBody = Omit<Response, "id">;
 export type RequestBody = Omit<Request, "id">;
@@ -85,6 +91,15 @@ export interface SessionOptions {
    * asks for a key).
    */
   signer?: Signer | (() => Promise<Signer | undefined>);
+  /**
+   * Client: a ticket from this agent's last AuthOk, signed by the key it was
+   * given to (signTicket). The Hello carries it, and requests go out without
+   * waiting for the HelloAck. Not on serial links (a repeated Hello would
+   * spend it).
+   */
+  ticket?: TicketProof;
+  /** Client: the ticket for the next connection, when the agent gives one. */
+  onTicket?: (ticket: Uint8Array) => void;
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
   /** Server: see FRAME_TIMEOUT_MS; 0 turns it off. Serial links never time out a frame. */
@@ -104,6 +119,28 @@ export interface Principal {
 export interface Authenticator {
   /** Returns who holds the key, or throws a FractalError saying why not. */
   verify(publicKey: Uint8Array, signature: Uint8Array, challenge: Uint8Array): Principal;
+  /** One-use tickets for the next connection of a proven key; none means no tickets. */
+  tickets?: Tickets;
+}
+
+/** The agent's tickets: each good for one connection of the key it was issued to. */
+export interface Tickets {
+  issue(publicKey: Uint8Array): Uint8Array;
+  /** True once for a ticket issued to this key and not expired; it is spent either way. */
+  redeem(ticket: Uint8Array, publicKey: Uint8Array): boolean;
+}
+
+/**
+ * Client, between a Hello with a ticket and the agent's answer: what was
+ * written behind the Hello (to write again behind an Auth if the agent
+ * refused the ticket), what waits, and the streams opened meanwhile (whose
+ * credit comes with the answer).
+ */
+interface Early {
+  written: Uint8Array[];
+  held: Uint8Array[];
+  holding: boolean;
+  outs: OutStream[];
 }
 
 type Pending = { resolve: (r: Response) => void; reject: (e: FractalError) => void };
@@ -120,6 +157,14 @@ export class Session implements StreamHost {
   private challenge: Uint8Array | undefined;
   /** Client: this connection's Hello.nonce, which its HelloAck echoes. */
   private helloNonce: Uint8Array = new Uint8Array(0);
+  /** Client: set from a Hello with a ticket until the agent's answer to it was dealt with. */
+  private early: Early | undefined;
+  /** Client: the Hello carried a ticket, so an AuthOk may follow the HelloAck unasked. */
+  private ticketSent = false;
+  /** Client: fails the connection if no HelloAck comes. */
+  private helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Server: frames a refused ticket's client may still have written before its Auth (dropped). */
+  private dropping = 0;
   /** Client: the key to answer a challenge with, or why there is none. */
   private signer: Promise<{ key?: Signer; err?: FractalError }> | undefined;
   private closedErr: FractalError | undefined;
@@ -204,6 +249,8 @@ export class Session implements StreamHost {
   static async connect(link: Link, opts: SessionOptions = {}): Promise<Session> {
     const s = new Session(link, "client", opts);
     s.helloNonce = crypto.getRandomValues(new Uint8Array(16));
+    const t = link.resync ? undefined : opts.ticket;
+    const proof = t ? { ticket: t.ticket, ticketAuth: { publicKey: t.publicKey, signature: t.signature } } : undefined;
     const hello = () =>
       s.sendFrame({
         hello: {
@@ -214,6 +261,7 @@ export class Session implements StreamHost {
           maxFrame: opts.maxFrame ?? MAX_FRAME,
           client: opts.name ?? "fractal",
           nonce: s.helloNonce,
+          ...proof,
         },
       });
     hello();
@@ -221,20 +269,28 @@ export class Session implements StreamHost {
     // round trip is idle time for this side. The Hello leaves first, not
     // batched behind the key's loading (2 ms of a CLI's cold start).
     s.flushBatch();
+    s.helloTimer = setTimeout(
+      () => s.fail(new FractalError(ErrorCode.UNAVAILABLE, "no handshake answer from the agent")),
+      opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+    );
+    if (proof) {
+      // Authenticated by the Hello itself, if the agent still holds the
+      // ticket: requests go now (see onHelloAck for when it does not).
+      s.early = { written: [], held: [], holding: false, outs: [] };
+      s.ticketSent = true;
+      s.handshakeDone();
+      return s;
+    }
     s.signer ??= s.resolveSigner();
     // A serial port drops bytes written while the guest has it closed (it
     // reopens the port after each host disconnect), so on serial links the
     // Hello is repeated until answered. The agent treats a repeated Hello as
     // a restart and we ignore the extra HelloAck (see onHelloAck).
     const resend = link.resync ? setInterval(hello, HELLO_RESEND_MS) : undefined;
-    const timer = setTimeout(
-      () => s.fail(new FractalError(ErrorCode.UNAVAILABLE, "no handshake answer from the agent")),
-      opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
-    );
     try {
       await s.ready$;
     } finally {
-      clearTimeout(timer);
+      clearTimeout(s.helloTimer);
       clearInterval(resend);
     }
     return s;
@@ -308,11 +364,14 @@ export class Session implements StreamHost {
 
   /** Opens the sending side of a stream, with the peer's initial credit; born failed on a connection already gone (see openIn). */
   openOut(id: number): OutStream {
-    const s = new OutStream(id, this.peerWindow, this);
+    // Before the agent answered a ticket's Hello its window is not known:
+    // the stream's credit comes with the answer.
+    const s = new OutStream(id, this.early ? 0 : this.peerWindow, this);
     if (this.closedErr) {
       s.fail(this.closedErr);
       return s;
     }
+    this.early?.outs.push(s);
     this.noteStream(id);
     this.outs.set(id, s);
     return s;
@@ -371,10 +430,23 @@ export class Session implements StreamHost {
   /** Writes the batched frames; before any data frame too, so that frames leave in the order they were made. */
   private flushBatch(): void {
     if (this.batch.length === 0) return;
-    const chunks = this.batch;
-    const n = this.batchBytes;
+    let chunks = this.batch;
+    let n = this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
+    const e = this.early;
+    if (e) {
+      // Written behind a ticket's Hello: kept, in case they must go again.
+      const room = e.holding ? 0 : MAX_EARLY_FRAMES - e.written.length;
+      if (chunks.length > room) {
+        e.held.push(...chunks.slice(room));
+        e.holding = true;
+        chunks = chunks.slice(0, room);
+        if (chunks.length === 0) return;
+        n = chunks.reduce((sum, c) => sum + c.length, 0);
+      }
+      e.written.push(...chunks);
+    }
     this.written(n, this.link.write(chunks));
   }
 
@@ -494,6 +566,11 @@ export class Session implements StreamHost {
     // stream byte, no credit.
     const awaited = this.role === "server" ? "auth" : "authOk";
     if (this.challenge && f.kind !== awaited && f.kind !== "protocolError" && !(f.kind === "hello" && this.link.rehello)) {
+      // Written behind a refused ticket: the client writes them again behind its Auth.
+      if (this.dropping > 0) {
+        this.dropping--;
+        return;
+      }
       throw new ProtocolViolation(ErrorCode.UNAUTHENTICATED, `authentication required: expected ${awaited}, got ${f.kind ?? "an unknown frame"}`, true);
     }
     switch (f.kind) {
@@ -550,7 +627,17 @@ export class Session implements StreamHost {
     const ours = this.opts.features ?? [];
     this.features = (h.features ?? []).filter((x) => ours.includes(x));
     this.handshaken = true;
-    if (this.opts.authenticator) this.challenge = newChallenge();
+    const auth = this.opts.authenticator;
+    const ticket = h.ticket ?? new Uint8Array(0);
+    const proof = h.ticketAuth;
+    if (auth && ticket.length > 0 && proof && auth.tickets?.redeem(ticket, proof.publicKey ?? new Uint8Array(0))) {
+      this.principal = this.authenticate(auth, proof, ticketMessage(ticket));
+    } else if (auth) {
+      this.challenge = newChallenge();
+      // A client that opened with a ticket may have written requests behind
+      // its Hello; it writes them again behind its Auth.
+      if (ticket.length > 0) this.dropping = MAX_EARLY_FRAMES;
+    }
     this.sendFrame({
       helloAck: {
         version,
@@ -562,30 +649,43 @@ export class Session implements StreamHost {
         helloNonce: h.nonce ?? new Uint8Array(0),
       },
     });
+    if (this.principal) this.sendAuthOk(auth!, proof!.publicKey!); // set only by a redeemed ticket, which needs both
     if (!this.challenge) this.handshakeDone();
   }
 
   private onAuth(a: NonNullable<Frame["auth"]>): void {
     const challenge = this.challenge;
-    if (this.role !== "server" || !challenge || !this.opts.authenticator) {
+    const auth = this.opts.authenticator;
+    if (this.role !== "server" || !challenge || !auth) {
       throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected Auth", true);
     }
-    let p: Principal;
-    try {
-      p = this.opts.authenticator.verify(a.publicKey ?? new Uint8Array(0), a.signature ?? new Uint8Array(0), challenge);
-    } catch (err) {
-      throw new ProtocolViolation(ErrorCode.UNAUTHENTICATED, err instanceof Error ? err.message : String(err), true);
-    }
+    this.principal = this.authenticate(auth, a, challenge);
     this.challenge = undefined;
-    this.principal = p;
-    this.sendFrame({ authOk: { keyName: p.name, allowed: [...p.allowed] } });
+    this.dropping = 0;
+    this.sendAuthOk(auth, a.publicKey!); // authenticate() refused a missing key
     this.handshakeDone();
   }
 
+  /** The key's principal if its signature over `message` is good; else a fatal UNAUTHENTICATED. */
+  private authenticate(auth: Authenticator, proof: { publicKey?: Uint8Array | null; signature?: Uint8Array | null }, message: Uint8Array): Principal {
+    try {
+      return auth.verify(proof.publicKey ?? new Uint8Array(0), proof.signature ?? new Uint8Array(0), message);
+    } catch (err) {
+      throw new ProtocolViolation(ErrorCode.UNAUTHENTICATED, err instanceof Error ? err.message : String(err), true);
+    }
+  }
+
+  private sendAuthOk(auth: Authenticator, publicKey: Uint8Array): void {
+    const p = this.principal!;
+    this.sendFrame({ authOk: { keyName: p.name, allowed: [...p.allowed], ticket: auth.tickets?.issue(publicKey) } });
+  }
+
   private onAuthOk(a: NonNullable<Frame["authOk"]>): void {
-    if (this.role !== "client" || !this.challenge) throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected AuthOk", true);
+    if (this.role !== "client" || (!this.challenge && !this.ticketSent)) throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected AuthOk", true);
     this.challenge = undefined;
+    this.ticketSent = false;
     this.principal = { name: a.keyName ?? "", allowed: a.allowed ?? [] };
+    if (a.ticket && a.ticket.length > 0) this.opts.onTicket?.(a.ticket);
   }
 
   private onHelloAck(a: NonNullable<Frame["helloAck"]>): void {
@@ -609,8 +709,13 @@ export class Session implements StreamHost {
     this.peerMaxFrame = clampFrame(a.maxFrame);
     this.peerName = a.agent ?? "";
     this.handshaken = true;
+    clearTimeout(this.helloTimer);
     const challenge = a.authChallenge ?? new Uint8Array(0);
-    if (challenge.length === 0) return this.handshakeDone();
+    const early = this.early;
+    // No challenge after a ticket's Hello: the ticket was good (or this
+    // link asks for no key), and what went behind the Hello is being served.
+    if (early && challenge.length === 0) return this.endEarly([]);
+    if (!early && challenge.length === 0) return this.handshakeDone();
     // The AuthOk must still come before anything else the agent sends (see
     // dispatch), but requests need not wait for it: the agent reads frames
     // in order and checks the Auth before it decodes the next one, so a
@@ -619,19 +724,47 @@ export class Session implements StreamHost {
     // every connection. Requests wait for handshakeDone, so none is written
     // ahead of the Auth while the signature is being made.
     this.challenge = challenge;
-    void (this.signer ??= this.resolveSigner()).then(async ({ key, err }) => {
-      if (err) return this.fail(err);
-      if (!key) return this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `${this.link.description}: the agent requires a key and none was given`));
-      let signature: Uint8Array;
-      try {
-        signature = await key.sign(challenge);
-      } catch (e) {
-        return this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `signing the agent's challenge: ${(e as Error).message}`));
-      }
-      if (this.closedErr) return;
-      this.sendFrame({ auth: { publicKey: key.publicKey, signature } });
+    // A refused ticket: the agent drops what went behind the Hello, so it
+    // goes again behind the Auth, and whatever is made meanwhile waits.
+    if (early) early.holding = true;
+    void this.answer(challenge).then((auth) => {
+      if (!auth) return;
+      if (early) return this.endEarly([encodeFrame({ auth }), ...early.written]);
+      this.sendFrame({ auth });
       this.handshakeDone();
     });
+  }
+
+  /** Signs the agent's challenge; undefined once the session failed because it could not. */
+  private async answer(challenge: Uint8Array): Promise<{ publicKey: Uint8Array; signature: Uint8Array } | undefined> {
+    const { key, err } = await (this.signer ??= this.resolveSigner());
+    if (err) return void this.fail(err);
+    if (!key) return void this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `${this.link.description}: the agent requires a key and none was given`));
+    let signature: Uint8Array;
+    try {
+      signature = await key.sign(challenge);
+    } catch (e) {
+      return void this.fail(new FractalError(ErrorCode.UNAUTHENTICATED, `signing the agent's challenge: ${(e as Error).message}`));
+    }
+    if (this.closedErr) return undefined;
+    return { publicKey: key.publicKey, signature };
+  }
+
+  /**
+   * Ends the time behind a ticket's Hello: writes `first` (after a refusal,
+   * the Auth and again what went behind the Hello), then what waited, and
+   * gives the streams opened meanwhile the agent's window.
+   */
+  private endEarly(first: Uint8Array[]): void {
+    this.flushBatch();
+    const e = this.early!;
+    this.early = undefined;
+    const out = [...first, ...e.held];
+    if (out.length > 0) this.written(out.reduce((n, c) => n + c.length, 0), this.link.write(out));
+    for (const s of e.outs) {
+      s.credit += this.peerWindow;
+      if (s.sendable) this.schedule(s);
+    }
   }
 
   private async resolveSigner(): Promise<{ key?: Signer; err?: FractalError }> {
@@ -759,6 +892,7 @@ export class Session implements StreamHost {
     // What this tick said (a fatal protocolError, a last response) goes out before the link closes.
     this.flushBatch();
     this.closedErr = err;
+    clearTimeout(this.helloTimer);
     this.deadlines?.stop();
     this.handshakeDone(err);
     for (const p of this.pending.values()) p.reject(err);

@@ -9,6 +9,7 @@ import { ErrorCode, FractalError } from "../../proto/errors.js";
 import type { Authenticator, Principal } from "../../proto/session.js";
 import { log } from "../log.js";
 import type { AuthMode, AuthorizedKey } from "../../proto/authorized-keys.js";
+import { TicketBook } from "./tickets.js";
 
 // vsock is here although it never leaves the machine: every local account
 // can open AF_VSOCK to a guest's CID, and a key-less vsock would give any of
@@ -23,17 +24,23 @@ const MAX_TRACKED = 4096;
 
 export class AuthGate {
   private readonly failures = new Map<string, number[]>();
+  /** One book for every listener: a ticket from a TCP connection opens a WebSocket one too. */
+  readonly tickets: TicketBook;
 
   constructor(
     readonly mode: AuthMode,
     private readonly keys: readonly AuthorizedKey[],
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.tickets = new TicketBook(now);
+  }
 
   /** The authenticator for a connection on this kind of endpoint from `peer`, or none if it need not authenticate. */
   forConnection(endpointKind: string, peer: string, description: string): Authenticator | undefined {
     if (this.mode === "none" || (this.mode === "network" && !NETWORK_KINDS.has(endpointKind))) return undefined;
-    return { verify: (key, sig, challenge) => this.verify(key, sig, challenge, peer, description) };
+    // A redeemed ticket's signature is checked here too: a key locked out
+    // is refused with its ticket as well, and a bad one counts as a failure.
+    return { verify: (key, sig, challenge) => this.verify(key, sig, challenge, peer, description), tickets: this.tickets };
   }
 
   private verify(key: Uint8Array, sig: Uint8Array, challenge: Uint8Array, peer: string, description: string): Principal {

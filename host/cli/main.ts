@@ -3,6 +3,7 @@
 // exit status (proto/errors.ts: 127/126 only for a command that could not be
 // found or run, 125 for every failure of fractal's own).
 import { ErrorCode, FractalError, exitStatusFor } from "../../proto/errors.js";
+import type { Signer } from "../../proto/auth.js";
 import type { AgentClient } from "../client.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 import { commandList, findCommand, type Context } from "./commands.js";
@@ -80,11 +81,20 @@ async function connect(t: Target, command: string): Promise<AgentClient> {
   // returns, time the CLI would otherwise spend waiting after its load.
   const linked = dial(target, { tlsCa });
   linked.catch(() => {});
-  const { AgentClient } = await import("../client.js");
+  const [{ AgentClient }, { ticketSlot }, { loadSigner, defaultKeyPath }] = await Promise.all([import("../client.js"), import("../tickets.js"), import("../keys.js")]);
   mark("load");
   const link = await linked;
   mark("connect");
-  const client = await AgentClient.over(link, { keyFile: t.keyFile });
+  // The key is loaded when needed: for a challenge, or to sign the next
+  // ticket while the request runs. A Hello with a signed ticket needs none.
+  let key: Promise<Signer | undefined> | undefined;
+  const signer = () => (key ??= loadSigner(t.keyFile));
+  // Serial lines need no key (and would spend a ticket on a repeated Hello).
+  const slot = link.resync ? undefined : ticketSlot(link.description, t.keyFile ?? defaultKeyPath());
+  const onTicket = (next: Uint8Array) => {
+    if (slot) ticketsKept.push(slot.keep(next, signer()));
+  };
+  const client = await AgentClient.over(link, { keyFile: t.keyFile, signer, ticket: slot?.proof, onTicket });
   mark("handshake");
   return client;
 }
@@ -110,15 +120,26 @@ async function main(argv: string[]): Promise<number> {
   return command.run(args, ctx);
 }
 
+/** Next tickets being signed and written (host/tickets.ts): the CLI waits for them before it exits, briefly. */
+const ticketsKept: Promise<void>[] = [];
+const TICKET_WAIT_MS = 200;
+
+function ticketsSettled(): Promise<unknown> | undefined {
+  if (ticketsKept.length === 0) return undefined;
+  return Promise.race([Promise.all(ticketsKept), new Promise((r) => setTimeout(r, TICKET_WAIT_MS))]);
+}
+
 main(process.argv.slice(2)).then(
-  (code) => {
+  async (code) => {
+    await ticketsSettled();
     mark("exit");
     report();
     process.exit(code);
   },
-  (err: unknown) => {
+  async (err: unknown) => {
     const msg = err instanceof Error ? err.message : String(err);
     process.stderr.write(`fractal-host: ${msg}\n`);
+    await ticketsSettled();
     process.exit(exitStatusFor(err));
   },
 );

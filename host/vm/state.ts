@@ -45,6 +45,11 @@ export function tpmDir(name: string): string {
   return path.join(vmDir(name), TPM);
 }
 
+/** The tickets agents gave this user's keys (host/tickets.ts), beside the VMs' directory. */
+export function ticketsDir(): string {
+  return path.join(path.dirname(stateRoot()), "tickets");
+}
+
 /** The local CA that certifies every VM TPM's EK on this host. */
 export function tpmCaDir(): string {
   return path.join(path.dirname(stateRoot()), "tpm-ca");

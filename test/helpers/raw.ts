@@ -54,3 +54,36 @@ export async function handshake(r: Raw): Promise<void> {
   r.sendFrame({ auth: { publicKey: key.publicKey, signature: await key.sign(ack.authChallenge!) } });
   await r.next((f) => !!f.authOk);
 }
+
+export interface FrameRelay {
+  /** tcp:// URL a client connects to instead of the agent's. */
+  url: string;
+  /** Per connection, in order: the kinds of the frames the client wrote. */
+  connections: string[][];
+  close(): void;
+}
+
+/** A TCP relay to an agent that notes what each client wrote, frame by frame: what an honest client sends, seen from outside. */
+export async function frameRelay(agentUrl: string): Promise<FrameRelay> {
+  const ep = parseEndpoint(agentUrl);
+  if (ep.kind !== "tcp") throw new Error(`expected a tcp:// URL, got ${agentUrl}`);
+  const connections: string[][] = [];
+  const server = net.createServer((client) => {
+    const kinds: string[] = [];
+    connections.push(kinds);
+    const dec = new FrameDecoder();
+    const upstream = net.connect(ep.port, ep.host);
+    client.on("data", (b: Buffer) => {
+      kinds.push(...dec.push(b).map((f) => (f as { kind?: string }).kind ?? "?"));
+      upstream.write(b);
+    });
+    upstream.pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as net.AddressInfo;
+  return { url: `tcp://127.0.0.1:${port}`, connections, close: () => server.close() };
+}

@@ -5,11 +5,11 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { signerFromPem } from "../../proto/auth.js";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { signerFromPem, ticketMessage } from "../../proto/auth.js";
 import { ErrorCode } from "../../proto/errors.js";
 import { runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
-import { rawTcp } from "../helpers/raw.js";
+import { frameRelay, rawTcp } from "../helpers/raw.js";
 
 let agent: RunningAgent;
 let keys: string;
@@ -118,6 +118,87 @@ describe("authentication", () => {
     expect(e.fatal).toBe(true);
     await r.closed;
     expect(fs.existsSync(marker)).toBe(false);
+  });
+});
+
+describe("tickets", () => {
+  const testKey = () => signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+  /** A full handshake on a raw connection; the ticket its AuthOk carried. */
+  async function ticketFromHandshake(): Promise<Uint8Array> {
+    const key = await testKey();
+    const r = await rawTcp(agent.tcp);
+    r.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
+    const ack = (await r.next((f) => !!f.helloAck)).helloAck!;
+    r.sendFrame({ auth: { publicKey: key.publicKey, signature: await key.sign(ack.authChallenge!) } });
+    const ticket = (await r.next((f) => !!f.authOk)).authOk!.ticket!;
+    r.socket.destroy();
+    expect(ticket).toHaveLength(32);
+    return ticket;
+  }
+
+  it("serves a request written behind a Hello with a ticket, once: replayed, the Hello gets a challenge and its request is dropped", async () => {
+    const key = await testKey();
+    const ticket = await ticketFromHandshake();
+    const hello = { hello: { minVersion: 1, maxVersion: 1, ticket, ticketAuth: { publicKey: key.publicKey, signature: await key.sign(ticketMessage(ticket)) } } };
+    const first = path.join(keys, "ticket-first");
+    const opened = await rawTcp(agent.tcp);
+    opened.sendFrame(hello);
+    opened.sendFrame({ request: { id: 1, exec: { argv: ["touch", first] } } });
+    expect((await opened.next((f) => !!f.helloAck)).helloAck!.authChallenge ?? []).toHaveLength(0);
+    expect((await opened.next((f) => !!f.authOk)).authOk!.ticket).toHaveLength(32);
+    expect((await opened.next((f) => !!f.response)).response!.exec?.pid).toBeGreaterThan(0);
+    opened.socket.destroy();
+    await vi.waitFor(() => expect(fs.existsSync(first)).toBe(true));
+
+    // The same bytes again, as one who recorded them would send them.
+    const second = path.join(keys, "ticket-replayed");
+    const replay = await rawTcp(agent.tcp);
+    replay.sendFrame(hello);
+    replay.sendFrame({ request: { id: 1, exec: { argv: ["touch", second] } } });
+    const challenge = (await replay.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
+    expect(challenge).toHaveLength(32);
+    // The key's holder can still go on (the client writes its requests again
+    // behind the Auth); the dropped request never ran.
+    replay.sendFrame({ auth: { publicKey: key.publicKey, signature: await key.sign(challenge) } });
+    await replay.next((f) => !!f.authOk);
+    replay.sendFrame({ request: { id: 2, ping: { nonce: 7 } } });
+    expect((await replay.next((f) => !!f.response)).response!.id).toBe(2);
+    replay.socket.destroy();
+    expect(fs.existsSync(second)).toBe(false);
+  });
+
+  it("lets the CLI open each exec with its last ticket, kept only for its owner, and recover from one the agent no longer holds", async () => {
+    const state = fs.mkdtempSync("/tmp/fractal-tickets-");
+    const relay = await frameRelay(agent.tcp);
+    try {
+      const env = { FRACTAL_STATE: path.join(state, "vms") };
+      const exec = async (word: string) => {
+        const r = await cli(["--connect", relay.url, "exec", "--", "echo", word], env);
+        expect(r.stderr).toBe("");
+        expect(r.stdout.toString()).toBe(`${word}\n`);
+        expect(r.code).toBe(0);
+        return relay.connections.at(-1)!;
+      };
+      expect((await exec("first")).slice(0, 3)).toEqual(["hello", "auth", "request"]);
+      const dir = path.join(state, "tickets");
+      const [slot] = fs.readdirSync(dir);
+      expect(fs.statSync(path.join(dir, slot!)).mode & 0o777).toBe(0o600);
+      expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+      const second = await exec("second");
+      expect(second.slice(0, 2)).toEqual(["hello", "request"]);
+      expect(second).not.toContain("auth");
+      // A ticket this agent never issued (as after its restart): a challenge, then the same exec again behind the Auth.
+      const kept = fs.readFileSync(path.join(dir, slot!));
+      kept.fill(1, 0, 32);
+      fs.writeFileSync(path.join(dir, slot!), kept);
+      expect((await exec("third")).slice(0, 4)).toEqual(["hello", "request", "auth", "request"]);
+      const fourth = await exec("fourth");
+      expect(fourth.slice(0, 2)).toEqual(["hello", "request"]);
+      expect(fourth).not.toContain("auth");
+    } finally {
+      relay.close();
+      fs.rmSync(state, { recursive: true, force: true });
+    }
   });
 });
 

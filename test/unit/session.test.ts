@@ -7,6 +7,8 @@ import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
 import { Session, type RequestHandler } from "../../proto/session.js";
 import { memoryLinkPair } from "../helpers/memory-link.js";
 import { LinkEvents, type Link } from "../../proto/link.js";
+import { signTicket, type Signer } from "../../proto/auth.js";
+import { MAX_TICKETS, TICKET_TTL_MS, TicketBook } from "../../agent/auth/tickets.js";
 
 const pingOnly: RequestHandler = async (req) => {
   if (req.ping) return { ping: { nonce: req.ping.nonce ?? 0, uptimeMs: 0 } };
@@ -258,13 +260,17 @@ describe("authentication", () => {
     const k = generateKey("t");
     return { signer: await signerFromPem(k.privatePem, "t"), publicKey: parsePublicKeyBlob(k.publicLine.split(" ")[1]!, "t") };
   };
-  /** A server that knows one key, and the frames its client wrote, in order. */
-  function authPair(known: Uint8Array) {
+  /**
+   * A server that knows one key (and keeps `tickets`, when given); the frames
+   * its client wrote, in order, and who it served (and, with `nonces`, which ping).
+   */
+  function authPair(known: Uint8Array, opts: { tickets?: TicketBook; served?: string[]; nonces?: boolean } = {}) {
     const [a, b] = memoryLinkPair();
-    const served: string[] = [];
+    const served = opts.served ?? [];
     const server = Session.accept(b, {
       onRequest: (req, s) => {
-        served.push(s.principal?.name ?? "nobody");
+        const who = s.principal?.name ?? "nobody";
+        served.push(opts.nonces ? `${who}:${req.ping?.nonce}` : who);
         return pingOnly(req, s);
       },
       authenticator: {
@@ -274,6 +280,7 @@ describe("authentication", () => {
           }
           return { name: "holder", allowed: ["all"] };
         },
+        tickets: opts.tickets,
       },
     });
     const sent: string[] = [];
@@ -323,6 +330,110 @@ describe("authentication", () => {
     });
     expect(served).toEqual([]);
     expect(client.closed).toBe(true);
+  });
+
+  describe("tickets", () => {
+    /** An agent that knows one key and keeps a ticket book; each connection's writes and the pings it served. */
+    function agent(known: Uint8Array) {
+      const book = new TicketBook();
+      const served: string[] = [];
+      const connect = async (signer: Signer, ticket?: Uint8Array, keyLoads?: { n: number }) => {
+        const { a, sent } = authPair(known, { tickets: book, served, nonces: true });
+        let next: Uint8Array | undefined;
+        const proof = ticket ? await signTicket(signer, ticket) : undefined;
+        const load = async () => {
+          if (keyLoads) keyLoads.n++;
+          return signer;
+        };
+        const client = await Session.connect(a, { signer: load, ticket: proof, onTicket: (t) => (next = t) });
+        return { client, sent, next: () => next };
+      };
+      return { book, served, connect };
+    }
+    const ping = async (client: Session, nonce: number) => (await client.request({ ping: { nonce } })).ping?.nonce;
+
+    it("opens the next connection with the ticket the last one got, signed: its request goes right behind the Hello, served as the key's", async () => {
+      const k = await keyPair();
+      const ag = agent(k.publicKey);
+      const first = await ag.connect(k.signer);
+      expect(await ping(first.client, 1)).toBe(1);
+      const ticket = first.next()!;
+      expect(ticket).toHaveLength(32);
+      const keyLoads = { n: 0 };
+      const second = await ag.connect(k.signer, ticket, keyLoads);
+      expect(await ping(second.client, 2)).toBe(2);
+      expect(second.sent).toEqual(["hello", "request"]);
+      // The signed ticket was all it needed: the key was never loaded.
+      expect(keyLoads.n).toBe(0);
+      expect(second.client.principal?.name).toBe("holder");
+      expect(ag.served).toEqual(["holder:1", "holder:2"]);
+      // A new ticket for the one spent.
+      expect(Buffer.from(second.next()!).equals(Buffer.from(ticket))).toBe(false);
+    });
+
+    it("takes a ticket once: a replayed Hello gets a challenge, and what went behind it goes again behind the Auth, served once", async () => {
+      const k = await keyPair();
+      const ag = agent(k.publicKey);
+      const first = await ag.connect(k.signer);
+      await ping(first.client, 1);
+      const ticket = first.next()!;
+      await ping((await ag.connect(k.signer, ticket)).client, 2);
+      const replay = await ag.connect(k.signer, ticket);
+      // More than fit behind a Hello: the rest wait for the agent's answer.
+      const nonces = Array.from({ length: 100 }, (_, i) => 100 + i);
+      expect(await Promise.all(nonces.map((n) => ping(replay.client, n)))).toEqual(nonces);
+      expect(ag.served).toEqual(["holder:1", "holder:2", ...nonces.map((n) => `holder:${n}`)]);
+      const early = 64; // MAX_EARLY_FRAMES
+      expect(replay.sent).toEqual(["hello", ...Array(early).fill("request"), "auth", ...Array(100).fill("request")]);
+      expect(replay.next()).toHaveLength(32);
+    });
+
+    it("refuses a ticket offered by another key, even an authorised one's, and spends it", async () => {
+      const k = await keyPair();
+      const other = await keyPair();
+      const ag = agent(k.publicKey);
+      const first = await ag.connect(k.signer);
+      await ping(first.client, 1);
+      const ticket = first.next()!;
+      // The other key is refused outright (not authorised); the ticket is gone after that attempt.
+      const stranger = await ag.connect(other.signer, ticket);
+      await expect(ping(stranger.client, 2)).rejects.toMatchObject({ code: ErrorCode.UNAUTHENTICATED });
+      const owner = await ag.connect(k.signer, ticket);
+      expect(await ping(owner.client, 3)).toBe(3);
+      expect(owner.sent).toEqual(["hello", "request", "auth", "request"]);
+      expect(ag.served).toEqual(["holder:1", "holder:3"]);
+    });
+
+    it("refuses a good ticket with a bad signature, and serves nothing behind it", async () => {
+      const k = await keyPair();
+      const ag = agent(k.publicKey);
+      const first = await ag.connect(k.signer);
+      await ping(first.client, 1);
+      const forger: Signer = { publicKey: k.publicKey, sign: async () => new Uint8Array(64) };
+      const forged = await ag.connect(forger, first.next()!);
+      await expect(ping(forged.client, 2)).rejects.toMatchObject({
+        code: ErrorCode.UNAUTHENTICATED,
+        message: expect.stringMatching(/refused authentication: key not authorised/),
+      });
+      expect(ag.served).toEqual(["holder:1"]);
+    });
+
+    it("spends tickets once, for their key, until they expire, and keeps a bounded book", () => {
+      let now = 1_000_000;
+      const book = new TicketBook(() => now);
+      const key = new Uint8Array(32).fill(7);
+      const t = book.issue(key);
+      expect(book.redeem(t, key)).toBe(true);
+      expect(book.redeem(t, key)).toBe(false);
+      const u = book.issue(key);
+      expect(book.redeem(u, new Uint8Array(32))).toBe(false);
+      expect(book.redeem(u, key)).toBe(false);
+      const v = book.issue(key);
+      now += TICKET_TTL_MS;
+      expect(book.redeem(v, key)).toBe(false);
+      for (let i = 0; i < MAX_TICKETS + 10; i++) book.issue(key);
+      expect(book.size).toBe(MAX_TICKETS);
+    });
   });
 });
 
