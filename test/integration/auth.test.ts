@@ -5,7 +5,7 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signerFromPem, ticketMessage } from "../../proto/auth.js";
 import { ErrorCode } from "../../proto/errors.js";
 import { runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
@@ -146,15 +146,20 @@ describe("tickets", () => {
     opened.sendFrame({ request: { id: 1, exec: { argv: ["touch", first] } } });
     expect((await opened.next((f) => !!f.helloAck)).helloAck!.authChallenge ?? []).toHaveLength(0);
     expect((await opened.next((f) => !!f.authOk)).authOk!.ticket).toHaveLength(32);
-    expect((await opened.next((f) => !!f.response)).response!.exec?.pid).toBeGreaterThan(0);
+    const started = (await opened.next((f) => !!f.response)).response!.exec!;
+    expect(started.pid).toBeGreaterThan(0);
+    // Waited for: a connection's end takes its processes with it.
+    opened.sendFrame({ request: { id: 2, wait: { process: started.process } } });
+    expect((await opened.next((f) => !!f.response)).response!.exit?.code).toBe(0);
     opened.socket.destroy();
-    await vi.waitFor(() => expect(fs.existsSync(first)).toBe(true));
+    expect(fs.existsSync(first)).toBe(true);
 
     // The same bytes again, as one who recorded them would send them.
     const second = path.join(keys, "ticket-replayed");
     const replay = await rawTcp(agent.tcp);
     replay.sendFrame(hello);
     replay.sendFrame({ request: { id: 1, exec: { argv: ["touch", second] } } });
+    replay.sendFrame({ request: { id: 3, ping: { nonce: 3 } } });
     const challenge = (await replay.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
     expect(challenge).toHaveLength(32);
     // The key's holder can still go on (the client writes its requests again
@@ -162,6 +167,7 @@ describe("tickets", () => {
     replay.sendFrame({ auth: { publicKey: key.publicKey, signature: await key.sign(challenge) } });
     await replay.next((f) => !!f.authOk);
     replay.sendFrame({ request: { id: 2, ping: { nonce: 7 } } });
+    // Frames are served in order: had the ping behind the replayed Hello been served, its answer would come first.
     expect((await replay.next((f) => !!f.response)).response!.id).toBe(2);
     replay.socket.destroy();
     expect(fs.existsSync(second)).toBe(false);
