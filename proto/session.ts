@@ -133,14 +133,12 @@ export interface Tickets {
 /**
  * Client, between a Hello with a ticket and the agent's answer: what was
  * written behind the Hello (to write again behind an Auth if the agent
- * refused the ticket), what waits, and the streams opened meanwhile (whose
- * credit comes with the answer).
+ * refused the ticket) and what waits.
  */
 interface Early {
   written: Uint8Array[];
   held: Uint8Array[];
   holding: boolean;
-  outs: OutStream[];
 }
 
 type Pending = { resolve: (r: Response) => void; reject: (e: FractalError) => void };
@@ -276,7 +274,7 @@ export class Session implements StreamHost {
     if (proof) {
       // Authenticated by the Hello itself, if the agent still holds the
       // ticket: requests go now (see onHelloAck for when it does not).
-      s.early = { written: [], held: [], holding: false, outs: [] };
+      s.early = { written: [], held: [], holding: false };
       s.ticketSent = true;
       s.handshakeDone();
       return s;
@@ -371,7 +369,6 @@ export class Session implements StreamHost {
       s.fail(this.closedErr);
       return s;
     }
-    this.early?.outs.push(s);
     this.noteStream(id);
     this.outs.set(id, s);
     return s;
@@ -630,8 +627,10 @@ export class Session implements StreamHost {
     const auth = this.opts.authenticator;
     const ticket = h.ticket ?? new Uint8Array(0);
     const proof = h.ticketAuth;
+    let redeemedBy: Uint8Array | undefined;
     if (auth && ticket.length > 0 && proof && auth.tickets?.redeem(ticket, proof.publicKey ?? new Uint8Array(0))) {
       this.principal = this.authenticate(auth, proof, ticketMessage(ticket));
+      redeemedBy = proof.publicKey!; // redeemed, so the key it was issued to
     } else if (auth) {
       this.challenge = newChallenge();
       // A client that opened with a ticket may have written requests behind
@@ -649,7 +648,7 @@ export class Session implements StreamHost {
         helloNonce: h.nonce ?? new Uint8Array(0),
       },
     });
-    if (this.principal) this.sendAuthOk(auth!, proof!.publicKey!); // set only by a redeemed ticket, which needs both
+    if (redeemedBy) this.sendAuthOk(redeemedBy);
     if (!this.challenge) this.handshakeDone();
   }
 
@@ -662,7 +661,7 @@ export class Session implements StreamHost {
     this.principal = this.authenticate(auth, a, challenge);
     this.challenge = undefined;
     this.dropping = 0;
-    this.sendAuthOk(auth, a.publicKey!); // authenticate() refused a missing key
+    this.sendAuthOk(a.publicKey!); // authenticate() refused a missing key
     this.handshakeDone();
   }
 
@@ -675,9 +674,10 @@ export class Session implements StreamHost {
     }
   }
 
-  private sendAuthOk(auth: Authenticator, publicKey: Uint8Array): void {
+  /** AuthOk for the key just proven, with its next ticket. */
+  private sendAuthOk(publicKey: Uint8Array): void {
     const p = this.principal!;
-    this.sendFrame({ authOk: { keyName: p.name, allowed: [...p.allowed], ticket: auth.tickets?.issue(publicKey) } });
+    this.sendFrame({ authOk: { keyName: p.name, allowed: [...p.allowed], ticket: this.opts.authenticator?.tickets?.issue(publicKey) } });
   }
 
   private onAuthOk(a: NonNullable<Frame["authOk"]>): void {
@@ -753,7 +753,8 @@ export class Session implements StreamHost {
   /**
    * Ends the time behind a ticket's Hello: writes `first` (after a refusal,
    * the Auth and again what went behind the Hello), then what waited, and
-   * gives the streams opened meanwhile the agent's window.
+   * gives the streams opened meanwhile (every one open: none is older) the
+   * agent's window.
    */
   private endEarly(first: Uint8Array[]): void {
     this.flushBatch();
@@ -761,7 +762,7 @@ export class Session implements StreamHost {
     this.early = undefined;
     const out = [...first, ...e.held];
     if (out.length > 0) this.written(out.reduce((n, c) => n + c.length, 0), this.link.write(out));
-    for (const s of e.outs) {
+    for (const s of this.outs.values()) {
       s.credit += this.peerWindow;
       if (s.sendable) this.schedule(s);
     }

@@ -94,7 +94,7 @@ async function connect(t: Target, command: string): Promise<AgentClient> {
   const onTicket = (next: Uint8Array) => {
     if (slot) ticketsKept.push(slot.keep(next, signer()));
   };
-  const client = await AgentClient.over(link, { keyFile: t.keyFile, signer, ticket: slot?.proof, onTicket });
+  const client = await AgentClient.over(link, { signer, ticket: slot?.proof, onTicket });
   mark("handshake");
   return client;
 }

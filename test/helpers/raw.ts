@@ -2,7 +2,7 @@
 // client would: raw bytes out, decoded frames in, and whether the agent hung up.
 import fs from "node:fs";
 import net from "node:net";
-import { signerFromPem } from "../../proto/auth.js";
+import { signerFromPem, type Signer } from "../../proto/auth.js";
 import { parseEndpoint } from "../../proto/endpoint.js";
 import { FrameDecoder, encodeFrame } from "../../proto/frame.js";
 import type { Frame } from "../../proto/wire.js";
@@ -46,13 +46,18 @@ export async function rawTcp(url: string): Promise<Raw> {
   };
 }
 
-/** Hello, then Auth with the test key ($FRACTAL_KEY): a connection requests may use. */
-export async function handshake(r: Raw): Promise<void> {
+/** The test key ($FRACTAL_KEY), to sign with. */
+export function testSigner(): Promise<Signer> {
+  return signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+}
+
+/** Hello, then Auth with the test key: a connection requests may use. Returns the agent's AuthOk. */
+export async function handshake(r: Raw): Promise<NonNullable<Frame["authOk"]>> {
   r.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
   const ack = (await r.next((f) => !!f.helloAck)).helloAck!;
-  const key = await signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+  const key = await testSigner();
   r.sendFrame({ auth: { publicKey: key.publicKey, signature: await key.sign(ack.authChallenge!) } });
-  await r.next((f) => !!f.authOk);
+  return (await r.next((f) => !!f.authOk)).authOk!;
 }
 
 export interface FrameRelay {

@@ -6,10 +6,10 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { signerFromPem, ticketMessage } from "../../proto/auth.js";
+import { ticketMessage } from "../../proto/auth.js";
 import { ErrorCode } from "../../proto/errors.js";
 import { runCli, startAgent, type RunningAgent } from "../helpers/agent.js";
-import { frameRelay, rawTcp } from "../helpers/raw.js";
+import { frameRelay, handshake, rawTcp, testSigner } from "../helpers/raw.js";
 
 let agent: RunningAgent;
 let keys: string;
@@ -75,7 +75,7 @@ describe("authentication", () => {
   });
 
   it("gives each connection a fresh challenge, so a recorded answer does not open another", async () => {
-    const key = await signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
+    const key = await testSigner();
     const first = await rawTcp(agent.tcp);
     first.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
     const c1 = (await first.next((f) => !!f.helloAck)).helloAck!.authChallenge!;
@@ -122,22 +122,17 @@ describe("authentication", () => {
 });
 
 describe("tickets", () => {
-  const testKey = () => signerFromPem(fs.readFileSync(process.env.FRACTAL_KEY!, "utf8"), "test key");
   /** A full handshake on a raw connection; the ticket its AuthOk carried. */
   async function ticketFromHandshake(): Promise<Uint8Array> {
-    const key = await testKey();
     const r = await rawTcp(agent.tcp);
-    r.sendFrame({ hello: { minVersion: 1, maxVersion: 1 } });
-    const ack = (await r.next((f) => !!f.helloAck)).helloAck!;
-    r.sendFrame({ auth: { publicKey: key.publicKey, signature: await key.sign(ack.authChallenge!) } });
-    const ticket = (await r.next((f) => !!f.authOk)).authOk!.ticket!;
+    const ticket = (await handshake(r)).ticket!;
     r.socket.destroy();
     expect(ticket).toHaveLength(32);
     return ticket;
   }
 
   it("serves a request written behind a Hello with a ticket, once: replayed, the Hello gets a challenge and its request is dropped", async () => {
-    const key = await testKey();
+    const key = await testSigner();
     const ticket = await ticketFromHandshake();
     const hello = { hello: { minVersion: 1, maxVersion: 1, ticket, ticketAuth: { publicKey: key.publicKey, signature: await key.sign(ticketMessage(ticket)) } } };
     const first = path.join(keys, "ticket-first");
