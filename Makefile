@@ -26,7 +26,18 @@ NO_LONG   := --tsconfig-override tsconfig.bundle.json
 # --splitting (ESM): what a command imports lazily is a chunk of its own, loaded
 # when used; in one bundle every start paid for loading all of it (--help
 # 8.3 ms against 7.0 ms, a Bun hello-world 6.2 ms).
-CLI_BUILD := --compile --bytecode --splitting --format=esm $(NO_LONG)
+# --compile-jit-policy: the binaries start with JavaScriptCore's tier-up
+# thresholds 20 times higher, so code that runs only while starting stays in
+# the interpreter; the agent goes back to the normal JIT once it listens, the
+# CLI once a command has run 100 ms.
+START_BUILD := --compile --bytecode --compile-jit-policy=20 $(NO_LONG)
+CLI_BUILD := $(START_BUILD) --splitting --format=esm
+# Bytecode layout profiles (scripts/bytecode-orders.ts, refreshed by `make
+# bytecode-orders`): what a start and an exec run is laid out together at
+# the front of the executable, which then reads and decodes less of itself.
+AGENT_ORDER := agent/bytecode.order
+CLI_ORDERS := host/cli/exec.order host/cli/help.order
+ORDERED = $(addprefix --bytecode-order=,$(1))
 
 TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' -not -path 'host/containerd/gen/*' -not -path 'host/api/gen/*' 2>/dev/null) tsconfig.bundle.json proto/long-absent.cjs
 # The web console, bundled into fractal-host (scripts/console-bundle.ts).
@@ -46,7 +57,7 @@ KMODS    := virtio_blk erofs virtio_pci virtio_net virtio_console 9p 9pnet_virti
 # one list. Loaded after the agent listens, so VMs do not wait for them.
 NIC_KMODS := e1000 e1000e igb ixgbe r8169 tg3 virtio_net
 
-.PHONY: netboot build-arm64 build-darwin all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench-layers bench-api bench clean FORCE
+.PHONY: bytecode-orders netboot build-arm64 build-darwin all build proto deps host-deps test-deps test test-containerd run typecheck bench-exec bench-boot bench-ns bench-containers bench-reliability bench-peers bench-containerd bench-layers bench-api bench clean FORCE
 
 all: build
 
@@ -91,9 +102,9 @@ build-arm64:
 # copy build/arm64 beside it) with HVF. It cannot run here.
 build-darwin: build/darwin-arm64/fractal-host build/darwin-x64/fractal-host
 
-build/darwin-%/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) Makefile
+build/darwin-%/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) $(CLI_ORDERS) Makefile
 	mkdir -p $(dir $@)
-	$(BUN) build $(CLI_BUILD) --target=bun-darwin-$* host/cli/main.ts oci/hash-worker.ts --outfile $@
+	$(BUN) build $(CLI_BUILD) $(call ORDERED,$(CLI_ORDERS)) --target=bun-darwin-$* host/cli/main.ts oci/hash-worker.ts --outfile $@
 
 # What the host needs to build and boot guests: QEMU, crun (copied into the
 # initramfs with its libraries), Go for u-root. Installed only when missing.
@@ -234,13 +245,21 @@ $(BUILD)/peers.cpio: $(BUILD)/initramfs.cpio $(BUILD)/peers/cpud $(BUILD)/peers/
 	@command -v dropbear >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dropbear-bin; }
 	EXTRA_FILES="$$(command -v dropbear):bin/dropbear $(abspath $(BUILD)/peers/cpud):bin/cpud" initramfs/build.sh $@ $(BUILD)/fractal-agent $(BUILD)/peers/modules
 
-$(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js Makefile
+$(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js $(AGENT_ORDER) Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build --compile --bytecode $(NO_LONG) --target=$(TARGET) agent/main.ts oci/hash-worker.ts --outfile $@
+	$(BUN) build $(START_BUILD) $(call ORDERED,$(AGENT_ORDER)) --target=$(TARGET) agent/main.ts oci/hash-worker.ts --outfile $@
 
-$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) Makefile
+$(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) $(CLI_ORDERS) Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build $(CLI_BUILD) --target=$(TARGET) host/cli/main.ts oci/hash-worker.ts --outfile $@
+	$(BUN) build $(CLI_BUILD) $(call ORDERED,$(CLI_ORDERS)) --target=$(TARGET) host/cli/main.ts oci/hash-worker.ts --outfile $@
+
+# The profiles are recorded from binaries built without any, on this host:
+# the agent started on loopback, two execs, a third on a kept ticket, --help.
+bytecode-orders: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN)
+	mkdir -p $(BUILD)/unordered
+	$(BUN) build $(START_BUILD) agent/main.ts oci/hash-worker.ts --outfile $(BUILD)/unordered/fractal-agent
+	$(BUN) build $(CLI_BUILD) host/cli/main.ts oci/hash-worker.ts --outfile $(BUILD)/unordered/fractal-host
+	$(BUN) scripts/bytecode-orders.ts $(BUILD)/unordered/fractal-agent $(BUILD)/unordered/fractal-host
 
 # containerd's runtime v2 shim for runtime_type io.containerd.fractal.v1
 # (containerd finds it on its PATH by this name).

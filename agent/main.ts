@@ -123,6 +123,9 @@ async function main(): Promise<void> {
     // the first client can ask for them.
     agent.containers.adoptAll();
     await serve({ listen: listen.length > 0 ? listen : GUEST_DEFAULT_LISTEN, tolerant: true, gate, tls, limits, agent });
+    // Started with raised JIT thresholds (Makefile, START_BUILD): the boot's
+    // run-once code stays interpreted, and serving gets the normal JIT.
+    Bun.unsafe.setJITPolicy(1);
     await startNetwork(cfg);
     return;
   }
@@ -140,6 +143,7 @@ async function main(): Promise<void> {
       });
     }
     await serve({ listen: values.listen, gate: authGate(flags), tls: tlsIdentity(flags), limits, agent });
+    Bun.unsafe.setJITPolicy(1);
   } catch (err) {
     process.stderr.write(`fractal-agent: ${(err as Error).message}\n`);
     process.exit(exitStatusFor(err));

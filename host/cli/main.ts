@@ -129,6 +129,15 @@ function ticketsSettled(): Promise<unknown> | undefined {
   return Promise.race([Promise.all(ticketsKept), new Promise((r) => setTimeout(r, TICKET_WAIT_MS))]);
 }
 
+// The binary starts with JavaScriptCore's tier-up thresholds raised
+// (--compile-jit-policy, Makefile): a command's start runs its functions a
+// few times each, which compiling does not pay back (the CLI used about 10 ms
+// less CPU per exec with no JIT at all). A command still running after this
+// long is a long one (a transfer, the console, a VM's supervisor) and gets
+// the normal JIT.
+const NORMAL_JIT_AFTER_MS = 100;
+setTimeout(() => Bun.unsafe.setJITPolicy(1), NORMAL_JIT_AFTER_MS).unref();
+
 main(process.argv.slice(2)).then(
   async (code) => {
     await ticketsSettled();
