@@ -38,6 +38,9 @@ CLI_BUILD := $(START_BUILD) --splitting --format=esm
 AGENT_ORDER := agent/bytecode.order
 CLI_ORDERS := host/cli/exec.order host/cli/help.order
 ORDERED = $(addprefix --bytecode-order=,$(1))
+# The entry points (the hash worker is a Worker both start).
+AGENT_ENTRY := agent/main.ts oci/hash-worker.ts
+CLI_ENTRY := host/cli/main.ts oci/hash-worker.ts
 
 TS_SRC   := $(shell find proto agent host oci -name '*.ts' -not -path 'proto/gen/*' -not -path 'host/containerd/gen/*' -not -path 'host/api/gen/*' 2>/dev/null) tsconfig.bundle.json proto/long-absent.cjs
 # The web console, bundled into fractal-host (scripts/console-bundle.ts).
@@ -104,7 +107,7 @@ build-darwin: build/darwin-arm64/fractal-host build/darwin-x64/fractal-host
 
 build/darwin-%/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) $(CLI_ORDERS) Makefile
 	mkdir -p $(dir $@)
-	$(BUN) build $(CLI_BUILD) $(call ORDERED,$(CLI_ORDERS)) --target=bun-darwin-$* host/cli/main.ts oci/hash-worker.ts --outfile $@
+	$(BUN) build $(CLI_BUILD) $(call ORDERED,$(CLI_ORDERS)) --target=bun-darwin-$* $(CLI_ENTRY) --outfile $@
 
 # What the host needs to build and boot guests: QEMU, crun (copied into the
 # initramfs with its libraries), Go for u-root. Installed only when missing.
@@ -247,18 +250,18 @@ $(BUILD)/peers.cpio: $(BUILD)/initramfs.cpio $(BUILD)/peers/cpud $(BUILD)/peers/
 
 $(BUILD)/fractal-agent: $(TS_SRC) proto/gen/fractal.js $(AGENT_ORDER) Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build $(START_BUILD) $(call ORDERED,$(AGENT_ORDER)) --target=$(TARGET) agent/main.ts oci/hash-worker.ts --outfile $@
+	$(BUN) build $(START_BUILD) $(call ORDERED,$(AGENT_ORDER)) --target=$(TARGET) $(AGENT_ENTRY) --outfile $@
 
 $(BUILD)/fractal-host: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN) $(CLI_ORDERS) Makefile
 	mkdir -p $(BUILD)
-	$(BUN) build $(CLI_BUILD) $(call ORDERED,$(CLI_ORDERS)) --target=$(TARGET) host/cli/main.ts oci/hash-worker.ts --outfile $@
+	$(BUN) build $(CLI_BUILD) $(call ORDERED,$(CLI_ORDERS)) --target=$(TARGET) $(CLI_ENTRY) --outfile $@
 
 # The profiles are recorded from binaries built without any, on this host:
 # the agent started on loopback, two execs, a third on a kept ticket, --help.
 bytecode-orders: $(TS_SRC) proto/gen/fractal.js $(CTRD_GEN) $(CONSOLE_GEN)
 	mkdir -p $(BUILD)/unordered
-	$(BUN) build $(START_BUILD) agent/main.ts oci/hash-worker.ts --outfile $(BUILD)/unordered/fractal-agent
-	$(BUN) build $(CLI_BUILD) host/cli/main.ts oci/hash-worker.ts --outfile $(BUILD)/unordered/fractal-host
+	$(BUN) build $(START_BUILD) $(AGENT_ENTRY) --outfile $(BUILD)/unordered/fractal-agent
+	$(BUN) build $(CLI_BUILD) $(CLI_ENTRY) --outfile $(BUILD)/unordered/fractal-host
 	$(BUN) scripts/bytecode-orders.ts $(BUILD)/unordered/fractal-agent $(BUILD)/unordered/fractal-host
 
 # containerd's runtime v2 shim for runtime_type io.containerd.fractal.v1

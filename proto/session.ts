@@ -427,24 +427,29 @@ export class Session implements StreamHost {
   /** Writes the batched frames; before any data frame too, so that frames leave in the order they were made. */
   private flushBatch(): void {
     if (this.batch.length === 0) return;
-    let chunks = this.batch;
-    let n = this.batchBytes;
+    const chunks = this.batch;
+    const n = this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
-    const e = this.early;
-    if (e) {
-      // Written behind a ticket's Hello: kept, in case they must go again.
-      const room = e.holding ? 0 : MAX_EARLY_FRAMES - e.written.length;
-      if (chunks.length > room) {
-        e.held.push(...chunks.slice(room));
-        e.holding = true;
-        chunks = chunks.slice(0, room);
-        if (chunks.length === 0) return;
-        n = chunks.reduce((sum, c) => sum + c.length, 0);
-      }
-      e.written.push(...chunks);
-    }
+    if (this.early) return this.flushEarly(this.early, chunks);
     this.written(n, this.link.write(chunks));
+  }
+
+  /** Behind a ticket's Hello: at most MAX_EARLY_FRAMES go out, kept in case they must go again; the rest wait. */
+  private flushEarly(e: Early, chunks: Uint8Array[]): void {
+    const room = e.holding ? 0 : MAX_EARLY_FRAMES - e.written.length;
+    if (chunks.length > room) {
+      e.held.push(...chunks.slice(room));
+      e.holding = true;
+    }
+    const out = chunks.slice(0, room);
+    e.written.push(...out);
+    this.writeFrames(out);
+  }
+
+  /** Hands whole frames to the link, if any, and accounts for their bytes. */
+  private writeFrames(chunks: Uint8Array[]): void {
+    if (chunks.length > 0) this.written(chunks.reduce((n, c) => n + c.length, 0), this.link.write(chunks));
   }
 
   /** Accounts for bytes handed to the link; a server stops reading while too much waits behind backpressure. */
@@ -714,7 +719,7 @@ export class Session implements StreamHost {
     const early = this.early;
     // No challenge after a ticket's Hello: the ticket was good (or this
     // link asks for no key), and what went behind the Hello is being served.
-    if (early && challenge.length === 0) return this.endEarly([]);
+    if (early && challenge.length === 0) return this.endEarly(early, []);
     if (!early && challenge.length === 0) return this.handshakeDone();
     // The AuthOk must still come before anything else the agent sends (see
     // dispatch), but requests need not wait for it: the agent reads frames
@@ -729,7 +734,7 @@ export class Session implements StreamHost {
     if (early) early.holding = true;
     void this.answer(challenge).then((auth) => {
       if (!auth) return;
-      if (early) return this.endEarly([encodeFrame({ auth }), ...early.written]);
+      if (early) return this.endEarly(early, [encodeFrame({ auth }), ...early.written]);
       this.sendFrame({ auth });
       this.handshakeDone();
     });
@@ -756,12 +761,10 @@ export class Session implements StreamHost {
    * gives the streams opened meanwhile (every one open: none is older) the
    * agent's window.
    */
-  private endEarly(first: Uint8Array[]): void {
+  private endEarly(e: Early, first: Uint8Array[]): void {
     this.flushBatch();
-    const e = this.early!;
     this.early = undefined;
-    const out = [...first, ...e.held];
-    if (out.length > 0) this.written(out.reduce((n, c) => n + c.length, 0), this.link.write(out));
+    this.writeFrames([...first, ...e.held]);
     for (const s of this.outs.values()) {
       s.credit += this.peerWindow;
       if (s.sendable) this.schedule(s);
