@@ -8,6 +8,7 @@ import { authGate, tlsIdentity, type AuthFlags } from "./auth/config.js";
 import { log } from "./log.js";
 import { serve, type ConnectionLimits } from "./server.js";
 import { ContainerManager } from "./containers/manager.js";
+import { IdleCollector } from "./idle-gc.js";
 import type { AgentContext } from "./handlers/index.js";
 import { AGENT_VERSION } from "./version.js";
 import { AGENT_PORT, SERIAL_PORT_NAME } from "../proto/guest.js";
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
   // some error paths do: done now, the descriptor count stays flat while
   // serving (the fuzz test holds the agent to that).
   void process.stdout;
-  const agent: AgentContext = { containers: new ContainerManager(), isInit: values.init === true };
+  const agent: AgentContext = { containers: new ContainerManager(), isInit: values.init === true, idle: new IdleCollector() };
   if (values.init) {
     // As the guest's init task nothing may end this process: every failure
     // is logged and the agent keeps serving whatever still works.

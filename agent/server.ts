@@ -51,6 +51,8 @@ function serveLink(link: Link, authenticator: Authenticator | undefined, opts: S
   // A serial port reopened while no host is attached yields sessions that
   // never shook hands; logging each would flood the console.
   session.onClose((err) => {
+    // A connection that shook hands may have left work's garbage behind.
+    if (session.version > 0) opts.agent.idle.touch();
     if (session.version > 0 || !link.resync) log("debug", `${link.description}: closed (${err.message})`);
   });
   return session;

@@ -8,6 +8,7 @@ import { checkAllowed } from "../auth/policy.js";
 import { assertNever, decodeRequest, policyName, type Command } from "../commands.js";
 import { log } from "../log.js";
 import type { ContainerManager } from "../containers/manager.js";
+import type { IdleCollector } from "../idle-gc.js";
 import { attestKeys, attestQuote } from "./attest.js";
 import { ContainerHandlers } from "./containers.js";
 import { CopyHandlers } from "./copy.js";
@@ -22,6 +23,8 @@ export interface AgentContext {
   containers: ContainerManager;
   /** This agent is a guest's init task (it may power the machine off). */
   isInit: boolean;
+  /** Told when requests start and end, to collect the heap once the agent is quiet (idle-gc.ts). */
+  idle: IdleCollector;
 }
 
 /** Builds the request handler for one connection. */
@@ -34,6 +37,7 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
   return async (req: Request) => {
     const cmd = decodeRequest(req);
     checkAllowed(session.principal, policyName(cmd));
+    agent.idle.touch();
     try {
       return await serve(cmd);
     } catch (err) {
@@ -41,6 +45,8 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
         log("error", `${cmd.kind} request failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       }
       throw err;
+    } finally {
+      agent.idle.touch();
     }
   };
 
