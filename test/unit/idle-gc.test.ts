@@ -7,7 +7,7 @@ describe("IdleCollector", () => {
   let collections = 0;
   let idle: IdleCollector;
   beforeEach(() => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
     collections = 0;
     idle = new IdleCollector(() => collections++, 2000);
   });
