@@ -5,6 +5,7 @@
 // Either expiring is a fatal DEADLINE_EXCEEDED. The session says what
 // happens; this file only keeps the clocks.
 import { ErrorCode, ProtocolViolation } from "./errors.js";
+import { QuietClock } from "./quiet-clock.js";
 
 export interface DeadlineOptions {
   /** 0: frames are never timed (serial lines, where a 1 MiB frame at 115200 baud takes 90 s). */
@@ -20,15 +21,20 @@ export interface DeadlineOptions {
 
 export class Deadlines {
   private frameTimer: ReturnType<typeof setTimeout> | undefined;
-  private idleTimer: ReturnType<typeof setTimeout> | undefined;
-  /** When a frame last came or went, or the connection was last seen busy. */
-  private lastActive = Date.now();
+  /** Quiet since a frame last came or went, or the connection was last seen busy. */
+  private readonly idle: QuietClock;
 
-  constructor(private readonly o: DeadlineOptions) {}
+  constructor(private readonly o: DeadlineOptions) {
+    this.idle = new QuietClock(
+      o.idleMs,
+      (quiet) => o.expired(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `idle for ${Math.round(quiet / 1000)} s with nothing in flight: closing the connection`, true)),
+      o.busy,
+    );
+  }
 
   /** A frame came or went. */
   active(): void {
-    this.lastActive = Date.now();
+    this.idle.touch();
   }
 
   /**
@@ -55,19 +61,12 @@ export class Deadlines {
   }
 
   /** Starts the idle clock (after the handshake). */
-  startIdle(wait = this.o.idleMs): void {
-    if (this.o.idleMs <= 0) return;
-    this.idleTimer = setTimeout(() => {
-      if (this.o.busy()) this.lastActive = Date.now();
-      const quiet = Date.now() - this.lastActive;
-      if (quiet < this.o.idleMs) return this.startIdle(this.o.idleMs - quiet);
-      this.o.expired(new ProtocolViolation(ErrorCode.DEADLINE_EXCEEDED, `idle for ${Math.round(quiet / 1000)} s with nothing in flight: closing the connection`, true));
-    }, wait);
-    this.idleTimer.unref?.();
+  startIdle(): void {
+    if (this.o.idleMs > 0) this.idle.start();
   }
 
   stop(): void {
     this.stopFrame();
-    clearTimeout(this.idleTimer);
+    this.idle.stop();
   }
 }

@@ -187,7 +187,7 @@ describe("session", () => {
     // made is the connection's last activity, not the request before it.
     // Timers and the clock are fake; immediates (the link's delivery, the
     // batch's flush) stay real, so they run only when the test yields.
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date", "performance"] });
     const turn = () => new Promise((r) => setImmediate(r));
     try {
       const [a, b] = memoryLinkPair();
