@@ -26,13 +26,16 @@ export class QuietClock {
   }
 
   /** Starts waiting for quiet, unless already waiting. */
-  start(wait = this.ms): void {
-    if (this.timer !== undefined) return;
+  start(): void {
+    if (this.timer === undefined) this.arm(this.ms);
+  }
+
+  private arm(wait: number): void {
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (this.busy()) this.last = performance.now();
       const quiet = performance.now() - this.last;
-      if (quiet < this.ms) return this.start(this.ms - quiet);
+      if (quiet < this.ms) return this.arm(this.ms - quiet);
       this.onQuiet(quiet);
     }, wait);
     // Whatever the clock watches keeps the process alive, not the clock.
