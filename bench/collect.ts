@@ -1,6 +1,9 @@
 // The last step of `make bench`: gathers build/bench/*.json (written by each
 // bench-* target through bench/report.ts) into bench/results.json, a table in
 // bench/results.md and a chart of the compared figures in bench/results.svg.
+// A bench with no record here keeps its figures from the last collection
+// (bench/results.json), so running one target and collecting does not drop
+// the others' rows; the "Runs:" line says when each was measured.
 import fs from "node:fs";
 import path from "node:path";
 import { RESULTS_DIR, type Figure } from "./report.js";
@@ -8,12 +11,26 @@ import { RESULTS_DIR, type Figure } from "./report.js";
 const OUT = path.resolve(import.meta.dir);
 type Result = { bench: string; at: string; figures: Figure[] };
 
-const results: Result[] = fs.existsSync(RESULTS_DIR)
+const fresh: Result[] = fs.existsSync(RESULTS_DIR)
   ? fs.readdirSync(RESULTS_DIR).filter((f) => f.endsWith(".json")).sort().map((f) => JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, f), "utf8")) as Result)
   : [];
-if (results.length === 0) {
+if (fresh.length === 0) {
   process.stderr.write(`no results in ${RESULTS_DIR}: run the bench-* targets first\n`);
   process.exit(1);
+}
+const kept = lastCollection().filter((r) => !fresh.some((f) => f.bench === r.bench));
+const results = [...fresh, ...kept].sort((a, b) => a.bench.localeCompare(b.bench));
+
+/** The records bench/results.json holds from the last collection; none when it is missing or unreadable. */
+function lastCollection(): Result[] {
+  const file = path.join(OUT, "results.json");
+  try {
+    const r: unknown = JSON.parse(fs.readFileSync(file, "utf8"));
+    return Array.isArray(r) ? (r as Result[]) : [];
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") process.stderr.write(`ignoring ${file}: ${(err as Error).message}\n`);
+    return [];
+  }
 }
 
 const num = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
@@ -70,4 +87,5 @@ for (const t of [0.1, 1, 10, 100, 1000].filter((t) => t >= minV && t <= maxV)) {
 }
 svg.push("</svg>");
 fs.writeFileSync(path.join(OUT, "results.svg"), svg.join("\n") + "\n");
-process.stdout.write(`wrote bench/results.md, bench/results.json and bench/results.svg (${results.length} benches, ${bars.length} compared figures)\n`);
+const from = kept.length > 0 ? `; kept from the last collection: ${kept.map((r) => `${r.bench} (${r.at})`).join(", ")}` : "";
+process.stdout.write(`wrote bench/results.md, bench/results.json and bench/results.svg (${results.length} benches, ${bars.length} compared figures${from})\n`);
