@@ -9,26 +9,28 @@ import path from "node:path";
 import { RESULTS_DIR, type Figure } from "./report.js";
 
 const OUT = path.resolve(import.meta.dir);
+/** Read for the benches not run since, then written anew. */
+const RESULTS_JSON = path.join(OUT, "results.json");
 type Result = { bench: string; at: string; figures: Figure[] };
 
 const fresh: Result[] = fs.existsSync(RESULTS_DIR)
-  ? fs.readdirSync(RESULTS_DIR).filter((f) => f.endsWith(".json")).sort().map((f) => JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, f), "utf8")) as Result)
+  ? fs.readdirSync(RESULTS_DIR).filter((f) => f.endsWith(".json")).map((f) => JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, f), "utf8")) as Result)
   : [];
 if (fresh.length === 0) {
   process.stderr.write(`no results in ${RESULTS_DIR}: run the bench-* targets first\n`);
   process.exit(1);
 }
-const kept = lastCollection().filter((r) => !fresh.some((f) => f.bench === r.bench));
+const ran = new Set(fresh.map((r) => r.bench));
+const kept = lastCollection().filter((r) => !ran.has(r.bench));
 const results = [...fresh, ...kept].sort((a, b) => a.bench.localeCompare(b.bench));
 
 /** The records bench/results.json holds from the last collection; none when it is missing or unreadable. */
 function lastCollection(): Result[] {
-  const file = path.join(OUT, "results.json");
   try {
-    const r: unknown = JSON.parse(fs.readFileSync(file, "utf8"));
+    const r: unknown = JSON.parse(fs.readFileSync(RESULTS_JSON, "utf8"));
     return Array.isArray(r) ? (r as Result[]) : [];
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") process.stderr.write(`ignoring ${file}: ${(err as Error).message}\n`);
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") process.stderr.write(`ignoring ${RESULTS_JSON}: ${(err as Error).message}\n`);
     return [];
   }
 }
@@ -56,7 +58,7 @@ for (const r of results) {
 }
 md.push("", `Runs: ${results.map((r) => `${r.bench} ${r.at}`).join("; ")}.`, "");
 fs.writeFileSync(path.join(OUT, "results.md"), md.join("\n"));
-fs.writeFileSync(path.join(OUT, "results.json"), JSON.stringify(results, null, 1) + "\n");
+fs.writeFileSync(RESULTS_JSON, JSON.stringify(results, null, 1) + "\n");
 
 // The chart: one bar per compared figure, log scale, a line at 1x (parity).
 const bars = results.flatMap((r) => r.figures.filter((f) => f.advantage !== undefined).map((f) => ({ label: `${r.bench}: ${f.figure} (${f.env.transport}) vs ${f.peer!.name}`, v: f.advantage! })));
