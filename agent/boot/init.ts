@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { addLogSink, log, setStderrLevel } from "../log.js";
 import { loadModule, mount, setHostname, umount2, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME } from "../../proto/libc.js";
+import { NS_HELPER } from "../../proto/guest.js";
 import { networkDone, networkPending } from "./network-state.js";
 import { startStages } from "./clock.js";
 import { parseCmdline, type BootConfig, type Share } from "./cmdline.js";
@@ -160,10 +161,29 @@ async function modulesLoaded(): Promise<void> {
   } catch (err) {
     log("error", `boot: reading the supervisor's module report: ${err instanceof Error ? err.message : String(err)}`);
   }
+  relayReport(text);
+}
+
+/** Logs a module loader's "LEVEL message" lines. */
+function relayReport(text: string): void {
   for (const line of text.split("\n")) {
     const [level, ...words] = line.split(" ");
     if (level === "info" || level === "error") log(level, words.join(" "));
   }
+}
+
+/**
+ * The NIC drivers, loaded by the helper: here, finit_module would hold the
+ * event loop (about 400 ms under TCG, just as the agent starts listening),
+ * and the boot's first host would wait that long for its answer. Without
+ * the helper they load here.
+ */
+async function loadNicDrivers(): Promise<void> {
+  if (!fs.existsSync(LATER_MODULE_ORDER)) return loadModules(LATER_MODULE_ORDER, "NIC drivers");
+  let report = "";
+  const code = await run([NS_HELPER, "-modules", LATER_MODULE_ORDER, "NIC drivers"], (text) => (report += text));
+  relayReport(report);
+  if (code === -1) loadModules(LATER_MODULE_ORDER, "NIC drivers");
 }
 
 function mountShare(s: Share): void {
@@ -189,17 +209,20 @@ function mountShare(s: Share): void {
   });
 }
 
-/** u-root tools live in /bbin; a missing one is logged, not fatal. */
-function run(argv: string[]): Promise<number> {
+/** u-root tools live in /bbin; a missing one is logged, not fatal. `stdout` gets what the program prints. */
+function run(argv: string[], stdout?: (text: string) => void): Promise<number> {
   return new Promise((resolve) => {
-    const p = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
+    const p = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", stdout ? "pipe" : "ignore", "pipe"] });
+    p.stdout?.on("data", (b: Buffer) => stdout?.(b.toString()));
     let err = "";
-    p.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    p.stderr?.on("data", (b: Buffer) => (err += b.toString()));
     p.on("error", (e) => {
       log("warn", `boot: ${argv.join(" ")}: ${e.message}`);
       resolve(-1);
     });
-    p.on("exit", (code) => {
+    // With stdout wanted, all of it: "close" comes after the pipes' ends.
+    // Without, "exit": a daemon a tool leaves may hold its stderr for good.
+    p.on(stdout ? "close" : "exit", (code) => {
       if (code !== 0) log("warn", `boot: ${argv.join(" ")} exited ${code}: ${err.trim()}`);
       resolve(code ?? -1);
     });
@@ -224,7 +247,7 @@ export async function startNetwork(cfg: BootConfig): Promise<void> {
 /** Configures the links; true when DHCP goes on in the background (it marks the network done). */
 async function configureLinks(cfg: BootConfig): Promise<boolean> {
   if (restarts() > 0) return false;
-  loadModules(LATER_MODULE_ORDER, "NIC drivers");
+  await loadNicDrivers();
   await run(["ip", "link", "set", "dev", "lo", "up"]);
   const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo").sort() : [];
   if (cfg.mtu !== undefined) {

@@ -8,6 +8,7 @@
 //	fractal-ns -pivotable -- CMD ARGS...                                       namespace.go
 //	fractal-ns -shimd SOCKET                                                 shimd.go
 //	fractal-ns -supervise -- AGENT ARGS...                                     supervise.go
+//	fractal-ns -modules ORDER [WHAT...]                                        bootstrap.go
 //	fractal-ns -dirs PID -- make:PATH | remove:PATH...                        graft.go
 //	fractal-ns -graft PID [-freeze CGROUP] -- detach:PATH | PATH=SOURCE...    graft.go
 package main
@@ -47,12 +48,20 @@ func main() {
 	dirs := flag.Int("dirs", 0, "make (or remove) directories of this process's container's writable layer")
 	graftPid := flag.Int("graft", 0, "detach and attach mounts in this process's mount namespace")
 	freeze := flag.String("freeze", "", "with -graft: the cgroup to freeze while mounts change")
+	modules := flag.String("modules", "", "load the kernel modules this order file lists; the arguments name them for the report")
 	var bs binds
 	flag.Var(&bs, "bind", "LOCAL=REMOTE: host path REMOTE appears at LOCAL (repeatable)")
 	flag.Parse()
 	argv := flag.Args()
 	if *shimd != "" {
 		runShimd(*shimd) // shimd.go
+	}
+	if *modules != "" {
+		what := strings.Join(argv, " ")
+		if what == "" {
+			what = "kernel modules"
+		}
+		runModules(*modules, what) // bootstrap.go
 	}
 	if len(argv) == 0 {
 		fail(exitFailed, "no command given")
