@@ -6,12 +6,14 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
+import { dial } from "../../proto/dial.js";
+import type { Link } from "../../proto/link.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
 import { hostArch, type GuestArch } from "./arch.js";
-import { agentForwards, kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type NicModel, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
+import { AGENT_PORT_ID, agentForwards, kernelCmdline, ovmfFiles, qemuArgs, qemuBinary, usableAccel, vhostVsockAvailable, volumeShare, type NicModel, type QemuOptions, type Share9p, type VirtiofsShare } from "./qemu.js";
 import { passtAvailable, passtPaths, startPasst, stopPasst, type NetBackend } from "./passt.js";
-import { Qmp, guestSnapshot, qemuExited } from "./qmp.js";
+import { Qmp, guestSnapshot, qemuExited, watchPortOpen } from "./qmp.js";
 import { listNames, qemuAlive, readRecord, removeState, stateRoot, tpmCaDir, tpmDir, vmDir, volumesDir, writeRecord, TPM, VOLUMES, type VmRecord } from "./state.js";
 import { ensureTpmState, startSwtpm, stopSwtpm } from "./tpm.js";
 
@@ -210,31 +212,92 @@ const FIRST_ATTEMPT_MS = 1000;
 const ATTEMPT_GROWTH_MS = 500;
 
 /**
+ * One attempt: connects to the agent at `url` and pings it, each within
+ * `ms`. `answer` rejects (nothing left open) when either fails; `abandon`
+ * closes the connection at once, failing the attempt.
+ */
+function answering(url: string, ms: number, keyFile?: string): { answer: Promise<AgentClient>; abandon(): void } {
+  let link: Link | undefined;
+  let abandoned = false;
+  const answer = (async () => {
+    link = await dial(url);
+    if (abandoned) link.close();
+    const c = await AgentClient.over(link, { handshakeTimeoutMs: ms, keyFile });
+    try {
+      await pingWithin(c, ms);
+      return c;
+    } catch (err) {
+      c.close();
+      throw err;
+    }
+  })();
+  return {
+    answer,
+    abandon: () => {
+      abandoned = true;
+      link?.close();
+      void answer.then((c) => c.close(), () => {});
+    },
+  };
+}
+
+const ABANDONED = Symbol("abandoned");
+const NEVER = new Promise<never>(() => {});
+/** The longest the first attempt waits for QEMU's word that the guest opened the agent's port. */
+const PORT_WORD_MS = 20_000;
+
+/**
  * Pings the agent at `url` until it answers or `deadline` passes; `alive`
  * stops the wait early (QEMU gone). Within an attempt, on a serial link, the
- * Hello is repeated every 300 ms. Resolves with the connection that
- * answered (the caller closes it), or undefined.
+ * Hello is repeated every 300 ms. With `portOpened` (true once the guest
+ * opened the agent's serial port, false when that cannot be known), the
+ * first attempt waits for it, and one begun before it anyway is abandoned
+ * for a fresh one. Resolves with the connection that answered (the caller
+ * closes it), or undefined.
  */
-async function untilAnswers(url: string, deadline: number, maxAttemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string): Promise<AgentClient | undefined> {
-  // Attempts start short and grow: a virtio-serial connection made before
-  // the guest opened its port can stay deaf after the agent listens (its
-  // answers never arrive; a new connection is heard at once), so a long
-  // first attempt cost up to its whole length after the agent was ready
-  // (5 s of a 9 s boot under TCG). Growing, so that an agent slower than
-  // the short attempts still gets through.
+async function untilAnswers(url: string, deadline: number, maxAttemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string, portOpened?: Promise<boolean>): Promise<AgentClient | undefined> {
+  // A virtio-serial connection made before the guest opened its port can
+  // stay deaf after the agent listens (its answers never arrive; a new
+  // connection is heard at once), and when it is closed, the agent takes
+  // its hang-up for a host leaving and the next host's first Hello may go
+  // unheard until it is repeated. So the first connection waits for QEMU
+  // to say the port opened. Without that word (no QMP, or the event came
+  // before QMP was ours), attempts start short and grow: short, so a deaf
+  // one costs little; growing, so an agent slower than the short attempts
+  // still gets through.
+  // QEMU's word: true, the port opened; false, it cannot say.
+  let word: boolean | undefined;
+  const reopened = portOpened?.then((open) => {
+    word = open;
+    return open ? ABANDONED : NEVER;
+  });
+  if (reopened) {
+    const until = Math.min(deadline, Date.now() + PORT_WORD_MS);
+    // A tick a second: boot's progress line goes on counting meanwhile.
+    while (word === undefined && Date.now() < until && alive()) {
+      tick?.();
+      await within(reopened, Math.min(1000, until - Date.now()));
+    }
+  }
   for (let attemptMs = FIRST_ATTEMPT_MS; Date.now() < deadline && alive(); attemptMs = Math.min(maxAttemptMs, attemptMs + ATTEMPT_GROWTH_MS)) {
     tick?.();
-    let c: AgentClient | undefined;
+    const attempt = answering(url, attemptMs, keyFile);
     try {
-      c = await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs, keyFile });
-      await pingWithin(c, attemptMs);
-      return c;
+      const won = await (word !== undefined || !reopened ? attempt.answer : Promise.race([attempt.answer, reopened]));
+      if (won !== ABANDONED) return won;
+      attempt.abandon();
     } catch {
-      c?.close();
       await sleep(100);
     }
   }
   return undefined;
+}
+
+/** Waits for `p`, but no longer than `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
 }
 
 /** The longest boot waits for the guest's links once the agent answers: DHCP takes about a second under TCG. */
@@ -268,7 +331,8 @@ async function waitForAgent(rec: VmRecord, timeoutMs: number, progress?: (ms: nu
   const deadline = t0 + timeoutMs;
   const alive = () => qemuAlive(rec.pid);
   const tick = () => progress?.(Date.now() - t0, rec.accel);
-  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile);
+  const port = watchPortOpen(qmpSocket(rec.name), AGENT_PORT_ID);
+  const serial = await untilAnswers(rec.endpoints.serial, deadline, 5000, alive, tick, keyFile, port.opened).finally(port.close);
   if (serial && rec.endpoints.tcp) await untilNetworkReady(serial, deadline, alive);
   serial?.close();
   const tcp = serial && rec.endpoints.tcp ? await untilAnswers(rec.endpoints.tcp, deadline, 3000, alive, tick, keyFile) : undefined;

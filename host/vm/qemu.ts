@@ -29,6 +29,9 @@ export function imageStoreShare(hostDir: string): Share9p {
   return { hostDir, tag: "images", readonly: true, guestPath: IMAGE_STORE };
 }
 
+/** The device id of the agent's virtio-serial port: QMP names it in VSERPORT_CHANGE. */
+export const AGENT_PORT_ID = "agentport";
+
 /** Where the guest mounts the VM's named volumes (the share every boot adds). */
 export const GUEST_VOLUMES = "/run/fractal/volumes";
 
@@ -201,7 +204,7 @@ export function qemuArgs(o: QemuOptions): string[] {
     // The agent's channel: a virtio-serial port, a unix socket on our side.
     "-device", "virtio-serial-pci,id=vser0",
     "-chardev", `socket,id=agent,path=${o.stateDir}/agent.sock,server=on,wait=off`,
-    "-device", `virtserialport,bus=vser0.0,chardev=agent,name=${SERIAL_PORT_NAME}`,
+    "-device", `virtserialport,bus=vser0.0,chardev=agent,name=${SERIAL_PORT_NAME},id=${AGENT_PORT_ID}`,
     // The second UART (ttyS1) must follow the console's -serial to get its name.
     ...(o.uart ? ["-chardev", `socket,id=uart,path=${o.stateDir}/uart.sock,server=on,wait=off`, "-serial", "chardev:uart"] : []),
     "-device", "virtio-rng-pci",

@@ -12,10 +12,18 @@ interface Reply {
   return?: unknown;
   error?: { class: string; desc: string };
   event?: string;
+  data?: Record<string, unknown>;
+}
+
+/** An event QEMU announced: its name and its data (which QMP's schema defines per event). */
+export interface QmpEvent {
+  event: string;
+  data: Record<string, unknown>;
 }
 
 export class Qmp {
   private readonly waiting: ((r: Reply) => void)[] = [];
+  private readonly listeners: ((e: QmpEvent) => void)[] = [];
   /** Resolves when QEMU closes the socket: it exited (or is exiting). */
   readonly closed: Promise<void>;
 
@@ -30,7 +38,12 @@ export class Qmp {
         if (line === "") return;
         const msg = JSON.parse(line) as Reply & { QMP?: unknown }; // QMP speaks JSON objects only
         // Events (SHUTDOWN, STOP, ...) and the greeting answer no command.
-        if (msg.event !== undefined || msg.QMP !== undefined) return;
+        if (msg.event !== undefined) {
+          const e = { event: msg.event, data: msg.data ?? {} };
+          for (const l of this.listeners) l(e);
+          return;
+        }
+        if (msg.QMP !== undefined) return;
         this.waiting.shift()?.(msg);
       }),
     );
@@ -63,9 +76,45 @@ export class Qmp {
     });
   }
 
+  /** Calls `listener` with every event QEMU sends from now on. */
+  onEvent(listener: (e: QmpEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
   close(): void {
     this.sock.destroy();
   }
+}
+
+/**
+ * Resolves `opened` with true when the guest opens the virtio-serial port
+ * with device id `portId` (QEMU's VSERPORT_CHANGE event): the agent opens
+ * its port when it starts serving. With false when QMP cannot be had or
+ * closes first (QEMU exited). Holds QMP (one client at a time) until close().
+ */
+export function watchPortOpen(socketPath: string, portId: string): { opened: Promise<boolean>; close(): void } {
+  let q: Qmp | undefined;
+  let closed = false;
+  const opened = new Promise<boolean>((resolve) => {
+    Qmp.connect(socketPath, 2000).then(
+      (c) => {
+        if (closed) return c.close();
+        q = c;
+        c.onEvent((e) => {
+          if (e.event === "VSERPORT_CHANGE" && e.data.id === portId && e.data.open === true) resolve(true);
+        });
+        void c.closed.then(() => resolve(false));
+      },
+      () => resolve(false),
+    );
+  });
+  return {
+    opened,
+    close: () => {
+      closed = true;
+      q?.close();
+    },
+  };
 }
 
 /**

@@ -1,16 +1,17 @@
 // The QMP client against fake QEMUs on a unix socket: one that answers, one
-// whose main loop is stuck (greets, never answers), one that exits.
+// whose main loop is stuck (greets, never answers), one that exits, one
+// that announces a guest opening its serial ports.
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Qmp, qemuExited, vcpuSummary } from "../../host/vm/qmp.js";
+import { Qmp, qemuExited, vcpuSummary, watchPortOpen } from "../../host/vm/qmp.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-qmp-"));
 const servers: net.Server[] = [];
 
-function fakeQemu(answer: boolean): Promise<string> {
+function fakeQemu(answer: boolean, negotiated?: (c: net.Socket) => void): Promise<string> {
   const sock = path.join(dir, `qmp-${servers.length}.sock`);
   const server = net.createServer((c) => {
     c.on("error", () => {});
@@ -21,6 +22,7 @@ function fakeQemu(answer: boolean): Promise<string> {
         const { execute } = JSON.parse(line) as { execute: string };
         c.write(`${JSON.stringify({ event: "NOISE" })}\n`);
         c.write(`${JSON.stringify(execute === "bad" ? { error: { class: "GenericError", desc: "no such command" } } : { return: {} })}\n`);
+        if (execute === "qmp_capabilities") negotiated?.(c);
       }
     });
   });
@@ -50,6 +52,41 @@ describe("QMP client", () => {
     const sock = await fakeQemu(true);
     expect(await qemuExited(sock, 200)).toBe(false);
     expect(await qemuExited(path.join(dir, "nothing.sock"), 200)).toBe(true);
+  });
+});
+
+describe("the guest opening the agent's serial port", () => {
+  const event = (data: object) => `${JSON.stringify({ event: "VSERPORT_CHANGE", data, timestamp: { seconds: 1, microseconds: 0 } })}\n`;
+  /** A fake QEMU and, once a client negotiated (and had time to listen), its side of the connection. */
+  async function negotiatedQemu(): Promise<{ sock: string; client: Promise<net.Socket> }> {
+    let negotiated!: (c: net.Socket) => void;
+    const client = new Promise<net.Socket>((resolve) => (negotiated = resolve));
+    const sock = await fakeQemu(true, negotiated);
+    // The watcher listens once its connect resolves, just after the reply.
+    return { sock, client: client.then(async (c) => (await new Promise((r) => setTimeout(r, 100)), c)) };
+  }
+  const settled = (p: Promise<boolean>, ms: number) => Promise.race([p, new Promise<string>((r) => setTimeout(() => r("pending"), ms))]);
+
+  it("is told by QEMU's VSERPORT_CHANGE for that port opening, not by other ports or a close", async () => {
+    const { sock, client } = await negotiatedQemu();
+    const watch = watchPortOpen(sock, "agentport");
+    const qemu = await client;
+    qemu.write(event({ id: "other", open: true }) + event({ id: "agentport", open: false }));
+    expect(await settled(watch.opened, 300)).toBe("pending");
+    qemu.write(event({ id: "agentport", open: true }));
+    expect(await settled(watch.opened, 2000)).toBe(true);
+    watch.close();
+  });
+
+  it("says it cannot tell, without failing, when QMP cannot be had or QEMU goes away", async () => {
+    const none = watchPortOpen(path.join(dir, "nothing.sock"), "agentport");
+    expect(await settled(none.opened, 2000)).toBe(false);
+    const { sock, client } = await negotiatedQemu();
+    const gone = watchPortOpen(sock, "agentport");
+    const qemu = await client;
+    expect(await settled(gone.opened, 200)).toBe("pending");
+    qemu.destroy();
+    expect(await settled(gone.opened, 2000)).toBe(false);
   });
 });
 
