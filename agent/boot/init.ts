@@ -247,9 +247,38 @@ export async function startNetwork(cfg: BootConfig): Promise<void> {
 /** Configures the links; true when DHCP goes on in the background (it marks the network done). */
 async function configureLinks(cfg: BootConfig): Promise<boolean> {
   if (restarts() > 0) return false;
-  await loadNicDrivers();
+  // A VM's virtio-net driver loaded at boot: its link is there already and
+  // need not wait the 400 ms (TCG) of the hardware drivers for its DHCP.
+  // Links that come with those drivers are configured once they are in.
+  const drivers = loadNicDrivers();
   await run(["ip", "link", "set", "dev", "lo", "up"]);
-  const nics = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo").sort() : [];
+  const early = links();
+  const firstRound = early.length > 0 ? await configureRound(cfg, early, true) : undefined;
+  await drivers;
+  const late = links().filter((n) => !early.includes(n));
+  const secondRound = late.length > 0 ? await configureRound(cfg, late, early.length === 0) : undefined;
+  const all = [...early, ...late];
+  const ipLink = cfg.ip && (cfg.ip.iface ?? all[0]);
+  if (cfg.ip && (ipLink === undefined || !all.includes(ipLink))) log("error", `boot: fractal.ip: no network link ${cfg.ip.iface ?? ""} (links: ${all.join(", ") || "none"})`);
+  const dhcp = [firstRound, secondRound].flatMap((r) => (r ? [r.done] : []));
+  if (dhcp.length === 0) return false;
+  void Promise.all(dhcp).then(() => networkDone()); // failed too: the host's wait then ends with its own message
+  return true;
+}
+
+/** The network links but loopback, by name. */
+function links(): string[] {
+  return fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo").sort() : [];
+}
+
+/**
+ * Configures `nics`: fractal.mtu on each; fractal.ip on its link when it is
+ * one of these (on the first of them, without a link named, in the round
+ * that `mayTakeIp`); DHCP on the others. Resolves once DHCP is started, with
+ * its end (a promise in an object: an async function's promise would wait
+ * for it), or undefined when there is none to do.
+ */
+async function configureRound(cfg: BootConfig, nics: string[], mayTakeIp: boolean): Promise<{ done: Promise<void> } | undefined> {
   if (cfg.mtu !== undefined) {
     // Before DHCP: the first connections already use the large frames. A
     // link that cannot take it (a wired NIC's limit) keeps its own.
@@ -258,28 +287,23 @@ async function configureLinks(cfg: BootConfig): Promise<boolean> {
     }
   }
   let dhcp = nics;
-  if (cfg.ip) {
-    const ip = cfg.ip;
-    const link = ip.iface ?? nics[0];
-    if (link === undefined || !nics.includes(link)) {
-      log("error", `boot: fractal.ip: no network link ${ip.iface ?? ""} (links: ${nics.join(", ") || "none"})`);
-    } else {
-      dhcp = nics.filter((n) => n !== link);
-      const ok =
-        (await run(["ip", "link", "set", "dev", link, "up"])) === 0 &&
-        (await run(["ip", "addr", "add", `${ip.address}/${ip.prefix}`, "dev", link])) === 0 &&
-        (ip.gateway === undefined || (await run(["ip", "route", "add", "default", "via", ip.gateway, "dev", link])) === 0);
-      if (ok) log("info", `boot: ${link} has ${ip.address}/${ip.prefix}${ip.gateway ? ` via ${ip.gateway}` : ""} (fractal.ip)`);
-    }
+  const ip = cfg.ip;
+  const link = ip && (ip.iface ?? (mayTakeIp ? nics[0] : undefined));
+  if (ip && link !== undefined && nics.includes(link)) {
+    dhcp = nics.filter((n) => n !== link);
+    const ok =
+      (await run(["ip", "link", "set", "dev", link, "up"])) === 0 &&
+      (await run(["ip", "addr", "add", `${ip.address}/${ip.prefix}`, "dev", link])) === 0 &&
+      (ip.gateway === undefined || (await run(["ip", "route", "add", "default", "via", ip.gateway, "dev", link])) === 0);
+    if (ok) log("info", `boot: ${link} has ${ip.address}/${ip.prefix}${ip.gateway ? ` via ${ip.gateway}` : ""} (fractal.ip)`);
   }
-  if (dhcp.length === 0) return false;
+  if (dhcp.length === 0) return undefined;
   // DHCP runs in the background: listeners on vsock and serial must not
   // wait for it, and TCP listeners bound to 0.0.0.0 work once it is done.
-  void run(["dhclient", "-ipv6=false", ...dhcp]).then((code) => {
+  const done = run(["dhclient", "-ipv6=false", ...dhcp]).then((code) => {
     if (code === 0) log("info", `boot: DHCP configured ${dhcp.join(", ")}`);
-    networkDone(); // failed too: the host's wait then ends with its own message
   });
-  return true;
+  return { done };
 }
 
 /** The supervisor's stages (FRACTAL_BOOT_STAGES=supervisor=2.61,disk=2.83,exec=2.85), for the log. */
