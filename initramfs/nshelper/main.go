@@ -8,7 +8,7 @@
 //	fractal-ns -pivotable -- CMD ARGS...                                       namespace.go
 //	fractal-ns -shimd SOCKET                                                 shimd.go
 //	fractal-ns -supervise -- AGENT ARGS...                                     supervise.go
-//	fractal-ns -modules ORDER [WHAT...]                                        bootstrap.go
+//	fractal-ns -modules ORDER [WHAT...]                                        modules.go
 //	fractal-ns -dirs PID -- make:PATH | remove:PATH...                        graft.go
 //	fractal-ns -graft PID [-freeze CGROUP] -- detach:PATH | PATH=SOURCE...    graft.go
 package main
@@ -61,7 +61,7 @@ func main() {
 		if what == "" {
 			what = "kernel modules"
 		}
-		runModules(*modules, what) // bootstrap.go
+		runModules(*modules, what) // modules.go
 	}
 	if len(argv) == 0 {
 		fail(exitFailed, "no command given")
