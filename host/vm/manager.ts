@@ -265,8 +265,7 @@ async function untilAnswers(url: string, deadline: number, maxAttemptMs: number,
   // before QMP was ours), attempts start short and grow: short, so a deaf
   // one costs little; growing, so an agent slower than the short attempts
   // still gets through.
-  // QEMU's word: true, the port opened; false, it cannot say.
-  let word: boolean | undefined;
+  let word: boolean | undefined; // QEMU's: true, the port opened; false, it cannot say
   const reopened = portOpened?.then((open) => {
     word = open;
     return open ? ABANDONED : NEVER;
