@@ -253,13 +253,13 @@ async function configureLinks(cfg: BootConfig): Promise<boolean> {
   const drivers = loadNicDrivers();
   await run(["ip", "link", "set", "dev", "lo", "up"]);
   const early = links();
-  const firstRound = early.length > 0 ? await configureRound(cfg, early, true) : undefined;
+  const firstRound = early.length > 0 ? await configureRound(cfg, early, ipLink(cfg, early)) : undefined;
   await drivers;
   const late = links().filter((n) => !early.includes(n));
-  const secondRound = late.length > 0 ? await configureRound(cfg, late, early.length === 0) : undefined;
   const all = [...early, ...late];
-  const ipLink = cfg.ip && (cfg.ip.iface ?? all[0]);
-  if (cfg.ip && (ipLink === undefined || !all.includes(ipLink))) log("error", `boot: fractal.ip: no network link ${cfg.ip.iface ?? ""} (links: ${all.join(", ") || "none"})`);
+  const staticLink = ipLink(cfg, all);
+  const secondRound = late.length > 0 ? await configureRound(cfg, late, staticLink) : undefined;
+  if (cfg.ip && (staticLink === undefined || !all.includes(staticLink))) log("error", `boot: fractal.ip: no network link ${cfg.ip.iface ?? ""} (links: ${all.join(", ") || "none"})`);
   const dhcp = [firstRound, secondRound].flatMap((r) => (r ? [r.done] : []));
   if (dhcp.length === 0) return false;
   void Promise.all(dhcp).then(() => networkDone()); // failed too: the host's wait then ends with its own message
@@ -271,14 +271,18 @@ function links(): string[] {
   return fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").filter((n) => n !== "lo").sort() : [];
 }
 
+/** The link fractal.ip is for among `nics` (in the order they came): the one it names, else the first. */
+function ipLink(cfg: BootConfig, nics: string[]): string | undefined {
+  return cfg.ip && (cfg.ip.iface ?? nics[0]);
+}
+
 /**
- * Configures `nics`: fractal.mtu on each; fractal.ip on its link when it is
- * one of these (on the first of them, without a link named, in the round
- * that `mayTakeIp`); DHCP on the others. Resolves once DHCP is started, with
+ * Configures `nics`: fractal.mtu on each; fractal.ip on `link` when it is
+ * one of these; DHCP on the others. Resolves once DHCP is started, with
  * its end (a promise in an object: an async function's promise would wait
  * for it), or undefined when there is none to do.
  */
-async function configureRound(cfg: BootConfig, nics: string[], mayTakeIp: boolean): Promise<{ done: Promise<void> } | undefined> {
+async function configureRound(cfg: BootConfig, nics: string[], link: string | undefined): Promise<{ done: Promise<void> } | undefined> {
   if (cfg.mtu !== undefined) {
     // Before DHCP: the first connections already use the large frames. A
     // link that cannot take it (a wired NIC's limit) keeps its own.
@@ -288,7 +292,6 @@ async function configureRound(cfg: BootConfig, nics: string[], mayTakeIp: boolea
   }
   let dhcp = nics;
   const ip = cfg.ip;
-  const link = ip && (ip.iface ?? (mayTakeIp ? nics[0] : undefined));
   if (ip && link !== undefined && nics.includes(link)) {
     dhcp = nics.filter((n) => n !== link);
     const ok =

@@ -6,8 +6,6 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { ErrorCode, FractalError } from "../../proto/errors.js";
-import { dial } from "../../proto/dial.js";
-import type { Link } from "../../proto/link.js";
 import { AgentClient } from "../client.js";
 import { AGENT_PORT } from "../../proto/guest.js";
 import { hostArch, type GuestArch } from "./arch.js";
@@ -211,38 +209,6 @@ function prepareTpm(name: string, dir: string): NonNullable<QemuOptions["tpm"]> 
 const FIRST_ATTEMPT_MS = 1000;
 const ATTEMPT_GROWTH_MS = 500;
 
-/**
- * One attempt: connects to the agent at `url` and pings it, each within
- * `ms`. `answer` rejects (nothing left open) when either fails; `abandon`
- * closes the connection at once, failing the attempt.
- */
-function answering(url: string, ms: number, keyFile?: string): { answer: Promise<AgentClient>; abandon(): void } {
-  let link: Link | undefined;
-  let abandoned = false;
-  const answer = (async () => {
-    link = await dial(url);
-    if (abandoned) link.close();
-    const c = await AgentClient.over(link, { handshakeTimeoutMs: ms, keyFile });
-    try {
-      await pingWithin(c, ms);
-      return c;
-    } catch (err) {
-      c.close();
-      throw err;
-    }
-  })();
-  return {
-    answer,
-    abandon: () => {
-      abandoned = true;
-      link?.close();
-      void answer.then((c) => c.close(), () => {});
-    },
-  };
-}
-
-const ABANDONED = Symbol("abandoned");
-const NEVER = new Promise<never>(() => {});
 /** The longest the first attempt waits for QEMU's word that the guest opened the agent's port. */
 const PORT_WORD_MS = 20_000;
 
@@ -251,9 +217,8 @@ const PORT_WORD_MS = 20_000;
  * stops the wait early (QEMU gone). Within an attempt, on a serial link, the
  * Hello is repeated every 300 ms. With `portOpened` (true once the guest
  * opened the agent's serial port, false when that cannot be known), the
- * first attempt waits for it, and one begun before it anyway is abandoned
- * for a fresh one. Resolves with the connection that answered (the caller
- * closes it), or undefined.
+ * first attempt waits for it. Resolves with the connection that answered
+ * (the caller closes it), or undefined.
  */
 async function untilAnswers(url: string, deadline: number, maxAttemptMs: number, alive: () => boolean, tick?: () => void, keyFile?: string, portOpened?: Promise<boolean>): Promise<AgentClient | undefined> {
   // A virtio-serial connection made before the guest opened its port can
@@ -261,31 +226,29 @@ async function untilAnswers(url: string, deadline: number, maxAttemptMs: number,
   // connection is heard at once), and when it is closed, the agent takes
   // its hang-up for a host leaving and the next host's first Hello may go
   // unheard until it is repeated. So the first connection waits for QEMU
-  // to say the port opened. Without that word (no QMP, or the event came
-  // before QMP was ours), attempts start short and grow: short, so a deaf
-  // one costs little; growing, so an agent slower than the short attempts
+  // to say the port opened. Without that word (no QMP, or none in
+  // PORT_WORD_MS), attempts start short and grow: short, so a deaf one
+  // costs little; growing, so an agent slower than the short attempts
   // still gets through.
-  let word: boolean | undefined; // QEMU's: true, the port opened; false, it cannot say
-  const reopened = portOpened?.then((open) => {
-    word = open;
-    return open ? ABANDONED : NEVER;
-  });
-  if (reopened) {
+  if (portOpened) {
+    let told = false;
+    void portOpened.then(() => (told = true));
     const until = Math.min(deadline, Date.now() + PORT_WORD_MS);
     // A tick a second: boot's progress line goes on counting meanwhile.
-    while (word === undefined && Date.now() < until && alive()) {
+    while (!told && Date.now() < until && alive()) {
       tick?.();
-      await within(reopened, Math.min(1000, until - Date.now()));
+      await within(portOpened, Math.min(1000, until - Date.now()));
     }
   }
   for (let attemptMs = FIRST_ATTEMPT_MS; Date.now() < deadline && alive(); attemptMs = Math.min(maxAttemptMs, attemptMs + ATTEMPT_GROWTH_MS)) {
     tick?.();
-    const attempt = answering(url, attemptMs, keyFile);
+    let c: AgentClient | undefined;
     try {
-      const won = await (word !== undefined || !reopened ? attempt.answer : Promise.race([attempt.answer, reopened]));
-      if (won !== ABANDONED) return won;
-      attempt.abandon();
+      c = await AgentClient.connect(url, { handshakeTimeoutMs: attemptMs, keyFile });
+      await pingWithin(c, attemptMs);
+      return c;
     } catch {
+      c?.close();
       await sleep(100);
     }
   }
