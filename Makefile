@@ -326,8 +326,14 @@ $(BUILD)/baselines/%: bench/%.ts
 	mkdir -p $(dir $@)
 	$(BUN) build --compile --bytecode --target=$(TARGET) $< --outfile $@
 
+# The guest's own fork/exec/wait of a program, the part of a round trip that
+# bench-peers leaves out of each tool's overhead (Go, as the helper is).
+$(BUILD)/baselines/spawn-time: bench/spawn-time/main.go bench/spawn-time/go.mod
+	mkdir -p $(dir $@)
+	cd bench/spawn-time && CGO_ENABLED=0 go build -trimpath -o $(abspath $@) .
+
 # fractal against ssh (dropbear) in one guest, over one link.
-bench-peers: build $(BUILD)/peers.cpio $(BUILD)/peers/cpud $(BUILD)/baselines/echo-floor
+bench-peers: build $(BUILD)/peers.cpio $(BUILD)/peers/cpud $(BUILD)/baselines/echo-floor $(BUILD)/baselines/spawn-time
 	$(BUN) bench/peers.ts
 
 # Every comparison, then bench/results.{md,json,svg} from their records.

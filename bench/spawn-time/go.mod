@@ -1,0 +1,3 @@
+module fractal/bench/spawntime
+
+go 1.24.0
