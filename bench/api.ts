@@ -9,6 +9,8 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+// The run's key (build/test-key), never the user's: boot would make one in ~/.config.
+import "../test/helpers/test-key.js";
 import { AgentClient, exitStatusOf } from "../host/client.js";
 import { guestKeyArgs } from "../host/cli/keys.js";
 import { preferAgentImage } from "../host/vm/kernel.js";
