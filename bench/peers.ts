@@ -255,7 +255,7 @@ async function main(): Promise<void> {
     const guestSpawn: number[] = [];
     const spawnTimes = () => {
       const r = run(fractal(rec.endpoints.serial, "--", `/host${SPAWN_TIME}`, String(SPAWN_BATCH), TRUE));
-      if (r.code !== 0) throw new Error(`spawn-time in the guest: exit ${r.code}`);
+      if (r.code !== 0) throw new Error(`spawn-time in the guest: exit ${r.code}: ${(r.err.trim() || r.out.trim()) || "no output"}`);
       guestSpawn.push(...r.out.trim().split(" ").map(Number));
     };
     for (let i = 0; i < RUNS; i++) {
