@@ -179,6 +179,7 @@ function relayReport(text: string): void {
  * the helper they load here.
  */
 async function loadNicDrivers(): Promise<void> {
+  // No order file: loadModules logs that, with no helper started for nothing.
   if (!fs.existsSync(LATER_MODULE_ORDER)) return loadModules(LATER_MODULE_ORDER, "NIC drivers");
   let report = "";
   const code = await run([NS_HELPER, "-modules", LATER_MODULE_ORDER, "NIC drivers"], (text) => (report += text));
@@ -213,7 +214,8 @@ function mountShare(s: Share): void {
 function run(argv: string[], stdout?: (text: string) => void): Promise<number> {
   return new Promise((resolve) => {
     const p = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", stdout ? "pipe" : "ignore", "pipe"] });
-    p.stdout?.on("data", (b: Buffer) => stdout?.(b.toString()));
+    // Decoded by the stream: a character split between two reads stays whole.
+    p.stdout?.setEncoding("utf8").on("data", (text: string) => stdout?.(text));
     let err = "";
     p.stderr?.on("data", (b: Buffer) => (err += b.toString()));
     p.on("error", (e) => {

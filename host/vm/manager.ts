@@ -231,13 +231,11 @@ async function untilAnswers(url: string, deadline: number, maxAttemptMs: number,
   // costs little; growing, so an agent slower than the short attempts
   // still gets through.
   if (portOpened) {
-    let told = false;
-    void portOpened.then(() => (told = true));
     const until = Math.min(deadline, Date.now() + PORT_WORD_MS);
     // A tick a second: boot's progress line goes on counting meanwhile.
-    while (!told && Date.now() < until && alive()) {
+    while (Date.now() < until && alive()) {
       tick?.();
-      await within(portOpened, Math.min(1000, until - Date.now()));
+      if (await within(portOpened, Math.min(1000, until - Date.now()))) break;
     }
   }
   for (let attemptMs = FIRST_ATTEMPT_MS; Date.now() < deadline && alive(); attemptMs = Math.min(maxAttemptMs, attemptMs + ATTEMPT_GROWTH_MS)) {
@@ -255,11 +253,12 @@ async function untilAnswers(url: string, deadline: number, maxAttemptMs: number,
   return undefined;
 }
 
-/** Waits for `p`, but no longer than `ms`. */
-async function within(p: Promise<unknown>, ms: number): Promise<void> {
+/** Waits for `p`, but no longer than `ms`; true when `p` settled in time. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  const settled = await Promise.race([p.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]);
   clearTimeout(timer);
+  return settled;
 }
 
 /** The longest boot waits for the guest's links once the agent answers: DHCP takes about a second under TCG. */
