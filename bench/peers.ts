@@ -217,7 +217,7 @@ async function main(): Promise<void> {
     spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
     const setup = run(
       [HOST, "--connect", rec.endpoints.tcp, "exec", "-i", "--", "sh", "-c",
-        "mkdir -p /etc/dropbear /root/.ssh && echo root:x:0:0:root:/root:/bbin/gosh > /etc/passwd && echo root:x:0: > /etc/group && echo /bbin/gosh > /etc/shells && cat > /root/.ssh/authorized_keys && chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys && dropbear -R -s -p 22"],
+        "mkdir -p /etc/dropbear /root/.ssh && echo root:x:0:0:root:/root:/bin/sh > /etc/passwd && echo root:x:0: > /etc/group && echo /bin/sh > /etc/shells && cat > /root/.ssh/authorized_keys && chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys && dropbear -R -s -p 22"],
       fs.readFileSync(`${key}.pub`, "utf8"),
     );
     if (setup.code !== 0) throw new Error(`dropbear set-up failed: ${setup.err}`);
