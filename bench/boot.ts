@@ -1,6 +1,6 @@
 // make bench-boot: in one run, boot the same kernel with (a) fractal's
 // initramfs until the agent answers a ping, the way `boot` does (the archive
-// without the agent, the agent on its erofs disk) and self-contained, and
+// without the agent, the agent on its erofs image) and self-contained, and
 // (b) a minimal initramfs whose init only prints a marker; print them and
 // the ratios. Both ways QEMU
 // can start that kernel are measured: unpacked at its PVH entry (the
@@ -155,7 +155,7 @@ const fBz = median(fractalBz);
 console.log(`bench-boot (accel=${accel}, ${os.cpus().length} host CPUs, ${RUNS} runs each, medians)`);
 console.log(`  unpacked kernel (${mb(VMLINUX)} MB), entered at its PVH entry:`);
 console.log(`  minimal initramfs, marker on console      ${(m / 1000).toFixed(2)} s   (${mb(path.join(BUILD, "marker.cpio"))} MB)`);
-console.log(`  fractal, agent on its erofs disk, answers ${(f / 1000).toFixed(2)} s   (${mb(lite.initrd)} MB initramfs + ${mb(lite.agentImage)} MB disk)   ratio ${(f / m).toFixed(2)}x`);
+console.log(`  fractal, agent on its erofs image, answers ${(f / 1000).toFixed(2)} s   (${mb(lite.initrd)} MB initramfs + ${mb(lite.agentImage)} MB image, virtio-pmem on x86)   ratio ${(f / m).toFixed(2)}x`);
 console.log(`  fractal, self-contained initramfs         ${(wh / 1000).toFixed(2)} s   (${mb(raw)} MB uncompressed)   ratio ${(wh / m).toFixed(2)}x`);
 console.log(`  same, gzip-compressed initramfs           ${(g / 1000).toFixed(2)} s   (${mb(gz)} MB, gzip took ${(gzipMs / 1000).toFixed(1)} s on the host)   ratio ${(g / m).toFixed(2)}x`);
 console.log(`  bzImage (${mb(BZIMAGE)} MB) through SeaBIOS and the kernel's decompressor:`);
@@ -167,7 +167,7 @@ if (tpmReady) {
 } else {
   console.log("  boot --tpm: not measured (needs swtpm, swtpm-tools and ovmf)");
 }
-console.log(`  where the time goes (last boot with the erofs disk): ${timeline(last.log, last.dmesg)}`);
+console.log(`  where the time goes (last boot with the erofs image): ${timeline(last.log, last.dmesg)}`);
 console.log(`  where the time goes (last self-contained boot): ${timeline(lastWhole.log, lastWhole.dmesg)}`);
 console.log(`RESULT boot_ratio=${(f / m).toFixed(2)} whole_ratio=${(wh / m).toFixed(2)} bzimage_ratio=${(fBz / mBz).toFixed(2)} gzip_ratio=${(g / m).toFixed(2)}`);
 record("boot", [

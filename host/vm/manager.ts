@@ -143,7 +143,8 @@ export async function bootVm(o: BootOptions): Promise<VmRecord> {
       throw err;
     }
   }
-  const qemu: QemuOptions = { ...o, arch, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm, passtSocket: net === "passt" ? passt.socket : undefined };
+  const agentImageBytes = o.agentImage !== undefined ? fs.statSync(o.agentImage).size : undefined;
+  const qemu: QemuOptions = { ...o, arch, shares, accel, stateDir: dir, tcpPort, vsockCid, tpm, agentImageBytes, passtSocket: net === "passt" ? passt.socket : undefined };
   const start = () => {
     const args = qemuArgs(qemu);
     const qemuBin = qemuBinary(arch);

@@ -10,6 +10,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,6 +29,15 @@ const (
 	// How long the disk may take to appear once its drivers are loaded.
 	diskGrace         = 5 * time.Second
 	agentReadaheadKiB = 4096
+	// Where erofs's superblock starts; its magic opens it and its UUID is
+	// 48 bytes in.
+	erofsSuperblock = 1024
+)
+
+var (
+	erofsMagic = []byte{0xe2, 0xe1, 0xf5, 0xe0}
+	// agent-image.sh's fixed UUID, 66726163-7461-6c00-0000-000000000001.
+	agentImageUUID = []byte{0x66, 0x72, 0x61, 0x63, 0x74, 0x61, 0x6c, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x01}
 )
 
 // moduleLoad is the modules' progress: done closes when the last one is tried.
@@ -70,9 +80,10 @@ func mountAgentImage(agent string, mods *moduleLoad) error {
 		return os.Symlink(target, agent) // mounted by an earlier try whose link failed
 	}
 	var dev string
+	var pmem bool
 	var deadline time.Time
 	for {
-		dev = diskWithSerial(agentDiskSerial)
+		dev, pmem = agentDevice()
 		if dev != "" && hasFilesystem("erofs") {
 			break
 		}
@@ -81,30 +92,41 @@ func mountAgentImage(agent string, mods *moduleLoad) error {
 		}
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			if dev == "" {
-				return fmt.Errorf("%s is not in the initramfs and no disk has serial %q (boot the self-contained initramfs, or attach the agent image)", agent, agentDiskSerial)
+				return fmt.Errorf("%s is not in the initramfs, no pmem device holds the agent's image and no disk has serial %q (boot the self-contained initramfs, or attach the agent image)", agent, agentDiskSerial)
 			}
 			return fmt.Errorf("the kernel has no erofs file system for the agent's disk %s", dev)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	node := "/dev/" + dev
-	if _, err := os.Stat(node); err != nil {
-		if err := mknodFromSys(node, dev); err != nil {
-			return err
-		}
+	if err := ensureNode(dev); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(agentImageDir, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount(node, agentImageDir, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+	flags := uintptr(unix.MS_RDONLY | unix.MS_NODEV | unix.MS_NOSUID)
+	opts := ""
+	if pmem {
+		// DAX: the agent's pages are mapped from the pmem region itself,
+		// the host's page cache, not copied into the guest's.
+		opts = "dax=always"
+	}
+	err := unix.Mount(node, agentImageDir, "erofs", flags, opts)
+	if err == unix.EINVAL && opts != "" {
+		err = unix.Mount(node, agentImageDir, "erofs", flags, "") // an erofs without DAX
+	}
+	if err != nil {
 		return fmt.Errorf("mount %s (erofs) on %s: %v", node, agentImageDir, err)
 	}
-	// Faults in the agent's code read the disk a readahead window at a time,
-	// each read a round trip through the emulated device: a few large ones
-	// beat hundreds of the default 128 KiB.
-	ra := filepath.Join("/sys/block", dev, "queue/read_ahead_kb")
-	if err := os.WriteFile(ra, []byte(fmt.Sprint(agentReadaheadKiB)), 0); err != nil {
-		fmt.Fprintf(os.Stderr, "fractal-supervise: %s: %v\n", ra, err)
+	if !pmem {
+		// Faults in the agent's code read the disk a readahead window at a time,
+		// each read a round trip through the emulated device: a few large ones
+		// beat hundreds of the default 128 KiB.
+		ra := filepath.Join("/sys/block", dev, "queue/read_ahead_kb")
+		if err := os.WriteFile(ra, []byte(fmt.Sprint(agentReadaheadKiB)), 0); err != nil {
+			fmt.Fprintf(os.Stderr, "fractal-supervise: %s: %v\n", ra, err)
+		}
 	}
 	if _, err := os.Stat(target); err != nil {
 		return fmt.Errorf("the agent's disk %s has no %s", dev, filepath.Base(agent))
@@ -128,6 +150,46 @@ func closed(c chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// agentDevice names the block device the agent's image is on: a pmem
+// device (QEMU's virtio-pmem) holding it, or the virtio disk with the
+// agent's serial. pmem says which.
+func agentDevice() (dev string, pmem bool) {
+	disks, _ := os.ReadDir("/sys/block")
+	for _, d := range disks {
+		if strings.HasPrefix(d.Name(), "pmem") && holdsAgentImage(d.Name()) {
+			return d.Name(), true
+		}
+	}
+	return diskWithSerial(agentDiskSerial), false
+}
+
+// holdsAgentImage says whether block device `dev` holds the agent's erofs
+// image: its superblock's magic and the fixed UUID agent-image.sh gives it
+// (a pmem device has no serial to tell it by).
+func holdsAgentImage(dev string) bool {
+	if ensureNode(dev) != nil {
+		return false
+	}
+	f, err := os.Open("/dev/" + dev)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sb := make([]byte, 64)
+	if _, err := f.ReadAt(sb, erofsSuperblock); err != nil {
+		return false
+	}
+	return bytes.Equal(sb[0:4], erofsMagic) && bytes.Equal(sb[48:64], agentImageUUID)
+}
+
+// ensureNode makes /dev/DEV when no devtmpfs made it.
+func ensureNode(dev string) error {
+	if _, err := os.Stat("/dev/" + dev); err == nil {
+		return nil
+	}
+	return mknodFromSys("/dev/"+dev, dev)
 }
 
 // diskWithSerial names the block device (vda, ...) whose serial is `serial`.

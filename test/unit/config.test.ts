@@ -193,6 +193,23 @@ describe("QEMU command line", () => {
   it("attaches the agent's disk read-only, with the serial the guest finds it by", () => {
     const a = qemuArgs({ ...base, accel: "tcg", agentImage: "/b/agent,1.erofs" }).join(" ");
     expect(a).toContain("-drive file=/b/agent,,1.erofs,if=none,id=agent,format=raw,readonly=on -device virtio-blk-pci,drive=agent,serial=fractal-agent");
+    expect(a).toContain("-m 1024 ");
+  });
+
+  it("maps a whole number of 2 MiB of the agent's image into an x86 guest as read-only virtio-pmem, with memory room for it", () => {
+    const bytes = 55 * 2 * 1024 * 1024;
+    const args = qemuArgs({ ...base, accel: "tcg", agentImage: "/b/agent,1.erofs", agentImageBytes: bytes, arch: "x86_64" });
+    const a = args.join(" ");
+    expect(a).toContain(`-object memory-backend-file,id=agentmem,mem-path=/b/agent,,1.erofs,size=${bytes},readonly=on,share=off,align=2097152 -device virtio-pmem-pci,memdev=agentmem,id=agentpmem`);
+    expect(a).toContain("-m 1024M,slots=1,maxmem=1134M ");
+    expect(args[args.indexOf("-append") + 1]!.split(" ")).toContain("swiotlb=1024");
+    expect(a).not.toMatch(/virtio-blk/);
+    // Any other size, an arm64 guest, or HVF: the virtio disk.
+    for (const o of [{ agentImageBytes: bytes + 4096, arch: "x86_64" as const, accel: "tcg" as const }, { agentImageBytes: bytes, arch: "aarch64" as const, accel: "tcg" as const }, { agentImageBytes: bytes, arch: "x86_64" as const, accel: "hvf" as const }]) {
+      const b = qemuArgs({ ...base, agentImage: "/b/a.erofs", ...o }).join(" ");
+      expect(b).toContain("virtio-blk-pci,drive=agent,serial=fractal-agent");
+      expect(b).not.toMatch(/pmem|maxmem|swiotlb/);
+    }
   });
 
   it("gives the guest the NIC model asked for, virtio by default", () => {

@@ -59,11 +59,11 @@ describe("fractal-host boot", () => {
     expect(record(NAME).boot.kernel).toBe(path.join(BUILD, "kernel/vmlinux"));
   });
 
-  it("boots the initramfs without the agent and runs the agent from its read-only erofs disk", async () => {
+  it("boots the initramfs without the agent and runs the agent from its read-only erofs image, mapped in as virtio-pmem with DAX", async () => {
     expect(record(NAME).boot).toMatchObject({ initrd: path.join(BUILD, "initramfs-lite.cpio"), agentImage: path.join(BUILD, "agent.erofs") });
     const r = await cli(["exec", "--vm", NAME, "--", "sh", "-c", "cat /proc/mounts; echo ===; ls -l /bin/fractal-agent; echo ===; touch /lib/fractal/x; echo touch $?; echo ===; cat /run/fractal/agent.log"]);
     const [mounts, link, touch, logText] = r.stdout.toString().split("===\n");
-    expect(mounts).toMatch(/^\/dev\/vd[a-z]+ \/lib\/fractal erofs ro,/m);
+    expect(mounts).toMatch(/^\/dev\/pmem\d+ \/lib\/fractal erofs ro,\S*dax=always/m);
     expect(link).toMatch(/fractal-agent -> \/lib\/fractal\/fractal-agent/);
     expect(touch).toMatch(/touch [1-9]/);
     // The supervisor loaded every module while the agent started, and said when each stage came.
@@ -294,7 +294,7 @@ describe("a guest whose agent cannot start", () => {
     expect(r.stderr).toMatch(/the agent did not answer within 40 s/);
     // Where the guest was when boot gave up: the supervisor waits, so QEMU still runs it.
     expect(r.stderr).toMatch(/QEMU reports the guest running; vCPU 0( halted)? in (the kernel|user space) at [0-9a-f]+, vCPU 1/);
-    expect(r.stderr).toContain(`fractal-supervise: /bin/fractal-agent is not in the initramfs and no disk has serial "fractal-agent"`);
+    expect(r.stderr).toContain(`fractal-supervise: /bin/fractal-agent is not in the initramfs, no pmem device holds the agent's image and no disk has serial "fractal-agent"`);
     expect(fs.existsSync(path.join(state, "broken"))).toBe(false);
   }, 300_000);
 
