@@ -90,16 +90,16 @@ export interface QemuOptions {
 const MIB = 1024 * 1024;
 
 /** What Linux needs of a pmem region to map its pages (for DAX): a memory subsection, 2 MiB. */
-export const PMEM_ALIGN = 2 * MIB;
+const PMEM_ALIGN = 2 * MIB;
 
 /**
  * The bytes of the agent's image to put on virtio-pmem, or undefined for a
  * virtio disk: x86 guests under KVM or TCG (HVF's memory hotplug, which
  * the device needs, is untried), and an image of whole 2 MiB subsections.
  */
-function agentPmemBytes(o: QemuOptions, arch: GuestArch): number | undefined {
+function agentPmemBytes(o: QemuOptions): number | undefined {
   const n = o.agentImageBytes;
-  return o.agentImage !== undefined && arch === "x86_64" && o.accel !== "hvf" && n !== undefined && n > 0 && n % PMEM_ALIGN === 0 ? n : undefined;
+  return o.agentImage !== undefined && (o.arch ?? hostArch()) === "x86_64" && o.accel !== "hvf" && n !== undefined && n > 0 && n % PMEM_ALIGN === 0 ? n : undefined;
 }
 
 /**
@@ -210,7 +210,7 @@ export function kernelCmdline(o: QemuOptions): string {
     // Linux would keep 64 MiB of bounce buffers for devices that cannot
     // reach it; guest RAM stays below and every device here is 64-bit, so
     // a token pool (2 MiB) gives that memory back.
-    ...(agentPmemBytes(o, o.arch ?? hostArch()) !== undefined ? ["swiotlb=1024"] : []),
+    ...(agentPmemBytes(o) !== undefined ? ["swiotlb=1024"] : []),
     // passt's frames can be 64 KiB; a wired NIC keeps its own limit.
     ...(o.passtSocket && o.tcpPort !== undefined && (o.nic ?? "virtio") === "virtio" ? [`fractal.mtu=${PASST_MTU}`] : []),
     // Shares appear at the same path in the guest as on the host.
@@ -228,12 +228,12 @@ export function agentForwards(o: Pick<QemuOptions, "tcpPort" | "forwards">): { h
 
 export function qemuArgs(o: QemuOptions): string[] {
   const arch = o.arch ?? hostArch();
-  const pmem = agentPmemBytes(o, arch);
+  const pmem = agentPmemBytes(o);
   const a = [
     "-name", `fractal-${o.name}`,
     "-machine", machineFor(arch, o.accel),
     "-cpu", cpuFor(arch, o.accel),
-    "-m", pmem ? `${o.memMiB}M,slots=1,maxmem=${o.memMiB + Math.ceil(pmem / MIB)}M` : String(o.memMiB),
+    "-m", pmem !== undefined ? `${o.memMiB}M,slots=1,maxmem=${o.memMiB + Math.ceil(pmem / MIB)}M` : String(o.memMiB),
     "-smp", String(o.cpus),
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-kernel", o.kernel,

@@ -153,16 +153,21 @@ func closed(c chan struct{}) bool {
 }
 
 // agentDevice names the block device the agent's image is on: a pmem
-// device (QEMU's virtio-pmem) holding it, or the virtio disk with the
-// agent's serial. pmem says which.
+// device (QEMU's virtio-pmem) holding it, or else the virtio disk with the
+// agent's serial. pmem says which. One scan of /sys/block: the supervisor
+// polls this every few ms until the device appears.
 func agentDevice() (dev string, pmem bool) {
 	disks, _ := os.ReadDir("/sys/block")
 	for _, d := range disks {
-		if strings.HasPrefix(d.Name(), "pmem") && holdsAgentImage(d.Name()) {
-			return d.Name(), true
+		name := d.Name()
+		if strings.HasPrefix(name, "pmem") && holdsAgentImage(name) {
+			return name, true
+		}
+		if b, err := os.ReadFile(filepath.Join("/sys/block", name, "serial")); err == nil && strings.TrimSpace(string(b)) == agentDiskSerial {
+			dev = name
 		}
 	}
-	return diskWithSerial(agentDiskSerial), false
+	return dev, false
 }
 
 // holdsAgentImage says whether block device `dev` holds the agent's erofs
@@ -190,18 +195,6 @@ func ensureNode(dev string) error {
 		return nil
 	}
 	return mknodFromSys("/dev/"+dev, dev)
-}
-
-// diskWithSerial names the block device (vda, ...) whose serial is `serial`.
-func diskWithSerial(serial string) string {
-	disks, _ := os.ReadDir("/sys/block")
-	for _, d := range disks {
-		b, err := os.ReadFile(filepath.Join("/sys/block", d.Name(), "serial"))
-		if err == nil && strings.TrimSpace(string(b)) == serial {
-			return d.Name()
-		}
-	}
-	return ""
 }
 
 func hasFilesystem(name string) bool {
