@@ -52,10 +52,16 @@ CTRD_PROTOS := host/containerd/protos
 
 # Kernel modules the guest needs; modules.ts adds their dependencies from the
 # kernel's own metadata. KERNEL=bzImage MODULES=lib/modules/VER use your own.
-# The agent image's devices (virtio-pmem on x86, a virtio disk elsewhere) and
-# file system first: the supervisor mounts it as soon as those are in, while
-# the rest load.
-KMODS    := virtio_blk erofs virtio_pmem nd_pmem virtio_pci virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
+# The agent image's devices and file system first: the supervisor mounts it as
+# soon as those are in, while the rest load. x86 guests get the image on
+# virtio-pmem; their virtio disk driver (images of other sizes) comes after
+# the PCI driver, where it holds up no mount. arm64 guests always use the disk.
+ifeq ($(ARCH),arm64)
+IMAGE_KMODS := virtio_blk erofs virtio_pci
+else
+IMAGE_KMODS := erofs virtio_pmem nd_pmem virtio_pci virtio_blk
+endif
+KMODS    := $(IMAGE_KMODS) virtio_net virtio_console 9p 9pnet_virtio virtiofs overlay \
             vsock vmw_vsock_virtio_transport vsock_loopback
 # Wired NIC drivers for hardware (and QEMU's e1000 standing in for it): the
 # one list. Loaded after the agent listens, so VMs do not wait for them.
