@@ -98,8 +98,13 @@ export interface SessionOptions {
    * spend it).
    */
   ticket?: TicketProof;
-  /** Client: the ticket for the next connection, when the agent gives one. */
-  onTicket?: (ticket: Uint8Array) => void;
+  /**
+   * Client: the ticket for the next connection, when the agent gives one;
+   * `refused` when the Hello's own ticket was not taken (spent, expired, or
+   * issued by an agent that has since restarted), so others kept with it
+   * are likely dead too.
+   */
+  onTicket?: (ticket: Uint8Array, refused: boolean) => void;
   /** Non-fatal protocol errors from either side, for logs and tests. */
   onProtocolError?: (err: ProtocolViolation, fromPeer: boolean) => void;
   /** Server: see FRAME_TIMEOUT_MS; 0 turns it off. Serial links never time out a frame. */
@@ -687,10 +692,12 @@ export class Session implements StreamHost {
 
   private onAuthOk(a: NonNullable<Frame["authOk"]>): void {
     if (this.role !== "client" || (!this.challenge && !this.ticketSent)) throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected AuthOk", true);
+    // A challenge after a ticket's Hello is the agent refusing the ticket.
+    const refused = this.ticketSent && this.challenge !== undefined;
     this.challenge = undefined;
     this.ticketSent = false;
     this.principal = { name: a.keyName ?? "", allowed: a.allowed ?? [] };
-    if (a.ticket && a.ticket.length > 0) this.opts.onTicket?.(a.ticket);
+    if (a.ticket && a.ticket.length > 0) this.opts.onTicket?.(a.ticket, refused);
   }
 
   private onHelloAck(a: NonNullable<Frame["helloAck"]>): void {

@@ -91,8 +91,8 @@ async function connect(t: Target, command: string): Promise<AgentClient> {
   const signer = () => (key ??= loadSigner(t.keyFile));
   // Serial lines need no key (and would spend a ticket on a repeated Hello).
   const slot = link.resync ? undefined : ticketSlot(link.description, t.keyFile ?? defaultKeyPath());
-  const onTicket = (next: Uint8Array) => {
-    if (slot) ticketsKept.push(slot.keep(next, signer()));
+  const onTicket = (next: Uint8Array, refused: boolean) => {
+    if (slot) ticketsKept.push(slot.keep(next, signer(), refused));
   };
   const client = await AgentClient.over(link, { signer, ticket: slot?.proof, onTicket });
   mark("handshake");

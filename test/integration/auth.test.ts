@@ -183,19 +183,70 @@ describe("tickets", () => {
       expect((await exec("first")).slice(0, 3)).toEqual(["hello", "auth", "request"]);
       const dir = path.join(state, "tickets");
       const [slot] = fs.readdirSync(dir);
-      expect(fs.statSync(path.join(dir, slot!)).mode & 0o777).toBe(0o600);
+      const pool = path.join(dir, slot!);
+      const tickets = () => fs.readdirSync(pool).filter((n) => !n.startsWith("."));
+      expect(tickets()).toHaveLength(1);
+      expect(fs.statSync(path.join(pool, tickets()[0]!)).mode & 0o777).toBe(0o600);
+      expect(fs.statSync(pool).mode & 0o777).toBe(0o700);
       expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
       const second = await exec("second");
       expect(second.slice(0, 2)).toEqual(["hello", "request"]);
       expect(second).not.toContain("auth");
+      // The spent ticket went, the next came: one kept.
+      expect(tickets()).toHaveLength(1);
       // A ticket this agent never issued (as after its restart): a challenge, then the same exec again behind the Auth.
-      const kept = fs.readFileSync(path.join(dir, slot!));
+      const file = path.join(pool, tickets()[0]!);
+      const kept = fs.readFileSync(file);
       kept.fill(1, 0, 32);
-      fs.writeFileSync(path.join(dir, slot!), kept);
+      fs.writeFileSync(file, kept);
       expect((await exec("third")).slice(0, 4)).toEqual(["hello", "request", "auth", "request"]);
       const fourth = await exec("fourth");
       expect(fourth.slice(0, 2)).toEqual(["hello", "request"]);
       expect(fourth).not.toContain("auth");
+    } finally {
+      relay.close();
+      fs.rmSync(state, { recursive: true, force: true });
+    }
+  });
+
+  it("gives CLIs started together a ticket each, never one two of them offer, and drops dead ones after a refusal", async () => {
+    const state = fs.mkdtempSync("/tmp/fractal-tickets-");
+    const relay = await frameRelay(agent.tcp);
+    try {
+      const env = { FRACTAL_STATE: path.join(state, "vms") };
+      /** Runs `n` execs at once; each one's connection, as the agent was written to. */
+      const together = async (n: number) => {
+        const before = relay.connections.length;
+        const runs = await Promise.all(Array.from({ length: n }, (_, i) => cli(["--connect", relay.url, "exec", "--", "echo", `cli ${i}`], env)));
+        runs.forEach((r, i) => {
+          expect(r.stderr).toBe("");
+          expect(r.stdout.toString()).toBe(`cli ${i}\n`);
+        });
+        return relay.connections.slice(before);
+      };
+      const refused = (c: string[]) => c[0] === "hello" && c[1] === "request" && c.includes("auth");
+      const ticketed = (c: string[]) => c[0] === "hello" && c[1] === "request" && !c.includes("auth");
+      await together(1);
+      // Each round starts with tickets kept by the last: had two CLIs offered
+      // the same one, the agent would have refused the second's.
+      const rounds = [await together(4), await together(4), await together(4)];
+      for (const round of rounds) {
+        expect(round).toHaveLength(4);
+        expect(round.filter(refused)).toEqual([]);
+      }
+      // Each CLI took one at most and left one: the pool grew, within its bound (POOL_SIZE).
+      const pool = path.join(state, "tickets", fs.readdirSync(path.join(state, "tickets"))[0]!);
+      const tickets = () => fs.readdirSync(pool).filter((n) => !n.startsWith("."));
+      expect(tickets().length).toBeGreaterThanOrEqual(1);
+      expect(tickets().length).toBeLessThanOrEqual(8);
+      // After a restart none of them is good: the first CLI's refusal drops
+      // the rest, so the next CLI pays no second round trip for another.
+      const dead = fs.readFileSync(path.join(pool, tickets()[0]!)).fill(1, 0, 32);
+      for (const t of tickets()) fs.rmSync(path.join(pool, t));
+      for (const t of ["0a", "0b", "0c"]) fs.writeFileSync(path.join(pool, t), dead, { mode: 0o600 });
+      expect((await together(1)).filter(refused)).toHaveLength(1);
+      expect(tickets()).toHaveLength(1);
+      expect((await together(1)).filter(ticketed)).toHaveLength(1);
     } finally {
       relay.close();
       fs.rmSync(state, { recursive: true, force: true });

@@ -340,13 +340,18 @@ describe("authentication", () => {
       const connect = async (signer: Signer, ticket?: Uint8Array, keyLoads?: { n: number }) => {
         const { a, sent } = authPair(known, { tickets: book, served, nonces: true });
         let next: Uint8Array | undefined;
+        let refused: boolean | undefined;
         const proof = ticket ? await signTicket(signer, ticket) : undefined;
         const load = async () => {
           if (keyLoads) keyLoads.n++;
           return signer;
         };
-        const client = await Session.connect(a, { signer: load, ticket: proof, onTicket: (t) => (next = t) });
-        return { client, sent, next: () => next };
+        const onTicket = (t: Uint8Array, r: boolean) => {
+          next = t;
+          refused = r;
+        };
+        const client = await Session.connect(a, { signer: load, ticket: proof, onTicket });
+        return { client, sent, next: () => next, refused: () => refused };
       };
       return { book, served, connect };
     }
@@ -359,6 +364,8 @@ describe("authentication", () => {
       expect(await ping(first.client, 1)).toBe(1);
       const ticket = first.next()!;
       expect(ticket).toHaveLength(32);
+      // No ticket offered, so none refused.
+      expect(first.refused()).toBe(false);
       const keyLoads = { n: 0 };
       const second = await ag.connect(k.signer, ticket, keyLoads);
       expect(await ping(second.client, 2)).toBe(2);
@@ -369,6 +376,7 @@ describe("authentication", () => {
       expect(ag.served).toEqual(["holder:1", "holder:2"]);
       // A new ticket for the one spent.
       expect(Buffer.from(second.next()!).equals(Buffer.from(ticket))).toBe(false);
+      expect(second.refused()).toBe(false);
     });
 
     it("takes a ticket once: a replayed Hello gets a challenge, and what went behind it goes again behind the Auth, served once", async () => {
@@ -386,6 +394,8 @@ describe("authentication", () => {
       const early = 64; // MAX_EARLY_FRAMES
       expect(replay.sent).toEqual(["hello", ...Array(early).fill("request"), "auth", ...Array(100).fill("request")]);
       expect(replay.next()).toHaveLength(32);
+      // The client learns its ticket was dead, and still gets a fresh one.
+      expect(replay.refused()).toBe(true);
     });
 
     it("refuses a ticket offered by another key, even an authorised one's, and spends it", async () => {
