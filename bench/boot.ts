@@ -87,7 +87,7 @@ function timeline(log: string, dmesg: string): string {
   const unpack = at(/\[\s*([\d.]+)\] Trying to unpack rootfs/, dmesg);
   const unpacked = at(/\[\s*([\d.]+)\] Freeing initrd memory/, dmesg);
   const supervisor = at(/supervisor started at ([\d.]+) s/, log);
-  const disk = at(/agent's disk mounted at ([\d.]+) s/, log);
+  const image = at(/agent's image mounted at ([\d.]+) s/, log);
   const exec = at(/agent exec'd at ([\d.]+) s/, log);
   const agent = at(/agent started at uptime ([\d.]+)/, log);
   const runtime = at(/Bun's runtime started at ([\d.]+) s/, log);
@@ -98,7 +98,7 @@ function timeline(log: string, dmesg: string): string {
     `initramfs unpacked in ${span(unpack, unpacked)} s`,
     `/init at ${init?.toFixed(2) ?? "?"} s`,
     `u-root init to the supervisor ${span(init, supervisor)} s`,
-    ...(disk !== undefined ? [`agent's disk mounted ${span(supervisor, disk)} s later`] : []),
+    ...(image !== undefined ? [`agent's image mounted ${span(supervisor, image)} s later`] : []),
     `exec to the agent's first line ${span(exec, agent)} s` +
       (runtime !== undefined ? ` (exec to Bun's clock ${span(exec, runtime)} s, Bun's start to the agent's first module ${span(runtime, code)} s, the agent's modules evaluated in ${span(code, agent)} s)` : ""),
     `modules ${mods} ms beside it`,

@@ -320,13 +320,13 @@ async function configureRound(cfg: BootConfig, nics: string[], link: string | un
   return { done };
 }
 
-/** The supervisor's stages (FRACTAL_BOOT_STAGES=supervisor=2.61,disk=2.83,exec=2.85), for the log. */
+/** The supervisor's stages (FRACTAL_BOOT_STAGES=supervisor=2.61,image=2.83,exec=2.85), for the log. */
 function supervisorStages(): string {
   const stages = new Map((process.env.FRACTAL_BOOT_STAGES ?? "").split(",").map((kv) => kv.split("=") as [string, string]));
   delete process.env.FRACTAL_BOOT_STAGES; // not for the agent's children
   const at = (k: string) => (stages.get(k) ? `${stages.get(k)} s` : "?");
   if (!stages.has("exec")) return "";
-  return ` (supervisor started at ${at("supervisor")}${stages.has("disk") ? `, agent's disk mounted at ${at("disk")}` : ""}, agent exec'd at ${at("exec")})`;
+  return ` (supervisor started at ${at("supervisor")}${stages.has("image") ? `, agent's image mounted at ${at("image")}` : ""}, agent exec'd at ${at("exec")})`;
 }
 
 /** How many times the supervisor (fractal-ns -supervise) restarted the agent. */

@@ -35,7 +35,7 @@ func supervise(argv []string) {
 			if err := mountAgentImage(argv[0], mods); err != nil {
 				fmt.Fprintf(os.Stderr, "fractal-supervise: %v\n", err)
 			} else {
-				stages = append(stages, "disk="+uptime())
+				stages = append(stages, "image="+uptime())
 			}
 		}
 		cmd := exec.Command(argv[0], argv[1:]...)

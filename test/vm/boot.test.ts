@@ -70,14 +70,14 @@ describe("fractal-host boot", () => {
     const [, loaded, total] = /boot: loaded (\d+) of (\d+) kernel modules in \d+ ms \(beside the agent's start\)/.exec(logText ?? "") ?? [];
     expect(Number(total)).toBeGreaterThan(10);
     expect(loaded).toBe(total);
-    const stages = /agent started at uptime ([\d.]+) s \(supervisor started at ([\d.]+) s, agent's disk mounted at ([\d.]+) s, agent exec'd at ([\d.]+) s\); Bun's runtime started at ([\d.]+) s, the agent's modules at ([\d.]+) s/.exec(logText ?? "");
+    const stages = /agent started at uptime ([\d.]+) s \(supervisor started at ([\d.]+) s, agent's image mounted at ([\d.]+) s, agent exec'd at ([\d.]+) s\); Bun's runtime started at ([\d.]+) s, the agent's modules at ([\d.]+) s/.exec(logText ?? "");
     expect(stages, logText).not.toBeNull();
-    // In the order they happen: supervisor, disk, exec, Bun's runtime, the
+    // In the order they happen: supervisor, image, exec, Bun's runtime, the
     // agent's first module, the agent's main. /proc/uptime counts in 10 ms
     // steps, and Bun's start is derived from a reading of it.
-    const [started, supervisor, disk, exec, runtime, modules] = stages!.slice(1).map(Number) as [number, number, number, number, number, number];
-    expect(disk).toBeGreaterThanOrEqual(supervisor);
-    expect(exec).toBeGreaterThanOrEqual(disk);
+    const [started, supervisor, image, exec, runtime, modules] = stages!.slice(1).map(Number) as [number, number, number, number, number, number];
+    expect(image).toBeGreaterThanOrEqual(supervisor);
+    expect(exec).toBeGreaterThanOrEqual(image);
     expect(runtime).toBeGreaterThanOrEqual(exec - 0.02);
     expect(modules).toBeGreaterThanOrEqual(runtime);
     expect(started).toBeGreaterThanOrEqual(modules);
