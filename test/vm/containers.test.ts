@@ -9,7 +9,7 @@ import net from "node:net";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ImageStore } from "../../oci/store.js";
 import { HOST_BIN, ROOT, runCli } from "../helpers/agent.js";
 
@@ -55,7 +55,19 @@ beforeAll(async () => {
   if (r.code !== 0) throw new Error(`boot failed (${r.code}):\n${r.stderr}`);
 }, 300_000);
 
+// One guest serves the whole file, so a test that fails can leave the rest
+// failing after it: its console (the agent's log, the kernel's) says why,
+// and `vm stop` removes it with the VM's directory.
+let failed = false;
+afterEach(({ task }) => {
+  if (task.result?.state === "fail") failed = true;
+});
+
 afterAll(async () => {
+  if (failed) {
+    const lines = fs.readFileSync(path.join(state, NAME, "console.log"), "utf8").split("\n");
+    console.error(`${NAME}'s console, its last 80 lines:\n${lines.slice(-80).join("\n")}`);
+  }
   await cli(["vm", "stop", NAME]);
   fs.rmSync(state, { recursive: true, force: true });
   fs.rmSync(store, { recursive: true, force: true });
