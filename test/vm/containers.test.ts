@@ -11,6 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ImageStore } from "../../oci/store.js";
+import { consoleTail } from "../../host/vm/manager.js";
 import { HOST_BIN, ROOT, runCli } from "../helpers/agent.js";
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-test-"));
@@ -64,10 +65,7 @@ afterEach(({ task }) => {
 });
 
 afterAll(async () => {
-  if (failed) {
-    const lines = fs.readFileSync(path.join(state, NAME, "console.log"), "utf8").split("\n");
-    console.error(`${NAME}'s console, its last 80 lines:\n${lines.slice(-80).join("\n")}`);
-  }
+  if (failed) console.error(`${NAME}'s console, its last 80 lines:\n${consoleTail(path.join(state, NAME, "console.log"), 80)}`);
   await cli(["vm", "stop", NAME]);
   fs.rmSync(state, { recursive: true, force: true });
   fs.rmSync(store, { recursive: true, force: true });
