@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import { publicKeyBlob } from "../../proto/auth.js";
 import { cmdlineKey, parseAuthorizedKeys } from "../../proto/authorized-keys.js";
-import { writeNewKey } from "../keygen.js";
+import { ensureKey, writeNewKey } from "../keygen.js";
 import { defaultKeyPath, loadSigner } from "../keys.js";
 import { flag, parseFlags, usageError, value } from "./args.js";
 
@@ -36,9 +36,9 @@ export async function guestKeyArgs(authorizeFiles: string[], keyFile?: string): 
   let signer = await loadSigner(keyFile);
   if (!signer) {
     const file = defaultKeyPath();
-    writeNewKey(file);
-    process.stderr.write(`made a key for connecting to VMs: ${file}\n`);
-    signer = (await loadSigner(file))!; // just written
+    // Two first boots at once both find no key: one makes it, both use it.
+    if (ensureKey(file)) process.stderr.write(`made a key for connecting to VMs: ${file}\n`);
+    signer = (await loadSigner(file))!; // there now, whole
   }
   const args = [`fractal.key=${publicKeyBlob(signer.publicKey)}`];
   for (const f of authorizeFiles) {

@@ -321,6 +321,31 @@ describe("keygen", () => {
     expect(fs.readFileSync(f).equals(before)).toBe(true);
   });
 
+  it("makes one default key when several first uses race for it, and every one of them uses it", async () => {
+    // Each netboot-serve --write, like boot, makes the user's key when there is
+    // none and puts it on the guest's command line.
+    const home = fs.mkdtempSync("/tmp/fractal-key-race-");
+    const blob = path.join(home, "blob");
+    fs.writeFileSync(blob, "x");
+    const env = { XDG_CONFIG_HOME: home, FRACTAL_KEY: "" };
+    const runs = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map((i) =>
+        runCli(["netboot-serve", "--kernel", blob, "--initrd", blob, "--write", path.join(home, `out${i}`)], { env }),
+      ),
+    );
+    for (const r of runs) expect(r.stderr).not.toMatch(/exists|EEXIST/);
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(runs.filter((r) => /made a key for connecting to VMs/.test(r.stderr))).toHaveLength(1);
+    const key = path.join(home, "fractal", "key");
+    const made = pub(key).split(" ")[1]!;
+    for (let i = 0; i < 6; i++) {
+      const script = fs.readdirSync(path.join(home, `out${i}`)).find((f) => f.endsWith(".ipxe"))!;
+      expect(fs.readFileSync(path.join(home, `out${i}`, script), "utf8")).toContain(`fractal.key=${made}`);
+    }
+    expect(fs.readdirSync(path.join(home, "fractal")).sort()).toEqual(["key", "key.pub"]);
+    fs.rmSync(home, { recursive: true, force: true });
+  });
+
   it("refuses a key file others can read", async () => {
     const f = path.join(keys, "loose");
     await runCli(["keygen", "-f", f]);

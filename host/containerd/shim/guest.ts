@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { AgentClient } from "../../client.js";
-import { writeNewKey } from "../../keygen.js";
+import { ensureKey } from "../../keygen.js";
 import { loadSigner } from "../../keys.js";
 import { bootVm, killVmNow, stopVm, vmEndpoint } from "../../vm/manager.js";
 import { qemuAlive, readRecord, type VmRecord } from "../../vm/state.js";
@@ -77,7 +77,7 @@ export class GuestVm {
 
   private key(): string {
     const file = this.keyFile ?? path.join(this.group.stateDir, "key");
-    if (!fs.existsSync(file)) writeNewKey(file, `containerd-shim-fractal@${this.group.vmName}`);
+    if (!fs.existsSync(file)) ensureKey(file, `containerd-shim-fractal@${this.group.vmName}`);
     return file;
   }
 
