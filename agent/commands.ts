@@ -116,7 +116,7 @@ export type Command =
   | { kind: "signal"; process: number; signal: number; group: boolean }
   | { kind: "resize"; process: number; cols: number; rows: number }
   | { kind: "closeStdin"; process: number }
-  | { kind: "wait"; process: number }
+  | { kind: "wait"; process: number; execRequest: number }
   | { kind: "shutdown"; reboot: boolean }
   | { kind: "images" }
   | { kind: "imageUnpack"; image: string; progressStream: number }
@@ -195,7 +195,7 @@ export function decodeRequest(req: Request): Command {
     case "closeStdin":
       return { kind, process: req.closeStdin?.process ?? 0 };
     case "wait":
-      return { kind, process: req.wait?.process ?? 0 };
+      return { kind, process: req.wait?.process ?? 0, execRequest: req.wait?.execRequest ?? 0 };
     case "shutdown":
       return { kind, reboot: req.shutdown?.reboot ?? false };
     case "images":

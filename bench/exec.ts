@@ -2,7 +2,10 @@
 //  (a) `fractal-host exec -- true` round trip vs spawning `true` locally,
 //      plus the protocol's own round trip on an open connection (library);
 //  (b) stdout throughput of `exec -- head -c 1G /dev/zero` vs the same bytes
-//      (head's stdout) over a plain loopback TCP socket.
+//      (head's stdout) over a plain loopback TCP socket;
+//  (c) exec and wait on an open connection through a relay that holds every
+//      chunk 10 ms each way (a link 20 ms away): the wait sent with the exec
+//      (what the CLI does) against the wait sent once the exec is answered.
 // Run with bun. Prints medians and ratios; absolute times mean little here.
 import net from "node:net";
 import path from "node:path";
@@ -16,6 +19,9 @@ const HOST = path.join(ROOT, "build/fractal-host");
 const GIB = 1 << 30;
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const HELLO = path.join(ROOT, "build/bench/hello");
+/** (c): each way's delay, so the round trip is twice this. */
+const RELAY_MS = 10;
+const FAR_RUNS = 20;
 
 /** A Bun hello-world compiled as fractal-host is (Makefile: --compile --bytecode, same target): the floor of a Bun CLI's start. */
 function buildHello(): void {
@@ -87,6 +93,23 @@ async function rawServer(): Promise<{ port: number; close: () => void }> {
   return { port: (srv.address() as net.AddressInfo).port, close: () => srv.close() }; // TCP: AddressInfo
 }
 
+/** Relays TCP to `port`, holding each chunk `ms` in each direction, in order: a distant link. */
+async function delayingRelay(port: number, ms: number): Promise<{ url: string; close: () => void }> {
+  const srv = net.createServer((c) => {
+    const u = net.connect(port, "127.0.0.1");
+    for (const s of [c, u]) {
+      s.setNoDelay(true);
+      s.on("error", () => {});
+    }
+    c.on("data", (b) => void setTimeout(() => u.write(b), ms));
+    u.on("data", (b) => void setTimeout(() => c.write(b), ms));
+    c.on("close", () => void setTimeout(() => u.destroy(), ms));
+    u.on("close", () => void setTimeout(() => c.destroy(), ms));
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  return { url: `tcp://127.0.0.1:${(srv.address() as net.AddressInfo).port}`, close: () => srv.close() }; // TCP: AddressInfo
+}
+
 async function run(argv: string[]): Promise<void> {
   const p = Bun.spawn(argv, { stdout: "ignore", stderr: "inherit", env: process.env });
   const code = await p.exited;
@@ -127,6 +150,23 @@ async function main(): Promise<void> {
       ours.push(await time(() => run([HOST, "--connect", agent.url, "exec", "--", "head", "-c", String(GIB), "/dev/zero"])));
       base.push(await time(() => run([process.execPath, import.meta.path, "raw-client", String(raw.port)])));
     }
+    const relay = await delayingRelay(Number(new URL(agent.url).port), RELAY_MS);
+    const far = await AgentClient.connect(relay.url);
+    const ahead: number[] = [];
+    const after: number[] = [];
+    for (let i = 0; i < FAR_RUNS; i++) {
+      for (const [waitAhead, xs] of [[true, ahead], [false, after]] as const) {
+        xs.push(
+          await time(async () => {
+            const p = await far.exec({ argv: ["true"], waitAhead });
+            await p.wait();
+          }),
+        );
+      }
+    }
+    far.close();
+    relay.close();
+
     const mbps = (ms: number) => GIB / (ms / 1000) / 1e6;
     const best = (xs: number[]) => Math.min(...xs);
 
@@ -141,6 +181,9 @@ async function main(): Promise<void> {
     console.log("(b) stdout throughput, 1 GiB of head -c /dev/zero (best of 3)");
     console.log(`  plain loopback TCP socket            ${mbps(best(base)).toFixed(0)} MB/s`);
     console.log(`  fractal-host exec > /dev/null        ${mbps(best(ours)).toFixed(0)} MB/s   ratio ${(best(base) / best(ours)).toFixed(2)}x of raw`);
+    console.log(`(c) exec -- true and its exit on an open connection, ${2 * RELAY_MS} ms round trip away (${FAR_RUNS} runs each)`);
+    console.log(`  wait sent once the exec is answered  ${median(after).toFixed(2)} ms`);
+    console.log(`  wait sent with the exec              ${median(ahead).toFixed(2)} ms   ratio ${(median(after) / median(ahead)).toFixed(2)}x faster`);
     console.log(`RESULT exec_overhead_ms=${(m.lib - m.local).toFixed(2)} cli_overhead_ms=${(m.cli - m.local).toFixed(2)} throughput_ratio=${(best(base) / best(ours)).toFixed(2)}`);
     const e = benchEnv("none (agent on the host)", "loopback TCP");
     record("exec", [
@@ -148,6 +191,7 @@ async function main(): Promise<void> {
       compared("exec -- true, open connection", "ms", m.lib, "local spawn of true", m.local, true, e),
       compared("CLI start (--help)", "ms", m.cliStart, "Bun hello-world binary", m.hello, true, e, "time <= 1.3x hello-world's"),
       compared("stdout throughput, 1 GiB", "MB/s", mbps(best(ours)), "plain TCP socket", mbps(best(base)), false, e),
+      compared("exec -- true, open connection, wait sent with the exec", "ms", median(ahead), "wait sent once the exec is answered", median(after), true, benchEnv("none (agent on the host)", `loopback TCP through a relay holding each chunk ${RELAY_MS} ms each way`)),
     ]);
   } finally {
     agent.kill();

@@ -40,6 +40,12 @@ export interface ExecOptions {
   container?: string;
   /** With container: user[:group] by name or number, resolved in the container. */
   userSpec?: string;
+  /**
+   * Send the wait for the exit right behind the exec instead of a round trip
+   * later, for a caller that will wait (the agent forgets the process once it
+   * has answered, so a signal after the exit then finds none).
+   */
+  waitAhead?: boolean;
 }
 
 export interface ClientOptions extends SessionOptions {
@@ -155,6 +161,10 @@ interface ProcessControl {
 
 type WireExit = { status?: { code?: number | null; signal?: number | null } | null; oomKilled?: boolean | null };
 
+function isNoSuchProcess(err: unknown): boolean {
+  return err instanceof FractalError && err.code === ErrorCode.NO_SUCH_PROCESS;
+}
+
 function containerExit(e: WireExit | null | undefined): ContainerExitResult {
   const st = e?.status;
   return st?.signal ? { kind: "signaled", signal: st.signal, oomKilled: e?.oomKilled ?? false } : { kind: "exited", code: st?.code ?? 0, oomKilled: e?.oomKilled ?? false };
@@ -231,7 +241,7 @@ export class AgentClient {
     const stdin = streams.outgoing(o.stdin ?? false);
     const stdout = streams.incoming(true);
     const stderr = streams.incoming(!o.tty);
-    const r = await streams.call(
+    const started = streams.call(
       {
         exec: {
           argv: o.argv,
@@ -252,13 +262,20 @@ export class AgentClient {
       },
       "exec",
     );
+    // request() went out synchronously inside call(): its id is the last one.
+    const ahead = o.waitAhead ? this.call({ wait: { execRequest: this.session.lastRequestId } }, "exit") : undefined;
+    ahead?.catch(() => {}); // a failed exec fails this too; the exec's own error is the one to report
+    const r = await started;
     const handle = r.exec!.process ?? 0; // call() checked the kind
+    const byHandle = () => this.call({ wait: { process: handle } }, "exit");
     const control: ProcessControl = {
       signal: async (signal, group) => void (await this.call({ signal: { process: handle, signal, group } }, "ok")),
       resize: async (cols, rows) => void (await this.call({ resize: { process: handle, cols, rows } }, "ok")),
       closeStdin: () => void this.call({ closeStdin: { process: handle } }, "ok").catch(() => {}),
       wait: async () => {
-        const e = (await this.call({ wait: { process: handle } }, "exit")).exit!; // call() checked the kind
+        // An agent from before exec_request reads the wait as one for handle 0, which it never gives.
+        const w = ahead ? await ahead.catch((err: unknown) => (isNoSuchProcess(err) ? byHandle() : Promise.reject(err))) : await byHandle();
+        const e = w.exit!; // call() checked the kind
         return e.signal ? { kind: "signaled", signal: e.signal } : { kind: "exited", code: e.code ?? 0 };
       },
     };

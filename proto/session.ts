@@ -341,6 +341,11 @@ export class Session implements StreamHost {
     });
   }
 
+  /** Client: the id of the request request() sent last (read right after it, to name that request in the next). */
+  get lastRequestId(): number {
+    return this.nextRequestId - 1;
+  }
+
   /** A fresh stream id of this side's parity (client odd, server even). */
   allocateStreamId(): number {
     const id = this.nextStreamId;

@@ -39,7 +39,7 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
     checkAllowed(session.principal, policyName(cmd));
     agent.idle.touch();
     try {
-      return await serve(cmd);
+      return await serve(cmd, req.id ?? 0);
     } catch (err) {
       if (!(err instanceof FractalError) || err.code === ErrorCode.INTERNAL) {
         log("error", `${cmd.kind} request failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -50,14 +50,14 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
     }
   };
 
-  function serve(c: Command): ResponseBody | Promise<ResponseBody> {
+  function serve(c: Command, id: number): ResponseBody | Promise<ResponseBody> {
     switch (c.kind) {
       case "ping":
         return ping(c.nonce);
       case "version":
         return version(session.version);
       case "exec":
-        return procs.exec(c.exec);
+        return procs.exec(c.exec, id);
       case "signal":
         return procs.signal(c.process, c.signal, c.group);
       case "resize":
@@ -65,7 +65,7 @@ export function connectionHandler(session: Session, agent: AgentContext): Reques
       case "closeStdin":
         return procs.closeStdin(c.process);
       case "wait":
-        return procs.wait(c.process);
+        return procs.wait(c.execRequest ? procs.startedBy(c.execRequest) : c.process);
       case "shutdown":
         return shutdown(c.reboot, agent.isInit);
       case "images":

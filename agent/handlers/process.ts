@@ -40,6 +40,9 @@ export class ProcessHandlers {
   private readonly table = new ProcessTable();
   /** Processes in containers: where the runtime wrote their pid (for resize). */
   private readonly pidFiles = new Map<number, string>();
+  /** Handles by the id of the Exec request that started them, until waited for (a wait may name the request). */
+  private readonly byRequest = new Map<number, number>();
+  private readonly requestOf = new Map<number, number>();
 
   constructor(
     private readonly session: Session,
@@ -49,7 +52,7 @@ export class ProcessHandlers {
   }
 
   /** Starts a process: where and how it runs, its streams, then the child itself. */
-  exec(cmd: ExecCommand): ResponseBody {
+  exec(cmd: ExecCommand, requestId: number): ResponseBody {
     const launch = this.launchSpec(cmd);
     const streams = this.openStdio(cmd);
     let child: Child;
@@ -67,6 +70,8 @@ export class ProcessHandlers {
     this.feedStdin(child, streams.stdin, cmd.tty !== undefined);
     const entry = this.table.add(child);
     if (launch.pidFile) this.pidFiles.set(entry.handle, launch.pidFile);
+    this.byRequest.set(requestId, entry.handle);
+    this.requestOf.set(entry.handle, requestId);
     void child.done.then(() => {
       streams.stdout?.end();
       streams.stderr?.end();
@@ -143,6 +148,13 @@ export class ProcessHandlers {
     return { ok: {} };
   }
 
+  /** The handle of the process the Exec request `requestId` started. */
+  startedBy(requestId: number): number {
+    const handle = this.byRequest.get(requestId);
+    if (handle === undefined) throw new FractalError(ErrorCode.NO_SUCH_PROCESS, `request ${requestId} started no process on this connection (or it was waited for)`);
+    return handle;
+  }
+
   async wait(handle: number): Promise<ResponseBody> {
     const entry = this.table.get(handle);
     const status = await entry.child.done;
@@ -150,6 +162,9 @@ export class ProcessHandlers {
     // so the client has every byte of output before it sees the status.
     this.table.remove(handle);
     this.pidFiles.delete(handle);
+    const requestId = this.requestOf.get(handle);
+    if (requestId !== undefined) this.byRequest.delete(requestId);
+    this.requestOf.delete(handle);
     return { exit: toWire(status) };
   }
 

@@ -6,7 +6,10 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentClient } from "../../host/client.js";
+import { ErrorCode } from "../../proto/errors.js";
+import { encodeFrame } from "../../proto/frame.js";
 import { ROOT, runCli, startAgent, type CliOptions, type RunningAgent } from "../helpers/agent.js";
+import { handshake, rawTcp } from "../helpers/raw.js";
 
 let agent: RunningAgent;
 beforeAll(async () => {
@@ -216,6 +219,50 @@ describe("client library against the agent", () => {
     expect(Math.max(...rtts)).toBeLessThan(50);
     expect(got).toBeLessThan(100_000_000); // it really is stalled by flow control
     await p.signal(9);
+    c.close();
+  });
+
+  it("answers a wait sent in the same write as its exec, naming the exec's request, and only once", async () => {
+    const r = await rawTcp(agent.tcp);
+    await handshake(r);
+    // One write: the exec (stdout on stream 1) and the wait that names it.
+    r.send(Buffer.concat([
+      encodeFrame({ request: { id: 1, exec: { argv: ["sh", "-c", "echo early; exit 7"], stdoutStream: 1 } } }),
+      encodeFrame({ request: { id: 2, wait: { execRequest: 1 } } }),
+    ]));
+    expect((await r.next((f) => f.response?.id === 1)).response!.exec!.process).toBeGreaterThan(0);
+    expect((await r.next((f) => f.response?.id === 2)).response!.exit).toEqual({ code: 7 });
+    expect(Buffer.from((await r.next((f) => f.data?.stream === 1)).data!.payload!).toString()).toBe("early\n");
+    // Answered once: the request no longer names a process; one that started nothing never did.
+    r.sendFrame({ request: { id: 3, wait: { execRequest: 1 } } });
+    r.sendFrame({ request: { id: 4, wait: { execRequest: 3 } } });
+    for (const [id, named] of [[3, 1], [4, 3]]) {
+      expect((await r.next((f) => f.response?.id === id)).response!.error).toMatchObject({
+        code: ErrorCode.NO_SUCH_PROCESS,
+        message: expect.stringMatching(new RegExp(`request ${named} started no process`)),
+      });
+    }
+    r.socket.destroy();
+  });
+
+  it("gives each of 50 concurrent execs whose waits went with them its own status and output", async () => {
+    const c = await AgentClient.connect(agent.tcp);
+    const results = await Promise.all(
+      Array.from({ length: 50 }, async (_, i) => {
+        const p = await c.exec({ argv: ["sh", "-c", `echo job-${i}; exit ${i % 7}`], waitAhead: true });
+        let out = "";
+        p.onStdout((b) => void (out += Buffer.from(b).toString()));
+        const st = await p.wait();
+        return { out, st, i };
+      }),
+    );
+    for (const r of results) {
+      expect(r.out).toBe(`job-${r.i}\n`);
+      expect(r.st).toEqual({ kind: "exited", code: r.i % 7 });
+    }
+    // A failed exec fails alone: its early wait leaves nothing behind.
+    await expect(c.exec({ argv: ["no-such-command-here"], waitAhead: true })).rejects.toMatchObject({ code: ErrorCode.COMMAND_NOT_FOUND });
+    expect(await c.ping()).toBeLessThan(1000);
     c.close();
   });
 
