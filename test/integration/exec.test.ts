@@ -186,11 +186,14 @@ describe("client library against the agent", () => {
     c.close();
   });
 
-  it("runs 50 concurrent execs on one connection, each with its own output", async () => {
+  it.each([
+    ["waited for once started", false],
+    ["waited for in the same write", true],
+  ])("runs 50 concurrent execs on one connection, each with its own output and status (%s)", async (_, waitAhead) => {
     const c = await AgentClient.connect(agent.tcp);
     const results = await Promise.all(
       Array.from({ length: 50 }, async (_, i) => {
-        const p = await c.exec({ argv: ["sh", "-c", `echo job-${i}; exit ${i % 7}`] });
+        const p = await c.exec({ argv: ["sh", "-c", `echo job-${i}; exit ${i % 7}`], waitAhead });
         let out = "";
         p.onStdout((b) => void (out += Buffer.from(b).toString()));
         const st = await p.wait();
@@ -201,6 +204,9 @@ describe("client library against the agent", () => {
       expect(r.out).toBe(`job-${r.i}\n`);
       expect(r.st).toEqual({ kind: "exited", code: r.i % 7 });
     }
+    // A failed exec fails alone: a wait sent with it leaves nothing behind.
+    await expect(c.exec({ argv: ["no-such-command-here"], waitAhead })).rejects.toMatchObject({ code: ErrorCode.COMMAND_NOT_FOUND });
+    expect(await c.ping()).toBeLessThan(1000);
     c.close();
   });
 
@@ -243,27 +249,6 @@ describe("client library against the agent", () => {
       });
     }
     r.socket.destroy();
-  });
-
-  it("gives each of 50 concurrent execs whose waits went with them its own status and output", async () => {
-    const c = await AgentClient.connect(agent.tcp);
-    const results = await Promise.all(
-      Array.from({ length: 50 }, async (_, i) => {
-        const p = await c.exec({ argv: ["sh", "-c", `echo job-${i}; exit ${i % 7}`], waitAhead: true });
-        let out = "";
-        p.onStdout((b) => void (out += Buffer.from(b).toString()));
-        const st = await p.wait();
-        return { out, st, i };
-      }),
-    );
-    for (const r of results) {
-      expect(r.out).toBe(`job-${r.i}\n`);
-      expect(r.st).toEqual({ kind: "exited", code: r.i % 7 });
-    }
-    // A failed exec fails alone: its early wait leaves nothing behind.
-    await expect(c.exec({ argv: ["no-such-command-here"], waitAhead: true })).rejects.toMatchObject({ code: ErrorCode.COMMAND_NOT_FOUND });
-    expect(await c.ping()).toBeLessThan(1000);
-    c.close();
   });
 
   it("signals only a process that is still running", async () => {

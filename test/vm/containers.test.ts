@@ -9,10 +9,10 @@ import net from "node:net";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ImageStore } from "../../oci/store.js";
-import { consoleTail } from "../../host/vm/manager.js";
 import { HOST_BIN, ROOT, runCli } from "../helpers/agent.js";
+import { consoleOnFailure } from "../helpers/console-on-failure.js";
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-test-"));
 const store = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ctr-store-"));
@@ -56,16 +56,10 @@ beforeAll(async () => {
   if (r.code !== 0) throw new Error(`boot failed (${r.code}):\n${r.stderr}`);
 }, 300_000);
 
-// One guest serves the whole file, so a test that fails can leave the rest
-// failing after it: its console (the agent's log, the kernel's) says why,
-// and `vm stop` removes it with the VM's directory.
-let failed = false;
-afterEach(({ task }) => {
-  if (task.result?.state === "fail") failed = true;
-});
+const printConsoleIfFailed = consoleOnFailure(state, NAME);
 
 afterAll(async () => {
-  if (failed) console.error(`${NAME}'s console, its last 80 lines:\n${consoleTail(path.join(state, NAME, "console.log"), 80)}`);
+  printConsoleIfFailed();
   await cli(["vm", "stop", NAME]);
   fs.rmSync(state, { recursive: true, force: true });
   fs.rmSync(store, { recursive: true, force: true });

@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../helpers/agent.js";
+import { consoleOnFailure } from "../helpers/console-on-failure.js";
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ns-test-"));
 const data = fs.mkdtempSync(path.join(os.tmpdir(), "fractal-ns-data-"));
@@ -19,7 +20,10 @@ beforeAll(async () => {
   if (r.code !== 0) throw new Error(`boot failed (${r.code}):\n${r.stderr}`);
 }, 300_000);
 
+const printConsoleIfFailed = consoleOnFailure(state, NAME);
+
 afterAll(async () => {
+  printConsoleIfFailed();
   await cli(["vm", "stop", NAME]);
   fs.rmSync(state, { recursive: true, force: true });
   fs.rmSync(data, { recursive: true, force: true });
