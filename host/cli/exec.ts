@@ -135,8 +135,7 @@ function parseUser(u: string): { uid: number; gid: number } {
 
 /** Runs the command; resolves to the exit status the CLI should exit with. */
 export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<number> {
-  // The CLI always waits for the exit: ask for it with the exec.
-  const proc = await client.exec({ ...cmd.options, waitAhead: true });
+  const proc = await client.exec(cmd.options);
   mark("spawn");
   return followProcess(proc, cmd.options.tty !== undefined, cmd.interactive);
 }
