@@ -42,18 +42,23 @@ function placeWhole(file: string, text: string, mode: number): void {
   // wx: never follow or truncate something that appeared meanwhile.
   fs.writeFileSync(tmp, text, { mode, flag: "wx" });
   try {
-    try {
-      fs.linkSync(tmp, file);
-    } catch (err) {
-      // A file system without hard links: an exclusive copy, which a racing reader may see half-written.
-      if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"].includes((err as NodeJS.ErrnoException).code ?? "")) throw err;
-      fs.copyFileSync(tmp, file, fs.constants.COPYFILE_EXCL);
-    }
+    linkExclusive(tmp, file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EEXIST") throw exists(file);
     throw err;
   } finally {
     fs.rmSync(tmp, { force: true });
+  }
+}
+
+/** Links `tmp` at `file`, failing with EEXIST if it is there. */
+function linkExclusive(tmp: string, file: string): void {
+  try {
+    fs.linkSync(tmp, file);
+  } catch (err) {
+    // A file system without hard links: an exclusive copy, which a racing reader may see half-written.
+    if (!["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"].includes((err as NodeJS.ErrnoException).code ?? "")) throw err;
+    fs.copyFileSync(tmp, file, fs.constants.COPYFILE_EXCL);
   }
 }
 

@@ -40,9 +40,6 @@ export class ProcessHandlers {
   private readonly table = new ProcessTable();
   /** Processes in containers: where the runtime wrote their pid (for resize). */
   private readonly pidFiles = new Map<number, string>();
-  /** Handles by the id of the Exec request that started them, until waited for (a wait may name the request). */
-  private readonly byRequest = new Map<number, number>();
-  private readonly requestOf = new Map<number, number>();
 
   constructor(
     private readonly session: Session,
@@ -68,10 +65,8 @@ export class ProcessHandlers {
       throw err;
     }
     this.feedStdin(child, streams.stdin, cmd.tty !== undefined);
-    const entry = this.table.add(child);
+    const entry = this.table.add(child, requestId);
     if (launch.pidFile) this.pidFiles.set(entry.handle, launch.pidFile);
-    this.byRequest.set(requestId, entry.handle);
-    this.requestOf.set(entry.handle, requestId);
     void child.done.then(() => {
       streams.stdout?.end();
       streams.stderr?.end();
@@ -150,9 +145,7 @@ export class ProcessHandlers {
 
   /** The handle of the process the Exec request `requestId` started. */
   startedBy(requestId: number): number {
-    const handle = this.byRequest.get(requestId);
-    if (handle === undefined) throw new FractalError(ErrorCode.NO_SUCH_PROCESS, `request ${requestId} started no process on this connection (or it was waited for)`);
-    return handle;
+    return this.table.startedBy(requestId);
   }
 
   async wait(handle: number): Promise<ResponseBody> {
@@ -162,9 +155,6 @@ export class ProcessHandlers {
     // so the client has every byte of output before it sees the status.
     this.table.remove(handle);
     this.pidFiles.delete(handle);
-    const requestId = this.requestOf.get(handle);
-    if (requestId !== undefined) this.byRequest.delete(requestId);
-    this.requestOf.delete(handle);
     return { exit: toWire(status) };
   }
 

@@ -9,6 +9,8 @@ export type ProcState = { kind: "running"; child: Child } | { kind: "exited"; st
 
 export interface ProcEntry {
   readonly handle: number;
+  /** The id of the Exec request that started it, on its connection (a wait may name it instead of the handle). */
+  readonly requestId: number;
   readonly child: Child;
   state: ProcState;
 }
@@ -16,10 +18,12 @@ export interface ProcEntry {
 export class ProcessTable {
   private next = 1;
   private readonly entries = new Map<number, ProcEntry>();
+  private readonly byRequest = new Map<number, ProcEntry>();
 
-  add(child: Child): ProcEntry {
-    const entry: ProcEntry = { handle: this.next++, child, state: { kind: "running", child } };
+  add(child: Child, requestId: number): ProcEntry {
+    const entry: ProcEntry = { handle: this.next++, requestId, child, state: { kind: "running", child } };
     this.entries.set(entry.handle, entry);
+    this.byRequest.set(requestId, entry);
     child.done.then((status) => (entry.state = { kind: "exited", status }));
     return entry;
   }
@@ -30,6 +34,13 @@ export class ProcessTable {
     return e;
   }
 
+  /** The handle of the process the Exec request `requestId` started, until a wait reported its exit. */
+  startedBy(requestId: number): number {
+    const e = this.byRequest.get(requestId);
+    if (!e) throw new FractalError(ErrorCode.NO_SUCH_PROCESS, `request ${requestId} started no process on this connection (or it was waited for)`);
+    return e.handle;
+  }
+
   /** The running child, or an error naming the operation that needed it. */
   requireRunning(handle: number, op: string): Child {
     const e = this.get(handle);
@@ -38,7 +49,10 @@ export class ProcessTable {
   }
 
   remove(handle: number): void {
+    const e = this.entries.get(handle);
+    if (!e) return;
     this.entries.delete(handle);
+    this.byRequest.delete(e.requestId);
   }
 
   /** Entries whose child has not exited yet. */
