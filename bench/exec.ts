@@ -5,7 +5,7 @@
 //      (head's stdout) over a plain loopback TCP socket;
 //  (c) exec and wait on an open connection through a relay that holds every
 //      chunk 10 ms each way (a link 20 ms away): the wait sent with the exec
-//      (ExecOptions.waitAhead) against the wait sent once the exec is answered.
+//      (what the CLI does) against the wait sent once the exec is answered.
 // Run with bun. Prints medians and ratios; absolute times mean little here.
 import net from "node:net";
 import path from "node:path";

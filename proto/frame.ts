@@ -136,6 +136,14 @@ export class FrameDecoder {
     return this.buffered;
   }
 
+  /** Hands over every byte held, undecoded, and holds none after. */
+  takeAll(): Uint8Array {
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return all;
+  }
+
   /** Appends bytes; frames are taken with next(). */
   feed(chunk: Uint8Array): void {
     if (chunk.length > 0) {

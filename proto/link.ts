@@ -33,11 +33,12 @@ export interface Link {
    */
   readonly resync?: boolean;
   /**
-   * Serial links: a Hello arrived on a session that already shook hands, so
-   * the peer restarted without a hang-up we could see. The link ends this
-   * session and starts a new one from that Hello.
+   * Serial links: a new host's Hello (another nonce) arrived on a session
+   * that already shook hands: the peer changed without a hang-up we could
+   * see. The link ends this session and starts a new one from that Hello,
+   * followed by `rest`, the bytes read behind it (the new host's requests).
    */
-  readonly rehello?: (hello: import("./wire.js").Hello) => void;
+  readonly rehello?: (hello: import("./wire.js").Hello, rest: Uint8Array) => void;
 }
 
 /**

@@ -6,9 +6,11 @@
 //     still reports the hang-up a short pause later (an EOF read just as
 //     the next host attaches is not a disconnect: the guest can see that
 //     host's first bytes before it learns the host is there), or
-//   * a Hello arrives on an epoch that already shook hands: the host
-//     reconnected without us seeing it (a UART has no hang-up), so the old
-//     session is torn down and the Hello starts the next one, or
+//   * a new host's Hello (not a repeat of the one that began the epoch)
+//     arrives on an epoch that already shook hands: the host reconnected
+//     without us seeing it (a UART has no hang-up), so the old session is
+//     torn down and the Hello, with what was read behind it, starts the
+//     next one, or
 //   * its session closed itself (a protocol error); the line stays served.
 // Junk left from a torn session is skipped by the resynchronising decoder.
 // After a hang-up the port is read again only once a host is back
@@ -134,10 +136,11 @@ export class Epochs {
     const epoch = new Epoch(
       this.device,
       // The Hello that began a new host's session, already decoded by the
-      // old session: framed again, it is the new session's first input.
-      (hello) => {
+      // old session: framed again, it is the new session's first input,
+      // and the bytes the old session read behind it follow.
+      (hello, rest) => {
         this.current?.end();
-        this.start(encodeFrame({ hello }));
+        this.start(Buffer.concat([encodeFrame({ hello }), rest]));
       },
       () => {
         if (this.current === epoch) this.start();
@@ -153,11 +156,13 @@ export class Epochs {
 class Epoch {
   private readonly events = new LinkEvents();
   private ended = false;
+  /** This session stopped the device's reading (its answers backed up). */
+  private paused = false;
   readonly link: Link;
 
   constructor(
     device: Link,
-    readonly onRehello: (hello: NonNullable<Frame["hello"]>) => void,
+    readonly onRehello: (hello: NonNullable<Frame["hello"]>, rest: Uint8Array) => void,
     readonly onSessionClosed: () => void,
   ) {
     this.link = {
@@ -170,10 +175,18 @@ class Epoch {
         this.end();
         this.onSessionClosed();
       },
-      pause: () => device.pause?.(),
-      resume: () => device.resume?.(),
+      pause: () => {
+        if (this.ended) return;
+        this.paused = true;
+        device.pause?.();
+      },
+      resume: () => {
+        if (!this.paused) return;
+        this.paused = false;
+        device.resume?.();
+      },
       ...this.events.register,
-      rehello: (hello) => this.onRehello(hello),
+      rehello: (hello, rest) => this.onRehello(hello, rest),
     };
   }
 
@@ -188,6 +201,9 @@ class Epoch {
   end(): void {
     if (this.ended) return;
     this.ended = true;
+    // A session that ends while it holds the device paused would leave the
+    // next host unheard.
+    this.link.resume?.();
     this.events.close();
   }
 }

@@ -158,7 +158,7 @@ export class Session implements StreamHost {
   private established = false;
   /** Set between HelloAck and Auth on a connection that must authenticate. */
   private challenge: Uint8Array | undefined;
-  /** Client: this connection's Hello.nonce, which its HelloAck echoes. */
+  /** This connection's Hello.nonce: a client's HelloAck echoes it; a server knows a repeat of it from a new host's Hello. */
   private helloNonce: Uint8Array = new Uint8Array(0);
   /** Client: set from a Hello with a ticket until the agent's answer to it was dealt with. */
   private early: Early | undefined;
@@ -616,7 +616,11 @@ export class Session implements StreamHost {
 
   private onHello(h: NonNullable<Frame["hello"]>): void {
     if (this.role === "server" && this.handshaken && this.link.rehello) {
-      this.link.rehello(h);
+      // Our host repeating its Hello (it goes on until our answer reaches it):
+      // restarting would drop the requests it sent once answered.
+      const nonce = h.nonce ?? new Uint8Array(0);
+      if (nonce.length > 0 && Buffer.from(nonce).equals(this.helloNonce)) return;
+      this.link.rehello(h, this.decoder.takeAll());
       return;
     }
     if (this.role !== "server" || this.handshaken) {
@@ -639,6 +643,7 @@ export class Session implements StreamHost {
     const ours = this.opts.features ?? [];
     this.features = (h.features ?? []).filter((x) => ours.includes(x));
     this.handshaken = true;
+    this.helloNonce = h.nonce ?? new Uint8Array(0);
     const auth = this.opts.authenticator;
     const ticket = h.ticket ?? new Uint8Array(0);
     const proof = h.ticketAuth;

@@ -135,7 +135,8 @@ function parseUser(u: string): { uid: number; gid: number } {
 
 /** Runs the command; resolves to the exit status the CLI should exit with. */
 export async function runExec(client: AgentClient, cmd: ExecCommand): Promise<number> {
-  const proc = await client.exec(cmd.options);
+  // The CLI always waits for the exit: ask for it with the exec.
+  const proc = await client.exec({ ...cmd.options, waitAhead: true });
   mark("spawn");
   return followProcess(proc, cmd.options.tty !== undefined, cmd.interactive);
 }

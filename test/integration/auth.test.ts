@@ -194,12 +194,13 @@ describe("tickets", () => {
       expect(second).not.toContain("auth");
       // The spent ticket went, the next came: one kept.
       expect(tickets()).toHaveLength(1);
-      // A ticket this agent never issued (as after its restart): a challenge, then the same exec again behind the Auth.
+      // A ticket this agent never issued (as after its restart): a challenge, then the same exec (and the wait sent
+      // with it) again behind the Auth.
       const file = path.join(pool, tickets()[0]!);
       const kept = fs.readFileSync(file);
       kept.fill(1, 0, 32);
       fs.writeFileSync(file, kept);
-      expect((await exec("third")).slice(0, 4)).toEqual(["hello", "request", "auth", "request"]);
+      expect((await exec("third")).slice(0, 6)).toEqual(["hello", "request", "request", "auth", "request", "request"]);
       const fourth = await exec("fourth");
       expect(fourth.slice(0, 2)).toEqual(["hello", "request"]);
       expect(fourth).not.toContain("auth");

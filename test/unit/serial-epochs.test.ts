@@ -19,4 +19,18 @@ describe("sessions on a serial line", () => {
     expect(out.echoed).toEqual([1, 2, 3]); // each HelloAck echoes its own host's nonce, none missing
     expect(out.sessions).toBe(3);
   });
+
+  it("keeps what a host sent behind a Hello: a repeat of its own Hello is no new host, and a new host's requests reach its session", () => {
+    // A host repeats its Hello every 300 ms until answered; under load the
+    // repeat arrived after the answer, in one read with the exec sent once
+    // answered, and restarted the session: the exec was dropped with it and
+    // the CLI waited for its answer for ever (CI, exec --namespace).
+    const r = spawnSync(path.join(ROOT, "node_modules/.bin/bun"), [path.join(ROOT, "test/helpers/serial-repeated-hello.ts")], { encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { echoed: number[]; answered: number[]; sessions: number; pausedAfterHangUp: boolean };
+    expect(out.echoed).toEqual([1, 2]); // the repeat got no second answer
+    expect(out.answered).toEqual([11, 21]);
+    expect(out.sessions).toBe(3); // host 1, host 2, and the one waiting for the next host
+    expect(out.pausedAfterHangUp).toBe(false);
+  });
 });

@@ -81,8 +81,10 @@ describe("exec --namespace over virtiofs", () => {
   const virtiofsd = ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"].find((p) => fs.existsSync(p));
   const sock = path.join(state, "vfs.sock");
   let daemon: ReturnType<typeof spawn> | undefined;
+  const printVfsConsoleIfFailed = consoleOnFailure(state, "vfstest");
 
   afterAll(async () => {
+    printVfsConsoleIfFailed();
     await cli(["vm", "stop", "vfstest"]);
     daemon?.kill();
   }, 120_000);
