@@ -7,29 +7,13 @@
 // hangs up. Prints, as JSON, the nonces the HelloAcks echoed, the ids of
 // the responses in the order they came, how many sessions were started, and
 // whether the device was left paused.
-import { encodeFrame, FrameDecoder } from "../../proto/frame.js";
-import { LinkEvents, type Link } from "../../proto/link.js";
+import { encodeFrame } from "../../proto/frame.js";
+import type { Link } from "../../proto/link.js";
 import { Epochs } from "../../proto/serial-listen.js";
 import { Session } from "../../proto/session.js";
+import { fakeSerialPort, hello } from "./fake-serial-port.js";
 
-const host = new LinkEvents();
-const decoder = new FrameDecoder({ resync: true });
-const echoed: number[] = [];
-const answered: number[] = [];
-const device: Link = {
-  description: "fake port",
-  resync: true,
-  ...host.register,
-  write(chunks) {
-    for (const c of chunks) decoder.feed(c);
-    for (let f = decoder.next(); f; f = decoder.next()) {
-      if (f.helloAck) echoed.push(f.helloAck.helloNonce?.[0] ?? -1);
-      if (f.response) answered.push(f.response.id ?? -1);
-    }
-    return true;
-  },
-  close: () => host.close(),
-};
+const { host, device, echoed, answered } = fakeSerialPort();
 let paused = false;
 device.pause = () => void (paused = true);
 device.resume = () => void (paused = false);
@@ -44,8 +28,6 @@ const epochs = new Epochs(
   },
   () => {},
 );
-const hello = (n: number) =>
-  encodeFrame({ hello: { minVersion: 1, maxVersion: 1, initialWindow: 1 << 20, maxFrame: 1 << 20, client: `host ${n}`, nonce: new Uint8Array(16).fill(n) } });
 const ping = (id: number) => encodeFrame({ request: { id, ping: {} } });
 const oneRead = (...frames: Uint8Array[]) => host.data(Buffer.concat(frames));
 
