@@ -126,15 +126,48 @@ async function guestFaults(): Promise<void> {
     const inOrder = ticks.every((t, i) => t === i);
     row("agent SIGKILL", `agent killed ${kills} times with a container running`, `restarted and found it ${found}/${kills} times; ${ticks.length} output lines, ${inOrder ? "none lost or repeated" : "LOST OR REPEATED"}`, found === kills && inOrder);
     await vm("rm", "-f", "steady");
-    const rec = JSON.parse(fs.readFileSync(path.join(state, "rel", "vm.json"), "utf8")) as { accel: string; endpoints: { serial: string } };
+    const rec = JSON.parse(fs.readFileSync(path.join(state, "rel", "vm.json"), "utf8")) as { pid: number; accel: string; endpoints: { serial: string } };
     accel = rec.accel;
     const bytes = n(GIB);
     const r = await catThrough(["--connect", rec.endpoints.serial], bytes, 4, env);
     row("no loss: virtio-serial", `${(bytes / 1048576).toFixed(0)} MiB through cat, reader paused ${r.pauses} times`, `${r.received === r.sent && r.bytes === bytes ? "hashes equal" : "HASHES DIFFER"} (${(bytes / 1048576 / r.seconds).toFixed(1)} MiB/s)`, r.received === r.sent && r.code === 0);
+    await stalledSerial(rec.pid, rec.endpoints.serial, env);
   } finally {
     await cli(["vm", "stop", "rel"]);
     fs.rmSync(state, { recursive: true, force: true });
   }
+}
+
+/**
+ * A host too busy to run the guest for a while, played by stopping QEMU
+ * 250 ms in every 350: a serial client's Hello is repeated before its
+ * answer comes, and a repeat reaches the agent beside the requests sent
+ * once answered (taken for a new host, it once dropped them: the CLI hung).
+ */
+async function stalledSerial(qemuPid: number, serial: string, env: Record<string, string>): Promise<void> {
+  const pairs = n(60);
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const flip = () => {
+    stopped = !stopped;
+    process.kill(qemuPid, stopped ? "SIGSTOP" : "SIGCONT");
+    timer = setTimeout(flip, stopped ? 250 : 100);
+  };
+  let hung = 0;
+  let wrong = 0;
+  const one = (tag: string) =>
+    runCli(["--connect", serial, "exec", "--", "echo", tag], { env, timeoutMs: 60_000 }).then(
+      (r) => void (r.code === 0 && r.stdout.toString() === `${tag}\n` ? 0 : wrong++),
+      () => void hung++,
+    );
+  flip();
+  try {
+    for (let i = 0; i < pairs; i++) await Promise.all([one(`a${i}`), one(`b${i}`)]);
+  } finally {
+    clearTimeout(timer);
+    process.kill(qemuPid, "SIGCONT");
+  }
+  row("stalled guest: virtio-serial", `${pairs} pairs of execs at once, QEMU stopped 250 ms in every 350`, `${hung} hung, ${wrong} wrong`, hung === 0 && wrong === 0);
 }
 
 await authentication();
