@@ -204,7 +204,8 @@ export const routes: Route[] = [
     responses: { 200: "ExecResult", 400: "Error", 404: "Error" },
     handle: async (c) => {
       const b = body<{ argv: string[]; env?: Record<string, string>; cwd?: string; container?: string; stdin?: string }>(c);
-      const p = await (await agent(c)).exec({ argv: b.argv, env: b.env, cwd: b.cwd, container: b.container, stdin: b.stdin !== undefined });
+      // The answer waits for the exit anyway: ask for it with the exec.
+      const p = await (await agent(c)).exec({ argv: b.argv, env: b.env, cwd: b.cwd, container: b.container, stdin: b.stdin !== undefined, waitAhead: true });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let size = 0;
