@@ -287,8 +287,9 @@ export class Session implements StreamHost {
     s.signer ??= s.resolveSigner();
     // A serial port drops bytes written while the guest has it closed (it
     // reopens the port after each host disconnect), so on serial links the
-    // Hello is repeated until answered. The agent treats a repeated Hello as
-    // a restart and we ignore the extra HelloAck (see onHelloAck).
+    // Hello is repeated until answered. The agent ignores a repeat of the
+    // Hello it answered (same nonce); a HelloAck to an earlier attempt's
+    // Hello is ignored here (see onHelloAck).
     const resend = link.resync ? setInterval(hello, HELLO_RESEND_MS) : undefined;
     try {
       await s.ready$;
