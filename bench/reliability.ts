@@ -155,11 +155,14 @@ async function stalledSerial(qemuPid: number, serial: string, env: Record<string
   };
   let hung = 0;
   let wrong = 0;
-  const one = (tag: string) =>
-    runCli(["--connect", serial, "exec", "--", "echo", tag], { env, timeoutMs: 60_000 }).then(
-      (r) => void (r.code === 0 && r.stdout.toString() === `${tag}\n` ? 0 : wrong++),
-      () => void hung++,
-    );
+  const one = async (tag: string) => {
+    try {
+      const r = await runCli(["--connect", serial, "exec", "--", "echo", tag], { env, timeoutMs: 60_000 });
+      if (r.code !== 0 || r.stdout.toString() !== `${tag}\n`) wrong++;
+    } catch {
+      hung++; // runCli gave up on it
+    }
+  };
   flip();
   try {
     for (let i = 0; i < pairs; i++) await Promise.all([one(`a${i}`), one(`b${i}`)]);

@@ -615,12 +615,16 @@ export class Session implements StreamHost {
     }
   }
 
+  /** A nonce, not empty, equal to this connection's Hello's. */
+  private isOwnNonce(nonce: Uint8Array | null | undefined): boolean {
+    return !!nonce && nonce.length > 0 && Buffer.from(nonce).equals(this.helloNonce);
+  }
+
   private onHello(h: NonNullable<Frame["hello"]>): void {
     if (this.role === "server" && this.handshaken && this.link.rehello) {
       // Our host repeating its Hello (it goes on until our answer reaches it):
       // restarting would drop the requests it sent once answered.
-      const nonce = h.nonce ?? new Uint8Array(0);
-      if (nonce.length > 0 && Buffer.from(nonce).equals(this.helloNonce)) return;
+      if (this.isOwnNonce(h.nonce)) return;
       this.link.rehello(h, this.decoder.takeAll());
       return;
     }
@@ -718,7 +722,7 @@ export class Session implements StreamHost {
     // Another connection's answer, left in the line: ours is still to come.
     // (An agent that does not echo the nonce is taken at its word.)
     const echo = a.helloNonce ?? new Uint8Array(0);
-    if (this.role === "client" && this.link.resync && echo.length > 0 && !Buffer.from(echo).equals(this.helloNonce)) return;
+    if (this.role === "client" && this.link.resync && echo.length > 0 && !this.isOwnNonce(echo)) return;
     if (this.role !== "client" || this.handshaken) {
       throw new ProtocolViolation(ErrorCode.UNKNOWN_MESSAGE, "unexpected HelloAck", true);
     }
