@@ -6,12 +6,12 @@
 // the others' rows; the "Runs:" line says when each was measured.
 import fs from "node:fs";
 import path from "node:path";
-import { RESULTS_DIR, type Figure } from "./report.js";
+import { RESULTS_DIR, type BenchEnv, type Check, type Figure } from "./report.js";
 
 const OUT = path.resolve(import.meta.dir);
 /** Read for the benches not run since, then written anew. */
 const RESULTS_JSON = path.join(OUT, "results.json");
-type Result = { bench: string; at: string; figures: Figure[] };
+type Result = { bench: string; at: string; figures: Figure[]; checks?: { env: BenchEnv; rows: Check[] } };
 
 const fresh: Result[] = fs.existsSync(RESULTS_DIR)
   ? fs.readdirSync(RESULTS_DIR).filter((f) => f.endsWith(".json")).map((f) => JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, f), "utf8")) as Result)
@@ -36,7 +36,9 @@ function lastCollection(): Result[] {
 }
 
 const num = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
-const envText = (f: Figure) => `${f.env.accel}, ${f.env.hostCpus} CPUs, host ${f.env.hostKernel}${f.env.guestKernel ? `, guest ${f.env.guestKernel}` : ""}, ${f.env.transport}`;
+const envText = (e: BenchEnv) => `${e.accel}, ${e.hostCpus} CPUs, host ${e.hostKernel}${e.guestKernel ? `, guest ${e.guestKernel}` : ""}, ${e.transport}`;
+// A table cell: the checks' texts may hold "|".
+const cell = (s: string) => s.replace(/\|/g, "\\|");
 
 const md: string[] = [
   "# Benchmark results",
@@ -52,9 +54,15 @@ const md: string[] = [
 for (const r of results) {
   for (const f of r.figures) {
     md.push(
-      `| ${r.bench} | ${f.figure} | ${num(f.fractal)} ${f.unit} | ${f.peer?.name ?? "—"} | ${f.peer ? `${num(f.peer.value)} ${f.unit}` : "—"} | ${f.advantage !== undefined ? `${num(f.advantage)}x` : "—"} | ${f.target ?? ""} | ${envText(f)} |`,
+      `| ${r.bench} | ${f.figure} | ${num(f.fractal)} ${f.unit} | ${f.peer?.name ?? "—"} | ${f.peer ? `${num(f.peer.value)} ${f.unit}` : "—"} | ${f.advantage !== undefined ? `${num(f.advantage)}x` : "—"} | ${f.target ?? ""} | ${envText(f.env)} |`,
     );
   }
+}
+for (const r of results.filter((r) => r.checks !== undefined && r.checks.rows.length > 0)) {
+  const { env, rows } = r.checks!;
+  md.push("", `## ${r.bench}: what was tried and what held`, "", `${envText(env)}; ${rows.filter((c) => c.held).length} held, ${rows.filter((c) => !c.held).length} broke.`, "");
+  md.push("| area | what was tried | result | what held |", "|---|---|---|---|");
+  for (const c of rows) md.push(`| ${cell(c.area)} | ${cell(c.tried)} | ${c.held ? "held" : "**BROKE**"} | ${cell(c.result)} |`);
 }
 md.push("", `Runs: ${results.map((r) => `${r.bench} ${r.at}`).join("; ")}.`, "");
 fs.writeFileSync(path.join(OUT, "results.md"), md.join("\n"));

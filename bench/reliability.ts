@@ -10,22 +10,17 @@ import { ROOT, fdCount, rssMiB, runCli, runSoak, startAgent } from "../test/help
 import { catThrough } from "../test/helpers/noloss.js";
 import { fuzzDecoder } from "../test/fuzz/decoder.js";
 import { fuzzAgent } from "../test/fuzz/drive.js";
+import { env as benchEnv, record, type Check } from "./report.js";
 
 const SCALE = Number(process.env.RELIABILITY_SCALE ?? 1);
 const n = (x: number) => Math.max(1, Math.round(x * SCALE));
 const GIB = 1 << 30;
 
-interface Row {
-  area: string;
-  tried: string;
-  held: string;
-  ok: boolean;
-}
-const rows: Row[] = [];
+const rows: Check[] = [];
 let accel = "no guest";
-function row(area: string, tried: string, held: string, ok: boolean): void {
-  rows.push({ area, tried, held, ok });
-  process.stderr.write(`${ok ? "held  " : "BROKE "} ${area}: ${tried} -> ${held}\n`);
+function row(area: string, tried: string, result: string, held: boolean): void {
+  rows.push({ area, tried, result, held });
+  process.stderr.write(`${held ? "held  " : "BROKE "} ${area}: ${tried} -> ${result}\n`);
 }
 
 async function protocolAndLinks(): Promise<void> {
@@ -181,7 +176,8 @@ await guestFaults();
 const w = [Math.max(...rows.map((r) => r.area.length)), Math.max(...rows.map((r) => r.tried.length))];
 process.stdout.write(`\nbench-reliability (scale ${SCALE}; ${os.cpus().length} CPUs, kernel ${os.release()}, guest accel=${accel})\n`);
 process.stdout.write(`${"area".padEnd(w[0]!)}  ${"what was tried".padEnd(w[1]!)}  result  what held\n`);
-for (const r of rows) process.stdout.write(`${r.area.padEnd(w[0]!)}  ${r.tried.padEnd(w[1]!)}  ${r.ok ? "held  " : "BROKE "}  ${r.held}\n`);
-const broke = rows.filter((r) => !r.ok).length;
+for (const r of rows) process.stdout.write(`${r.area.padEnd(w[0]!)}  ${r.tried.padEnd(w[1]!)}  ${r.held ? "held  " : "BROKE "}  ${r.result}\n`);
+const broke = rows.filter((r) => !r.held).length;
 process.stdout.write(`${rows.length - broke} held, ${broke} broke\n`);
+record("reliability", [], { env: benchEnv(accel, "agent on loopback (tcp, ws, unix); guest over virtio-serial"), rows });
 process.exit(broke === 0 ? 0 : 1);

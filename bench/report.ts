@@ -27,6 +27,14 @@ export interface Figure {
   env: BenchEnv;
 }
 
+/** A pass/fail check (bench-reliability's rows): what was tried and what held. */
+export interface Check {
+  area: string;
+  tried: string;
+  result: string;
+  held: boolean;
+}
+
 export const RESULTS_DIR = path.resolve(import.meta.dir, "../build/bench");
 
 export function env(accel: string, transport: string, guestKernel?: string): BenchEnv {
@@ -47,7 +55,8 @@ export function quantile(xs: number[], q: number): number {
 
 export const median = (xs: number[]) => quantile(xs, 0.5);
 
-export function record(bench: string, figures: Figure[]): void {
+/** Writes a bench's record for bench/collect.ts; checks carry the environment they all ran in. */
+export function record(bench: string, figures: Figure[], checks?: { env: BenchEnv; rows: Check[] }): void {
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
-  fs.writeFileSync(path.join(RESULTS_DIR, `${bench}.json`), JSON.stringify({ bench, at: new Date().toISOString(), figures }, null, 1));
+  fs.writeFileSync(path.join(RESULTS_DIR, `${bench}.json`), JSON.stringify({ bench, at: new Date().toISOString(), figures, checks }, null, 1));
 }

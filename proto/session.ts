@@ -272,9 +272,13 @@ export class Session implements StreamHost {
     // round trip is idle time for this side. The Hello leaves first, not
     // batched behind the key's loading (2 ms of a CLI's cold start).
     s.flushBatch();
+    const timeoutMs = opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    // A serial line carries one host's session at a time: QEMU's chardev
+    // leaves a second connection unanswered until the first one ends.
+    const busy = link.resync ? ": a serial line serves one client at a time; is another fractal-host using it?" : "";
     s.helloTimer = setTimeout(
-      () => s.fail(new FractalError(ErrorCode.UNAVAILABLE, "no handshake answer from the agent")),
-      opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
+      () => s.fail(new FractalError(ErrorCode.UNAVAILABLE, `no handshake answer from the agent within ${timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`}${busy}`)),
+      timeoutMs,
     );
     if (proof) {
       // Authenticated by the Hello itself, if the agent still holds the

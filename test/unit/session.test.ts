@@ -52,6 +52,18 @@ describe("session", () => {
     });
   });
 
+  it("gives up on a handshake nobody answers, and on a serial line says the line may be held by another client", async () => {
+    const silent = (serial: boolean): Link => ({ description: serial ? "serial test" : "tcp test", ...new LinkEvents().register, write: () => true, close: () => {}, resync: serial });
+    await expect(Session.connect(silent(false), { handshakeTimeoutMs: 300 })).rejects.toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      message: "no handshake answer from the agent within 300 ms",
+    });
+    await expect(Session.connect(silent(true), { handshakeTimeoutMs: 1000 })).rejects.toMatchObject({
+      code: ErrorCode.UNAVAILABLE,
+      message: expect.stringMatching(/^no handshake answer from the agent within 1 s: a serial line serves one client at a time; is another fractal-host using it\?$/),
+    });
+  });
+
   it("refuses a client with no protocol version in common", async () => {
     const [a, b] = memoryLinkPair();
     Session.accept(b, { onRequest: pingOnly });
