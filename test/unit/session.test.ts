@@ -52,7 +52,7 @@ describe("session", () => {
     });
   });
 
-  it("gives up on a handshake nobody answers, and on a serial line says the line may be held by another client", async () => {
+  it("gives up on a handshake nobody answers, and on a serial line says that another client may hold the line", async () => {
     const silent = (serial: boolean): Link => ({ description: serial ? "serial test" : "tcp test", ...new LinkEvents().register, write: () => true, close: () => {}, resync: serial });
     await expect(Session.connect(silent(false), { handshakeTimeoutMs: 300 })).rejects.toMatchObject({
       code: ErrorCode.UNAVAILABLE,
@@ -60,7 +60,7 @@ describe("session", () => {
     });
     await expect(Session.connect(silent(true), { handshakeTimeoutMs: 1000 })).rejects.toMatchObject({
       code: ErrorCode.UNAVAILABLE,
-      message: expect.stringMatching(/^no handshake answer from the agent within 1 s: a serial line serves one client at a time; is another fractal-host using it\?$/),
+      message: expect.stringMatching(/^no handshake answer from the agent within 1 s: is the agent up, and is no other fractal-host using the line\? \(a serial line carries one client at a time\)$/),
     });
   });
 
