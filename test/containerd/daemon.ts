@@ -171,12 +171,13 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-export async function until<T>(what: string, fn: () => T | undefined | false, ms = 60_000): Promise<T> {
+/** Polls fn until it gives something; on timeout the error carries what `explain` says (a daemon's log, say). */
+export async function until<T>(what: string, fn: () => T | undefined | false, ms = 60_000, explain?: () => string): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = fn();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${explain ? `\n${explain()}` : ""}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }

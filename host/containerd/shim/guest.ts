@@ -164,10 +164,10 @@ export class GuestVm {
 
 /**
  * Ends a group's VM from another process: the delete command, after the
- * shim died. At once, not by a power-off: its tasks are being reported
- * killed, and containerd gives delete only a few seconds.
+ * shim died. With SIGKILL, not a power-off or a QMP quit: its tasks are
+ * being reported killed, and containerd gives delete only 5 s.
  */
 export async function killGroupVm(group: GroupRecord): Promise<void> {
   process.env.FRACTAL_STATE = group.stateDir;
-  await killVmNow(group.vmName).catch(() => {});
+  await killVmNow(group.vmName, { sigkill: true }).catch(() => {});
 }
