@@ -60,7 +60,8 @@ for (const r of results) {
 }
 for (const r of results.filter((r) => r.checks !== undefined && r.checks.rows.length > 0)) {
   const { env, rows } = r.checks!;
-  md.push("", `## ${r.bench}: what was tried and what held`, "", `${envText(env)}; ${rows.filter((c) => c.held).length} held, ${rows.filter((c) => !c.held).length} broke.`, "");
+  const held = rows.filter((c) => c.held).length;
+  md.push("", `## ${r.bench}: what was tried and what held`, "", `${envText(env)}; ${held} held, ${rows.length - held} broke.`, "");
   md.push("| area | what was tried | result | what held |", "|---|---|---|---|");
   for (const c of rows) md.push(`| ${cell(c.area)} | ${cell(c.tried)} | ${c.held ? "held" : "**BROKE**"} | ${cell(c.result)} |`);
 }

@@ -273,14 +273,14 @@ export class Session implements StreamHost {
     // batched behind the key's loading (2 ms of a CLI's cold start).
     s.flushBatch();
     const timeoutMs = opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
-    // A serial line opens whether or not an agent is there, and carries one
-    // host's session at a time: QEMU's chardev leaves a second connection
-    // unanswered until the first one ends.
-    const busy = link.resync ? ": is the agent up, and is no other fractal-host using the line? (a serial line carries one client at a time)" : "";
-    s.helloTimer = setTimeout(
-      () => s.fail(new FractalError(ErrorCode.UNAVAILABLE, `no handshake answer from the agent within ${timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`}${busy}`)),
-      timeoutMs,
-    );
+    s.helloTimer = setTimeout(() => {
+      const waited = timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`;
+      // A serial line opens whether or not an agent is there, and carries one
+      // host's session at a time: QEMU's chardev leaves a second connection
+      // unanswered until the first one ends.
+      const why = link.resync ? ": is the agent up, and is no other fractal-host using the line? (a serial line carries one client at a time)" : "";
+      s.fail(new FractalError(ErrorCode.UNAVAILABLE, `no handshake answer from the agent within ${waited}${why}`));
+    }, timeoutMs);
     if (proof) {
       // Authenticated by the Hello itself, if the agent still holds the
       // ticket: requests go now (see onHelloAck for when it does not).

@@ -351,22 +351,22 @@ async function waitExit(rec: VmRecord, ms: number): Promise<boolean> {
   return (await qemuExited(qmpSocket(rec.name), ms)) || !qemuAlive(rec.pid);
 }
 
-/**
- * Ends QEMU: a QMP quit (it exits at once, flushing nothing the guest owns),
- * then signals if that fails; with `sigkill`, SIGKILL alone.
- */
-async function killVm(rec: VmRecord, sigkill = false): Promise<void> {
-  if (!sigkill) {
-    try {
-      const qmp = await Qmp.connect(qmpSocket(rec.name), 2000);
-      await qmp.execute("quit").catch(() => {}); // QEMU may close before it answers
-      qmp.close();
-      if (await waitExit(rec, 5000)) return;
-    } catch {
-      // no QMP (an older VM, or QEMU stuck): signals
-    }
+/** Ends QEMU: a QMP quit (it exits at once, flushing nothing the guest owns), then signals if that fails. */
+async function killVm(rec: VmRecord): Promise<void> {
+  try {
+    const qmp = await Qmp.connect(qmpSocket(rec.name), 2000);
+    await qmp.execute("quit").catch(() => {}); // QEMU may close before it answers
+    qmp.close();
+    if (await waitExit(rec, 5000)) return;
+  } catch {
+    // no QMP (an older VM, or QEMU stuck): signals
   }
-  for (const sig of sigkill ? (["SIGKILL"] as const) : (["SIGTERM", "SIGKILL"] as const)) {
+  await signalVm(rec, ["SIGTERM", "SIGKILL"]);
+}
+
+/** Sends QEMU each signal in turn until it exits, then ends a swtpm it left behind. */
+async function signalVm(rec: VmRecord, signals: readonly NodeJS.Signals[]): Promise<void> {
+  for (const sig of signals) {
     try {
       process.kill(rec.pid, sig);
     } catch {
@@ -379,15 +379,15 @@ async function killVm(rec: VmRecord, sigkill = false): Promise<void> {
 }
 
 /**
- * Ends a VM at once, for owners that cannot wait for a power-off: a QMP
- * quit, then signals. `sigkill` skips the quit, for an owner on a short
- * clock: the shim's delete command, which containerd gives 5 s, its own
- * start included, and a QMP quit on a loaded host can take most of that.
+ * Ends a VM at once, with SIGKILL, for owners that cannot wait for a
+ * power-off or even a QMP quit: the shim's delete command, which containerd
+ * gives 5 s, its own start included, while a quit waits on a QEMU the host
+ * may be starving.
  */
-export async function killVmNow(name: string, opts: { sigkill?: boolean } = {}): Promise<void> {
+export async function killVmNow(name: string): Promise<void> {
   const rec = readRecord(name);
   if (!rec) return;
-  if (qemuAlive(rec.pid)) await killVm(rec, opts.sigkill);
+  if (qemuAlive(rec.pid)) await signalVm(rec, ["SIGKILL"]);
   removeState(name);
 }
 

@@ -169,5 +169,5 @@ export class GuestVm {
  */
 export async function killGroupVm(group: GroupRecord): Promise<void> {
   process.env.FRACTAL_STATE = group.stateDir;
-  await killVmNow(group.vmName, { sigkill: true }).catch(() => {});
+  await killVmNow(group.vmName).catch(() => {});
 }
